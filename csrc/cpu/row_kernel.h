@@ -1,0 +1,47 @@
+// Interface between the CPU rank-matching driver and its per-instruction-set kernels.
+//
+// The kernels are compiled three times (AVX-512, AVX2, portable) from one source,
+// row_kernel_impl.h; the driver picks one table at run time from what the CPU supports.
+// This header declares plain data and function pointers only: no inline code, so nothing
+// compiled for one instruction set can leak into another translation unit.
+#pragma once
+
+#include <cstdint>
+
+namespace laperm {
+namespace cpu {
+
+// Per-thread scratch, owned by the driver: two buffers of at least `capacity` 64-bit
+// words, capacity >= the longest row handed to the kernel.
+struct RowScratch {
+  uint64_t* words;
+  uint64_t* spare;
+  int64_t capacity;
+};
+
+// Rank-matches `rows` contiguous rows of `row_len` elements in place:
+// for every row, weight[order(weight)[i]] = sorted_init[i]. Elements are raw bit patterns
+// of the dtype named by the table slot.
+using RowsKernel = void (*)(void* weight, const void* sorted_init, int64_t rows,
+                            int64_t row_len, RowScratch scratch);
+
+struct KernelTable {
+  const char* isa;
+  RowsKernel float32;
+  RowsKernel float64;
+  RowsKernel float16;
+  RowsKernel bfloat16;
+};
+
+KernelTable kernel_table_generic();
+#if defined(__x86_64__)
+KernelTable kernel_table_avx2();
+KernelTable kernel_table_avx512();
+#endif
+
+// The best table this CPU can run; `LAPERM_CPU_ISA=generic|avx2|avx512` caps it (for tests
+// and benchmarks of the slower paths).
+const KernelTable& best_kernel_table();
+
+}  // namespace cpu
+}  // namespace laperm

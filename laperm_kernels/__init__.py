@@ -1,0 +1,28 @@
+"""laperm-kernels: in-place rank matching for LaPerm ("Train by Reconnect", NeurIPS 2020).
+
+    import laperm_kernels as lk
+    S = lk.sort_rows(W)         # once, at initialisation
+    ...                         # train W with any optimizer
+    lk.rank_match_(W, S)        # W's rows become S's values, in W's rank order
+
+See README.md for the contract, the backends and the benchmark.
+"""
+
+from . import _extension  # noqa: F401  (loads the compiled ops when built)
+from .ops import (
+    SUPPORTED_DTYPES,
+    available_backends,
+    rank_match_,
+    rank_match_many_,
+    sort_rows,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "available_backends",
+    "rank_match_",
+    "rank_match_many_",
+    "sort_rows",
+]

@@ -1,0 +1,34 @@
+"""Loads the compiled extension (laperm_kernels._C) once, remembering why it failed if so.
+
+Importing it registers the ``torch.ops.laperm`` operators and their CPU (and, in a CUDA
+build, CUDA) kernels. The package still works without it, on the PyTorch reference.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+_load_error: Optional[str] = None
+
+try:
+    from . import _C  # noqa: F401  (registers torch.ops.laperm.*)
+except ImportError as exc:  # not built, or built against another torch
+    _load_error = f"{type(exc).__name__}: {exc}"
+
+
+def is_loaded() -> bool:
+    return _load_error is None
+
+
+def load_error() -> Optional[str]:
+    """Why the extension is unavailable, or None when it loaded."""
+    return _load_error
+
+
+if _load_error is None:
+    import torch
+
+    @torch.library.register_fake("laperm::rank_match_many_")
+    def _rank_match_many_fake(weights, sorted_inits):
+        # In place, nothing returned: shapes, dtypes and devices are those of the inputs.
+        return None

@@ -1,0 +1,38 @@
+"""The ``"cpu"`` backend: the C++ kernel (csrc/cpu), one native call for a whole group."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .. import _extension
+
+name = "cpu"
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def is_available() -> bool:
+    return _extension.is_loaded()
+
+
+def unavailable_reason() -> str:
+    err = _extension.load_error()
+    return "" if err is None else (
+        f"the C++ extension laperm_kernels._C did not load ({err}); "
+        "build it with `pip install --no-build-isolation -e .`"
+    )
+
+
+def supports(device: torch.device, dtype: torch.dtype) -> bool:
+    return device.type == "cpu" and dtype in _DTYPES
+
+
+def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
+    torch.ops.laperm.rank_match_many_(list(weights), list(sorted_inits))
+
+
+def kernel_isa() -> str:
+    """Which build of the kernel runs here: 'avx512', 'avx2' or 'generic'."""
+    return torch.ops.laperm.cpu_kernel_isa() if is_available() else "unavailable"

@@ -1,0 +1,207 @@
+"""The public operators: validation once, then dispatch to one backend per group.
+
+Everything a call could reject is checked before any tensor is touched, so an error
+never leaves a model half-permuted. Then tensors are grouped by (device, dtype) and each
+group goes to one backend in a single call (one native call for the C++ kernel).
+
+Non-contiguous weights (say channels_last convolutions) are handled exactly: the rows are
+always the logical ``reshape(shape[0], -1)`` rows, rank-matched in a contiguous copy that
+is then copied back. Weights whose elements overlap one another (``expand``) cannot be
+permuted in place and are refused, as are weights sharing memory with any other tensor
+of the call.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from . import backends as _backends
+from .reference import sort_rows_reference
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_DTYPE_NAMES = "float32, float64, float16 or bfloat16"
+
+
+def available_backends(device: "torch.device | str | None" = None) -> List[str]:
+    """Backends usable in this process (for ``device``'s type, if given), fastest first."""
+    if device is None:
+        names = list(dict.fromkeys(n for order in _backends.AUTO_ORDER.values() for n in order))
+        return [n for n in names if _backends.BACKENDS[n].is_available()]
+    dev = torch.device(device)
+    return [
+        n for n in _backends.AUTO_ORDER.get(dev.type, ["torch"])
+        if _backends.BACKENDS[n].is_available()
+    ]
+
+
+def rank_match_(weight: torch.Tensor, sorted_init: torch.Tensor, *, backend: str = "auto"
+                ) -> torch.Tensor:
+    """Permutes ``weight`` in place so that each row holds ``sorted_init``'s row, in the
+    order of ``weight``'s ranks: ``W[r, order(W[r])[i]] = S[r, i]``. Returns ``weight``.
+
+    Rows are ``weight.reshape(weight.shape[0], -1)`` (a 1-D tensor is one row), ordered
+    ascending, ties by column, NaN last, -0.0 == +0.0 (SPEC.md). ``sorted_init`` has
+    ``weight``'s shape, dtype and device; make it with :func:`sort_rows`.
+    """
+    rank_match_many_([weight], [sorted_init], backend=backend, _names=("weight", "sorted_init"))
+    return weight
+
+
+def rank_match_many_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor],
+                     *, backend: str = "auto", _names: Tuple[str, str] = ("weights", "sorted_inits")
+                     ) -> None:
+    """:func:`rank_match_` for a whole model's tensors in one call, in place.
+
+    Tensors are grouped by (device, dtype); each group is one backend call (one parallel
+    native call over all rows of all its tensors for the C++ backend).
+    """
+    w_name, s_name = _names
+    weights, sorted_inits = _check_lists(weights, sorted_inits, w_name, s_name)
+    labels = _labels(len(weights), w_name, s_name)
+    for i, (w, s) in enumerate(zip(weights, sorted_inits)):
+        _check_pair(w, s, *labels[i])
+    _check_no_shared_memory(weights, sorted_inits, labels)
+    plan = _plan(weights, sorted_inits, backend)  # may raise: still nothing touched
+
+    with torch.no_grad():
+        for impl, ws, ss in plan:
+            work = [w if w.is_contiguous() else w.contiguous() for w in ws]
+            impl.run(work, [s.contiguous() for s in ss])
+            for w, tmp in zip(ws, work):
+                if tmp is not w:
+                    w.copy_(tmp)
+
+
+def sort_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """The ``sorted_init`` LaPerm keeps: every row of ``tensor`` ascending (same rules as
+    :func:`rank_match_`), as a new contiguous tensor of ``tensor``'s shape."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"sort_rows: tensor must be a torch.Tensor, got {type(tensor).__name__}")
+    _check_dtype(tensor, "tensor")
+    if tensor.dim() == 0:
+        raise ValueError("sort_rows: tensor is 0-d; rank matching needs ndim >= 1 "
+                         "(rows are reshape(shape[0], -1), a 1-D tensor is one row)")
+    with torch.no_grad():
+        return sort_rows_reference(tensor.detach())
+
+
+# --- validation -------------------------------------------------------------------------
+
+def _check_lists(weights, sorted_inits, w_name, s_name):
+    for value, name in ((weights, w_name), (sorted_inits, s_name)):
+        if isinstance(value, torch.Tensor) or not isinstance(value, (list, tuple)):
+            raise TypeError(f"rank_match_many_: {name} must be a list or tuple of tensors, "
+                            f"got {type(value).__name__}")
+    if len(weights) != len(sorted_inits):
+        raise ValueError(f"rank_match_many_: got {len(weights)} {w_name} but "
+                         f"{len(sorted_inits)} {s_name}; they pair up one to one")
+    return list(weights), list(sorted_inits)
+
+
+def _labels(n: int, w_name: str, s_name: str) -> List[Tuple[str, str]]:
+    if w_name == "weight":  # the single-tensor API names its arguments plainly
+        return [(w_name, s_name)]
+    return [(f"{w_name}[{i}]", f"{s_name}[{i}]") for i in range(n)]
+
+
+def _check_dtype(t: torch.Tensor, name: str) -> None:
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; rank matching needs a floating dtype "
+                        f"({_DTYPE_NAMES})")
+
+
+def _check_pair(w, s, w_name: str, s_name: str) -> None:
+    for t, name in ((w, w_name), (s, s_name)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    _check_dtype(w, w_name)
+    if s.dtype != w.dtype:
+        raise TypeError(f"{s_name} has dtype {s.dtype} but {w_name} has {w.dtype}; "
+                        "they must match")
+    if w.dim() == 0:
+        raise ValueError(f"{w_name} is 0-d; rank matching needs ndim >= 1 "
+                         "(rows are reshape(shape[0], -1), a 1-D tensor is one row)")
+    if s.shape != w.shape:
+        raise ValueError(f"{s_name} has shape {tuple(s.shape)} but {w_name} has "
+                         f"{tuple(w.shape)}; make it with laperm_kernels.sort_rows({w_name})")
+    if s.device != w.device:
+        raise ValueError(f"{s_name} is on {s.device} but {w_name} is on {w.device}; "
+                         "they must be on the same device")
+    if _elements_overlap(w):
+        raise ValueError(f"{w_name} has elements that share memory (e.g. made by expand()); "
+                         "it cannot be permuted in place: pass a tensor that owns its elements")
+
+
+def _elements_overlap(t: torch.Tensor) -> bool:
+    """Whether two elements of ``t`` may share memory (the standard sufficient test:
+    each stride, by increasing size, must step past everything the smaller ones span)."""
+    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1)
+    span = 0
+    for stride, size in dims:
+        if stride <= span:
+            return True
+        span += stride * (size - 1)
+    return False
+
+
+def _byte_span(t: torch.Tensor) -> Tuple[int, int, int]:
+    """(storage address, first byte, one past the last byte) that ``t`` may touch."""
+    item = t.element_size()
+    start = t.storage_offset()
+    extent = sum(st * (sz - 1) for st, sz in zip(t.stride(), t.shape))
+    return t.untyped_storage().data_ptr(), start * item, (start + extent + 1) * item
+
+
+def _check_no_shared_memory(weights, sorted_inits, labels) -> None:
+    """No weight may share memory with any other tensor of the call (a duplicate weight
+    would be permuted twice; a sorted_init aliasing a weight would be overwritten while
+    it is read). sorted_inits may share memory with each other: they are only read."""
+    spans = []
+    for i, (w, s) in enumerate(zip(weights, sorted_inits)):
+        for t, name, writes in ((w, labels[i][0], True), (s, labels[i][1], False)):
+            if t.numel() and t.device.type != "meta":
+                spans.append((*_byte_span(t), writes, name))
+    spans.sort()
+    for k, (storage, start, end, writes, name) in enumerate(spans):
+        for storage2, start2, _, writes2, name2 in spans[k + 1:]:
+            if storage2 != storage or start2 >= end:
+                break
+            if writes or writes2:
+                raise ValueError(f"{name} and {name2} share memory; every weight must be a "
+                                 "distinct tensor that no other argument aliases")
+
+
+def _plan(weights, sorted_inits, backend: str):
+    """Groups the tensors by (device, dtype) and resolves one backend per group."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend != "auto" and backend not in _backends.BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of "
+                         f"{sorted(_backends.BACKENDS)} (available here: {available_backends()})")
+    groups: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = defaultdict(
+        lambda: ([], []))
+    for w, s in zip(weights, sorted_inits):
+        ws, ss = groups[(w.device, w.dtype)]
+        ws.append(w)
+        ss.append(s)
+    return [(_resolve(backend, device, dtype), ws, ss)
+            for (device, dtype), (ws, ss) in groups.items()]
+
+
+def _resolve(backend: str, device: torch.device, dtype: torch.dtype):
+    names = _backends.AUTO_ORDER.get(device.type, ["torch"]) if backend == "auto" else [backend]
+    for name in names:
+        impl = _backends.BACKENDS[name]
+        if impl.is_available() and impl.supports(device, dtype):
+            return impl
+    if backend == "auto":  # unreachable while "torch" runs everywhere; kept explicit
+        raise RuntimeError(f"no backend supports {dtype} tensors on {device}")
+    impl = _backends.BACKENDS[backend]
+    if not impl.is_available():
+        raise RuntimeError(f"backend {backend!r} is not available: {impl.unavailable_reason()} "
+                           f"(available here: {available_backends()})")
+    raise ValueError(f"backend {backend!r} does not support {dtype} tensors on {device}; "
+                     f"backends for {device.type}: {available_backends(device)}")

@@ -1,0 +1,46 @@
+"""The contract of SPEC.md, executable: rank matching in plain PyTorch.
+
+For every row r of ``W.reshape(W.shape[0], -1)`` (a 1-D tensor is one row)::
+
+    W[r, order(W[r])[i]] = S[r, i]
+
+where ``order`` is the ascending *stable* order: ties keep column order, NaN sorts after
+every number and all NaNs tie, -0.0 and +0.0 tie, infinities are ordinary values. These
+are exactly the rules of ``torch.sort(stable=True)``, so the reference is one stable sort
+and one scatter. Every backend is tested bit for bit against it.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+
+def rows_and_length(t: torch.Tensor) -> Tuple[int, int]:
+    """Rows as LaPerm permutes them: ``reshape(shape[0], -1)``; a 1-D tensor is one row."""
+    if t.dim() == 1:
+        return 1, t.numel()
+    rows = t.shape[0]
+    return rows, (t.numel() // rows if rows else 0)
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D view of ``t``'s rows (``t`` must be contiguous)."""
+    return t.view(rows_and_length(t))
+
+
+@torch.no_grad()
+def rank_match_reference_(weight: torch.Tensor, sorted_init: torch.Tensor) -> torch.Tensor:
+    """Rank-matches one contiguous tensor in place: one stable sort, one scatter."""
+    w = as_rows(weight)
+    if w.numel():
+        w.scatter_(1, w.sort(dim=1, stable=True).indices, as_rows(sorted_init))
+    return weight
+
+
+@torch.no_grad()
+def sort_rows_reference(t: torch.Tensor) -> torch.Tensor:
+    """Each row ascending under the same ordering rules; same shape as ``t``."""
+    rows = as_rows(t.contiguous())
+    return rows.sort(dim=1, stable=True).values.reshape(t.shape)

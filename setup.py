@@ -1,0 +1,55 @@
+"""Builds laperm_kernels._C: the C++ CPU kernels always, the CUDA kernels when possible.
+
+Build without isolation, against the torch already installed (the convention for torch
+extensions; an isolated build would fetch some other torch and compile against its headers):
+
+    pip install --no-build-isolation -e .
+
+CUDA sources (csrc/cuda/) join the build when the installed torch is a CUDA build and
+CUDA_HOME points at a toolkit; LAPERM_NO_CUDA=1 forces a CPU-only build.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def _want_cuda(cuda_sources):
+    import torch
+
+    return (
+        bool(cuda_sources)
+        and torch.version.cuda is not None
+        and CUDA_HOME is not None
+        and os.environ.get("LAPERM_NO_CUDA", "0") != "1"
+    )
+
+
+def _extension():
+    cpu_sources = ["csrc/laperm.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", *openmp]
+    if _want_cuda(cuda_sources):
+        return CUDAExtension(
+            "laperm_kernels._C",
+            cpu_sources + cuda_sources,
+            extra_compile_args={"cxx": cxx_flags + ["-DLAPERM_WITH_CUDA"],
+                                "nvcc": ["-O3", "-std=c++17", "-DLAPERM_WITH_CUDA"]},
+            extra_link_args=openmp,
+        )
+    return CppExtension(
+        "laperm_kernels._C",
+        cpu_sources,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=openmp,
+    )
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
