@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch  # first: _C links against libtorch/libc10, which importing torch loads
+
 _load_error: Optional[str] = None
 
 try:
@@ -26,7 +28,6 @@ def load_error() -> Optional[str]:
 
 
 if _load_error is None:
-    import torch
 
     @torch.library.register_fake("laperm::rank_match_many_")
     def _rank_match_many_fake(weights, sorted_inits):

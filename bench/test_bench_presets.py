@@ -1,0 +1,50 @@
+"""pytest-benchmark suite: the CLI's presets, every backend and baseline, one thread.
+
+Not part of the default test run (testpaths = tests). Run it with
+
+    python -m pytest bench --benchmark-columns=median,ops --benchmark-sort=name
+
+Each round restores the weights (untimed setup) and is checked against the reference
+once, so a wrong kernel cannot post a time.
+"""
+
+import pytest
+import torch
+
+from laperm_kernels import bench
+from laperm_kernels.presets import PRESETS
+
+DTYPE = torch.float32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cases():
+    for preset in PRESETS:
+        for name, fn, checked in bench.methods_for(torch.device("cpu"), DTYPE, None):
+            yield pytest.param(preset, name, fn, checked, id=f"{preset}-{name}")
+
+
+@pytest.mark.parametrize("preset,name,fn,checked", list(_cases()))
+def test_rank_match_throughput(benchmark, preset, name, fn, checked):
+    pristine, sorted_inits = bench.make_model(PRESETS[preset], DTYPE, torch.device("cpu"))
+    bench.baselines.prepare_sort_keys(pristine)
+    work = [p.clone() for p in pristine]
+
+    def restore():
+        for w, p in zip(work, pristine):
+            w.copy_(p)
+        return (work, sorted_inits), {}
+
+    benchmark.extra_info["elements"] = sum(p.numel() for p in pristine)
+    benchmark.pedantic(fn, setup=restore, rounds=5, warmup_rounds=1)
+    if checked:
+        expected = [p.clone() for p in pristine]
+        bench.rank_match_many_(expected, sorted_inits, backend="torch")
+        assert all(bench.bitwise_equal(a, b) for a, b in zip(work, expected))

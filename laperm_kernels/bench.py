@@ -1,0 +1,202 @@
+"""Microbenchmark: rank matching of whole models' weights, every backend and baseline.
+
+    python -m laperm_kernels.bench                       # ResNet-50, fp32, 1 and 2 threads
+    python -m laperm_kernels.bench --preset all --repeat 5 --json results.json
+
+Every timed method restores the weights from a pristine copy before each run (untimed),
+runs once to warm up, then `--repeat` times; the median is reported. Each method's result
+is compared bit for bit with the PyTorch reference: a mismatch is reported as an error
+and the command exits non-zero, it never shows up as a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from . import baselines
+from .ops import available_backends, rank_match_many_, sort_rows
+from .presets import PRESETS
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Result:
+    preset: str
+    dtype: str
+    device: str
+    threads: int
+    method: str
+    elements: int
+    median_s: Optional[float]
+    elements_per_s: Optional[float]
+    effective_gb_per_s: Optional[float]  # read W, read S, write W: 3 x itemsize a element
+    speedup_vs_torch: Optional[float]
+    check: str  # "bit-identical", "not checked (sort only)" or "MISMATCH"
+
+
+def make_model(shapes, dtype, device, seed=0):
+    """He-normal 'trained' weights and the sorted rows of an independent initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    weights, sorted_inits = [], []
+    for shape in shapes:
+        std = math.sqrt(2.0 / (math.prod(shape[1:]) or 1))
+        weights.append((torch.randn(shape, generator=g) * std).to(dtype).to(device))
+        init = (torch.randn(shape, generator=g) * std).to(dtype).to(device)
+        sorted_inits.append(sort_rows(init))
+    return weights, sorted_inits
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_method(fn: Callable, pristine: List[torch.Tensor], sorted_inits: List[torch.Tensor],
+                repeat: int, warmup: int = 1):
+    work = [p.clone() for p in pristine]
+    times = []
+    for i in range(warmup + repeat):
+        for w, p in zip(work, pristine):
+            w.copy_(p)
+        _sync(pristine[0].device)
+        start = time.perf_counter()
+        fn(work, sorted_inits)
+        _sync(pristine[0].device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), work
+
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    return torch.equal(a.view(ints), b.view(ints))
+
+
+def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[List[str]]):
+    """(name, fn, checked) for every backend available here, then the naive baselines."""
+    out = []
+    names = available_backends(device)
+    names = ["torch"] + [n for n in names if n != "torch"]  # the reference first
+    for name in names:
+        if backends is None or name in backends:
+            out.append((name, lambda ws, ss, n=name: rank_match_many_(ws, ss, backend=n), True))
+    for name, (fn, checked, dtypes) in baselines.BASELINES.items():
+        if backends is not None and name not in backends:
+            continue
+        if dtype in dtypes and (device.type == "cpu" or not name.startswith("numpy")):
+            out.append((name, fn, checked))
+    return out
+
+
+def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: int,
+                  repeat: int, backends: Optional[List[str]] = None) -> List[Result]:
+    dtype = _DTYPES[dtype_name]
+    torch.set_num_threads(threads)
+    pristine, sorted_inits = make_model(PRESETS[preset], dtype, device)
+    elements = sum(w.numel() for w in pristine)
+    expected = [w.clone() for w in pristine]
+    rank_match_many_(expected, sorted_inits, backend="torch")
+    baselines.prepare_sort_keys(pristine)
+
+    results, torch_time = [], None
+    for name, fn, checked in methods_for(device, dtype, backends):
+        median, out = time_method(fn, pristine, sorted_inits, repeat)
+        if checked and not all(bitwise_equal(a, b) for a, b in zip(out, expected)):
+            results.append(Result(preset, dtype_name, str(device), threads, name, elements,
+                                  None, None, None, None, "MISMATCH"))
+            continue
+        if name == "torch":
+            torch_time = median
+        results.append(Result(
+            preset, dtype_name, str(device), threads, name, elements, median,
+            elements / median, elements * 3 * pristine[0].element_size() / median / 1e9,
+            torch_time / median if torch_time else None,
+            "bit-identical" if checked else "not checked (sort only)"))
+    return results
+
+
+def format_table(results: List[Result]) -> str:
+    head = f"{'method':<18} {'M elem/s':>10} {'GB/s':>8} {'vs torch':>9}  check"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if r.median_s is None:
+            lines.append(f"{r.method:<18} {'-':>10} {'-':>8} {'-':>9}  {r.check}")
+            continue
+        ratio = f"{r.speedup_vs_torch:.2f}x" if r.speedup_vs_torch else "-"
+        lines.append(f"{r.method:<18} {r.elements_per_s / 1e6:>10.1f} "
+                     f"{r.effective_gb_per_s:>8.2f} {ratio:>9}  {r.check}")
+    return "\n".join(lines)
+
+
+def machine_info() -> Dict[str, str]:
+    from .backends import cpu
+
+    return {"torch": torch.__version__, "numpy": str(baselines.numpy_version()),
+            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "cpu_kernel_isa": cpu.kernel_isa(), "logical_cpus": str(torch.get_num_threads())}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="laperm-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", nargs="+", default=["resnet50"],
+                   choices=sorted(PRESETS) + ["all"], help="model weight shapes (default resnet50)")
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=sorted(_DTYPES))
+    p.add_argument("--threads", nargs="+", type=int, default=None,
+                   help="intra-op thread counts to measure (default: 1 and all cores)")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per method (median)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="only these backends/baselines (default: all available)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    if args.threads is not None and min(args.threads) < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    presets = sorted(PRESETS) if "all" in args.preset else args.preset
+    cores = torch.get_num_threads()
+    threads = args.threads or sorted({1, cores})
+    info = machine_info()
+    print("laperm-bench: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    results: List[Result] = []
+    for preset in presets:
+        for dtype in args.dtype:
+            for t in threads:
+                rows = run_benchmark(preset, dtype, device, t, args.repeat, args.backends)
+                n = rows[0].elements if rows else 0
+                print(f"\n{preset}: {len(PRESETS[preset])} tensors, {n / 1e6:.2f}M elements, "
+                      f"{dtype}, {device}, {t} thread{'s' * (t > 1)}, median of {args.repeat}")
+                print(format_table(rows))
+                results.extend(rows)
+    torch.set_num_threads(cores)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=1)
+        print(f"\nwrote {args.json}")
+    mismatches = [r for r in results if r.check == "MISMATCH"]
+    for r in mismatches:
+        print(f"ERROR: {r.method} differs from the reference on {r.preset} {r.dtype} "
+              f"({r.threads} threads)", file=sys.stderr)
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
