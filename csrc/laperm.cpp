@@ -18,6 +18,7 @@ TORCH_LIBRARY(laperm, m) {
 // `import laperm_kernels._C` loads this library, which runs the registrations above.
 // The module itself is empty: the ops are reached through torch.ops.laperm.
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr, nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&module_def);
 }

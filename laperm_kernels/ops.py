@@ -138,6 +138,8 @@ def _check_pair(w, s, w_name: str, s_name: str) -> None:
 def _elements_overlap(t: torch.Tensor) -> bool:
     """Whether two elements of ``t`` may share memory (the standard sufficient test:
     each stride, by increasing size, must step past everything the smaller ones span)."""
+    if t.numel() == 0:
+        return False
     dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1)
     span = 0
     for stride, size in dims:

@@ -7,7 +7,7 @@ For every row r of ``W.reshape(W.shape[0], -1)`` (a 1-D tensor is one row)::
 where ``order`` is the ascending *stable* order: ties keep column order, NaN sorts after
 every number and all NaNs tie, -0.0 and +0.0 tie, infinities are ordinary values. These
 are exactly the rules of ``torch.sort(stable=True)``, so the reference is one stable sort
-and one scatter. Every backend is tested bit for bit against it.
+and one scatter (of S's bit patterns, so NaN payloads in S survive). Every backend is tested bit for bit against it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
+
+
+_SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def rows_and_length(t: torch.Tensor) -> Tuple[int, int]:
@@ -35,7 +38,11 @@ def rank_match_reference_(weight: torch.Tensor, sorted_init: torch.Tensor) -> to
     """Rank-matches one contiguous tensor in place: one stable sort, one scatter."""
     w = as_rows(weight)
     if w.numel():
-        w.scatter_(1, w.sort(dim=1, stable=True).indices, as_rows(sorted_init))
+        order = w.sort(dim=1, stable=True).indices
+        # Scatter the bit patterns, not the values: a float scatter_ may rewrite NaN
+        # payloads (CPU bf16 NaNs all become 0xffff), and S must land in W bit for bit.
+        ints = _SAME_WIDTH_INT[w.element_size()]
+        w.view(ints).scatter_(1, order, as_rows(sorted_init).view(ints))
     return weight
 
 

@@ -1,6 +1,8 @@
 // Picks the row-kernel build this CPU can run, once per process.
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "row_kernel.h"
 
@@ -10,6 +12,10 @@ namespace {
 
 KernelTable select_kernel_table() {
   const char* cap = std::getenv("LAPERM_CPU_ISA");
+  if (cap != nullptr && std::strcmp(cap, "avx512") != 0 && std::strcmp(cap, "avx2") != 0 &&
+      std::strcmp(cap, "generic") != 0)
+    throw std::invalid_argument(std::string("LAPERM_CPU_ISA must be avx512, avx2 or generic; got '") +
+                                cap + "'");
   const bool allow_avx512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
   const bool allow_avx2 = allow_avx512 || std::strcmp(cap, "avx2") == 0;
 #if defined(__x86_64__)
@@ -30,7 +36,7 @@ KernelTable select_kernel_table() {
 }  // namespace
 
 const KernelTable& best_kernel_table() {
-  static const KernelTable table = select_kernel_table();
+  static const KernelTable table = select_kernel_table();  // a throw is retried next call
   return table;
 }
 

@@ -9,6 +9,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -106,8 +108,12 @@ void rank_match_many_cpu(at::TensorList weights, at::TensorList sorted_inits) {
   const int64_t num_chunks = static_cast<int64_t>(chunks.size());
 #pragma omp parallel num_threads(serial ? 1 : threads)
   {
-    std::vector<uint64_t> words(longest_row), spare(longest_row);
-    const RowScratch scratch{words.data(), spare.data(), longest_row};
+    // Raw storage (no object type yet): the kernels place 32- or 64-bit words in it.
+    const std::unique_ptr<void, void (*)(void*)> words(
+        ::operator new(sizeof(uint64_t) * longest_row), [](void* p) { ::operator delete(p); });
+    const std::unique_ptr<void, void (*)(void*)> spare(
+        ::operator new(sizeof(uint64_t) * longest_row), [](void* p) { ::operator delete(p); });
+    const RowScratch scratch{words.get(), spare.get(), longest_row};
 #pragma omp for schedule(dynamic, 1)
     for (int64_t c = 0; c < num_chunks; ++c) {
       const RowChunk& chunk = chunks[c];

@@ -11,11 +11,12 @@
 namespace laperm {
 namespace cpu {
 
-// Per-thread scratch, owned by the driver: two buffers of at least `capacity` 64-bit
-// words, capacity >= the longest row handed to the kernel.
+// Per-thread scratch, owned by the driver: two untyped buffers of at least `capacity`
+// 64-bit words each, capacity >= the longest row handed to the kernel. Untyped because a
+// kernel may use them as 32-bit or as 64-bit words, row by row.
 struct RowScratch {
-  uint64_t* words;
-  uint64_t* spare;
+  void* words;
+  void* spare;
   int64_t capacity;
 };
 

@@ -1,0 +1,242 @@
+"""LaPerm: a drop-in wrapper that turns any torch.optim optimizer into Lookahead Permutation.
+
+    inner = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = LaPerm(inner, sync_period=20)
+    for x, y in data:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()        # the inner step, then a sync on every sync_period-th step
+
+A sync rank-matches every permuted parameter to its sorted initial rows (one
+``rank_match_many_`` call for the whole model), so each row of a weight holds exactly its
+initial values, ordered the way the trained weights are ranked. The inner optimizer's
+state (e.g. Adam moments) is kept across syncs, as in the paper's official code.
+
+Like timm's Lookahead, the wrapper shares the inner optimizer's ``param_groups`` (so LR
+schedulers and GradScaler work on it) and keeps its own state beside the inner one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+import torch
+from torch.optim import Optimizer
+
+from .ops import rank_match_many_, sort_rows
+
+SyncPeriod = Union[int, Callable[[int], int]]
+PermuteRule = Union[str, bool, Callable[[torch.Tensor], bool]]
+
+
+class LaPerm(Optimizer):
+    """Lookahead Permutation (Qiu & Suda, NeurIPS 2020) around ``optimizer``.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``; its parameters are the ones trained.
+        sync_period: k, the number of steps between syncs: an int >= 1 or a callable
+            ``step -> k`` (the paper schedules k by epoch). A sync runs after the inner
+            step whenever ``step % k == 0`` (steps count from 1).
+        permute: which parameters are permuted: ``"auto"`` (ndim >= 2: Linear and Conv
+            weights; biases and normalisation parameters are skipped, as in the paper),
+            ``True`` / ``False`` (all / none), or a predicate ``param -> bool``.
+        backend: the rank-matching backend (see ``laperm_kernels.available_backends``).
+        track_changes: after each sync, record in ``last_sync_changes`` how many positions
+            of each permuted tensor changed value since the previous sync (the paper's
+            permutation tracer). Costs one extra copy of the permuted weights.
+
+    A param group may override ``sync_period`` and ``permute`` with keys of those names
+    (give them in the group dicts of the inner optimizer or of ``add_param_group``).
+
+    The sorted initial weights are taken when the wrapper is built (and for groups added
+    later, when added): prune or otherwise initialise the weights before wrapping. Call
+    :meth:`reset_sorted_init_` after re-initialising weights.
+
+    With ``torch.amp.GradScaler``, ``scaler.step(opt)`` skips the whole ``opt.step()``
+    when gradients overflow: the step counter does not advance and no sync happens.
+    """
+
+    def __init__(self, optimizer: Optimizer, sync_period: SyncPeriod = 20, *,
+                 permute: PermuteRule = "auto", backend: str = "auto",
+                 track_changes: bool = False) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"LaPerm wraps a torch.optim.Optimizer; got {type(optimizer).__name__}")
+        _check_sync_period(sync_period, "sync_period")
+        _check_permute(permute, "permute")
+        self.optimizer = optimizer
+        self.param_groups = optimizer.param_groups  # shared, as timm's Lookahead does
+        self.defaults = optimizer.defaults
+        self.sync_period = sync_period
+        self.permute = permute
+        self.backend = backend
+        self.track_changes = bool(track_changes)
+        self.state: Dict[torch.Tensor, Dict[str, Any]] = defaultdict(dict)
+        self.last_sync_changes: Dict[int, int] = {}
+        self._step = 0
+        # What Optimizer.__init__ would set up, for hooks and LR schedulers.
+        self._optimizer_step_pre_hooks: Dict[int, Callable] = OrderedDict()
+        self._optimizer_step_post_hooks: Dict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: Dict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_post_hooks: Dict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: Dict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: Dict[int, Callable] = OrderedDict()
+        for group in self.param_groups:
+            _check_group(group)
+        for group in self.param_groups:
+            self._snapshot(group["params"], group)
+
+    # --- the algorithm --------------------------------------------------------------------
+
+    @property
+    def step_count(self) -> int:
+        """Inner steps taken through this wrapper (the counter syncs are scheduled by)."""
+        return self._step
+
+    def step(self, closure: Optional[Callable[[], float]] = None):
+        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        self._step += 1
+        due = [g for g in self.param_groups if self._step % self._period(g) == 0]
+        if due:
+            self._sync(due)
+        return loss
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Rank-matches every permuted parameter now, whatever the step."""
+        self._sync(self.param_groups)
+
+    def _sync(self, groups) -> None:
+        params = [p for g in groups for p in g["params"] if "sorted_init" in self.state[p]]
+        if not params:
+            return
+        rank_match_many_([_local(p) for p in params],
+                         [self.state[p]["sorted_init"] for p in params], backend=self.backend)
+        if self.track_changes:
+            self._trace(params)
+
+    def _period(self, group) -> int:
+        period = group.get("sync_period", self.sync_period)
+        k = period(self._step) if callable(period) else period
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"sync_period must give an int >= 1; got {k!r} at step {self._step}")
+        return k
+
+    def _wants(self, p: torch.Tensor, group) -> bool:
+        rule = group.get("permute", self.permute)
+        if callable(rule):
+            return bool(rule(p))
+        if rule == "auto":
+            return p.dim() >= 2
+        return bool(rule) and p.dim() >= 1
+
+    @torch.no_grad()
+    def _snapshot(self, params: Iterable[torch.Tensor], group) -> None:
+        for p in params:
+            if self._wants(p, group):
+                self.state[p]["sorted_init"] = sort_rows(_local(p))
+                if self.track_changes:
+                    self.state[p]["last_synced"] = _local(p).detach().clone()
+            else:
+                self.state.pop(p, None)
+
+    @torch.no_grad()
+    def _trace(self, params: List[torch.Tensor]) -> None:
+        index = {id(p): i for i, p in enumerate(self._all_params())}
+        for p in params:
+            local = _local(p)
+            last = self.state[p].get("last_synced")
+            changed = local.numel() if last is None else int((local != last).sum())
+            self.last_sync_changes[index[id(p)]] = changed
+            self.state[p]["last_synced"] = local.detach().clone()
+
+    def reset_sorted_init_(self, params: Optional[Iterable[torch.Tensor]] = None) -> None:
+        """Takes the sorted initial rows again, from the parameters' current values (all
+        parameters, or those given), e.g. after re-initialising or pruning the weights."""
+        wanted = None if params is None else {id(p) for p in params}
+        for group in self.param_groups:
+            self._snapshot([p for p in group["params"] if wanted is None or id(p) in wanted],
+                           group)
+
+    # --- torch.optim.Optimizer plumbing ---------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        _check_group(param_group)
+        self.optimizer.add_param_group(param_group)
+        self._snapshot(self.param_groups[-1]["params"], self.param_groups[-1])
+
+    def _all_params(self) -> List[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The inner optimizer's state dict, plus LaPerm's step counter and the sorted
+        initial rows (keyed by parameter index, as torch optimizers key their state)."""
+        sorted_inits = {i: self.state[p]["sorted_init"]
+                        for i, p in enumerate(self._all_params())
+                        if "sorted_init" in self.state.get(p, {})}
+        return {"inner": self.optimizer.state_dict(),
+                "laperm": {"step": self._step, "sorted_inits": sorted_inits}}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restores a :meth:`state_dict`. Everything is checked before anything changes:
+        a checkpoint of another model raises ValueError and leaves this one untouched."""
+        if not isinstance(state_dict, dict) or set(state_dict) != {"inner", "laperm"}:
+            raise ValueError("LaPerm.load_state_dict expects a dict from LaPerm.state_dict() "
+                             "with keys 'inner' and 'laperm'")
+        laperm = state_dict["laperm"]
+        params = self._all_params()
+        restored = {}
+        for i, s in laperm["sorted_inits"].items():
+            if not 0 <= int(i) < len(params):
+                raise ValueError(f"checkpoint has sorted_inits for parameter {i}, but the "
+                                 f"optimizer has {len(params)} parameters")
+            local = _local(params[int(i)])
+            if tuple(s.shape) != tuple(local.shape):
+                raise ValueError(f"checkpoint's sorted_inits[{i}] has shape {tuple(s.shape)} "
+                                 f"but parameter {i} has {tuple(local.shape)}")
+            restored[params[int(i)]] = s.to(device=local.device, dtype=local.dtype)
+        self.optimizer.load_state_dict(state_dict["inner"])  # checks its own part first
+        for p in params:
+            self.state.pop(p, None)
+        for p, s in restored.items():
+            self.state[p]["sorted_init"] = s.contiguous()
+            if self.track_changes:
+                self.state[p]["last_synced"] = _local(p).detach().clone()
+        self._step = int(laperm["step"])
+
+    def __repr__(self) -> str:
+        permuted = sum(1 for p in self._all_params() if "sorted_init" in self.state.get(p, {}))
+        return (f"LaPerm(sync_period={self.sync_period!r}, permute={self.permute!r}, "
+                f"backend={self.backend!r}, permuted_tensors={permuted},\n"
+                f"  inner={self.optimizer!r})")
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """The rows a rank sees. A DTensor sharded on dim 0 holds whole rows: permute the
+    local shard, no communication needed."""
+    to_local = getattr(p, "to_local", None)
+    return to_local() if callable(to_local) else p
+
+
+def _check_sync_period(value, name: str) -> None:
+    if callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1 or a callable step -> k; got {value!r}")
+
+
+def _check_permute(value, name: str) -> None:
+    if callable(value) or isinstance(value, bool) or value == "auto":
+        return
+    raise ValueError(f"{name} must be 'auto', True, False or a callable param -> bool; "
+                     f"got {value!r}")
+
+
+def _check_group(group: Dict[str, Any]) -> None:
+    if "sync_period" in group:
+        _check_sync_period(group["sync_period"], "param group 'sync_period'")
+    if "permute" in group:
+        _check_permute(group["permute"], "param group 'permute'")
