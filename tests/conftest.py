@@ -17,7 +17,6 @@ import laperm_kernels as lk
 from laperm_kernels.reference import rank_match_reference_, rows_and_length
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 # Every backend that runs CPU tensors in this process: registering a backend in
 # laperm_kernels.backends is all it takes for it to run every test of the suite.
@@ -131,9 +130,9 @@ def _shuffle_rows(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def _near_one(shape, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
     """+-1.0 plus a few ulps: patterns that share their top bits and differ in the low
-    ones. The kernel's radix passes sort only the top 16-22 key bits (32 of fp64's 64);
-    these all tie there, so the tie fix-up alone orders them, with duplicates for
-    stability. fp16/bf16 keys are sorted whole; they get the same shape of data."""
+    ones. The C++ kernel's radix passes sort a coordinate that keeps only the top bits of
+    each magnitude (16-22 bits; 32 of fp64's 64 on its wide path): these tie there, so the
+    tie fix-up alone orders them, with duplicates for stability. fp16/bf16 keys are sorted whole; they get the same shape of data."""
     low_bits = {torch.float32: 12, torch.float64: 24, torch.float16: 4, torch.bfloat16: 3}[dtype]
     one = int(torch.tensor(1.0, dtype=dtype).view(int_dtype(dtype)))
     k = torch.randint(0, 1 << low_bits, shape, generator=gen, dtype=torch.int64)
@@ -189,11 +188,6 @@ def make_sorted_init(shape, dtype: torch.dtype, gen: torch.Generator) -> torch.T
 
     Random bit patterns, unsorted: the permutation is defined for any S, and distinct
     values make a single misplaced element visible (a sorted S with ties could hide a
-    swap of two tied weights). The half types carry no NaN here because the reference's
-    ``scatter_`` rewrites fp16/bf16 NaN payloads (test_sorted_init_bits_are_written_through
-    pins that down); fp32/fp64 carry every pattern.
+    swap of two tied weights). Every bit pattern, NaN payloads included, must land in W.
     """
-    s = random_bits(shape, dtype, gen)
-    if dtype in HALF_DTYPES:
-        s = torch.where(s.isnan(), torch.zeros((), dtype=dtype), s)
-    return s
+    return random_bits(shape, dtype, gen)

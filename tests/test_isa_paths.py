@@ -28,8 +28,11 @@ _ISA_FEATURES = {
     "avx2": {"avx2", "bmi2", "fma"},
 }
 
-# Rows down every path (insertion sort, 2 and 3 radix passes, tie fix-up), every dtype.
+# Rows down every path (insertion sort; compact words with the tie fix-up and its
+# fall-back; wide words, 2 and 3 radix passes), every dtype.
 CASES = [
+    ((2, 4096), torch.float32, "extreme"),
+    ((1, 20000), torch.float32, "normal"),
     ((3, 31), torch.float32, "special"),
     ((5, 1009), torch.bfloat16, "special"),
     ((8, 3, 3, 3), torch.float16, "ties"),

@@ -14,8 +14,8 @@ from conftest import (BACKEND_NAMES, DTYPES, KINDS, assert_bitwise_equal, genera
                       make_sorted_init, make_values, needs_extension, reference_result,
                       run_backend)
 
-# Lengths around every boundary of the kernel: 0/1/2, the insertion-sort limit (32), the
-# digit widths (256, 512, 1,024, 2,048), and long rows.
+# Lengths around every boundary of the C++ kernel: 0/1/2, the insertion-sort limit (32),
+# the digit widths (256, 512, 1,024, 2,048), and long rows.
 ROW_LENGTHS = [0, 1, 2, 3, 7, 31, 32, 33, 64, 65, 255, 256, 513, 1025, 2049, 5000]
 
 shapes = st.one_of(

@@ -22,15 +22,21 @@ SHAPES = [
     (3, 31), (3, 32), (3, 33), (3, 64), (3, 65), (3, 127), (2, 257), (2, 1009),
     # real rows: ResNet-50 (4,608 = 512*3*3), LLaMA MLP down projection (11,008)
     (2, 4096), (2, 4608), (1, 11008),
+    # both sides of the compact (32-bit word) path's limit, 16,384
+    (1, 16384), (1, 16385),
     # rows of >= 65,536 take three radix passes
     (1, 65536), (2, 70001),
     # 3-D and conv weights: rows are reshape(shape[0], -1)
     (4, 5, 6), (3, 0, 4), (8, 3, 3, 3), (4, 64, 3, 3),
 ]
 
-# Rows that reach every path of the kernel: insertion sort (<= 32), two radix passes of
-# 8-11 bit digits (sorting 16-22 key bits, then the tie fix-up), three passes (>= 65,536).
-PATH_SHAPES = [(5, 7), (4, 32), (4, 33), (3, 257), (2, 1100), (2, 4096), (70001,)]
+# Rows that reach every path of the CPU kernel (csrc/cpu/row_kernel_impl.h): insertion
+# sort of 64-bit words (<= 32); the compact path, 32-bit words and a tie fix-up
+# (33..16,384), with its fall-back to the wide path when values crowd into few
+# coordinates (the "extreme" and "random_bits" kinds); the wide path, 64-bit words, two
+# radix passes (16,385..65,535) or three (>= 65,536).
+PATH_SHAPES = [(5, 7), (4, 32), (4, 33), (3, 257), (2, 1100), (2, 4096), (1, 16385),
+               (70001,)]
 
 
 @BACKENDS
