@@ -16,13 +16,18 @@ from .ops import (
     rank_match_many_,
     sort_rows,
 )
+from .optim import LaPerm
+from .utils import agnosticize_, random_prune_
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LaPerm",
     "SUPPORTED_DTYPES",
+    "agnosticize_",
     "available_backends",
     "rank_match_",
+    "random_prune_",
     "rank_match_many_",
     "sort_rows",
 ]

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 from torch.optim import Optimizer
 
+from . import backends as _backends
 from .ops import rank_match_many_, sort_rows
 
 SyncPeriod = Union[int, Callable[[int], int]]
@@ -47,7 +48,9 @@ class LaPerm(Optimizer):
             permutation tracer). Costs one extra copy of the permuted weights.
 
     A param group may override ``sync_period`` and ``permute`` with keys of those names
-    (give them in the group dicts of the inner optimizer or of ``add_param_group``).
+    (give them in the group dicts of the inner optimizer or of ``add_param_group``). Such
+    keys are saved in the inner optimizer's state_dict, so give callables on the wrapper,
+    not in groups, if the checkpoint is to be pickled.
 
     The sorted initial weights are taken when the wrapper is built (and for groups added
     later, when added): prune or otherwise initialise the weights before wrapping. Call
@@ -64,6 +67,12 @@ class LaPerm(Optimizer):
             raise TypeError(f"LaPerm wraps a torch.optim.Optimizer; got {type(optimizer).__name__}")
         _check_sync_period(sync_period, "sync_period")
         _check_permute(permute, "permute")
+        # Checked now, not at the first sync k steps later.
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+        if backend != "auto" and backend not in _backends.BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of "
+                             f"{sorted(_backends.BACKENDS)}")
         self.optimizer = optimizer
         self.param_groups = optimizer.param_groups  # shared, as timm's Lookahead does
         self.defaults = optimizer.defaults
@@ -81,6 +90,8 @@ class LaPerm(Optimizer):
         self._optimizer_state_dict_post_hooks: Dict[int, Callable] = OrderedDict()
         self._optimizer_load_state_dict_pre_hooks: Dict[int, Callable] = OrderedDict()
         self._optimizer_load_state_dict_post_hooks: Dict[int, Callable] = OrderedDict()
+        # As Optimizer.__init__ does: makes step hooks registered on the wrapper run.
+        self._patch_step_function()
         for group in self.param_groups:
             _check_group(group)
         for group in self.param_groups:
@@ -94,9 +105,12 @@ class LaPerm(Optimizer):
         return self._step
 
     def step(self, closure: Optional[Callable[[], float]] = None):
+        upcoming = self._step + 1
+        # Which groups sync is decided first, so a bad sync_period raises before the
+        # inner step changes anything.
+        due = [g for g in self.param_groups if upcoming % self._period(g, upcoming) == 0]
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
-        self._step += 1
-        due = [g for g in self.param_groups if self._step % self._period(g) == 0]
+        self._step = upcoming
         if due:
             self._sync(due)
         return loss
@@ -115,11 +129,11 @@ class LaPerm(Optimizer):
         if self.track_changes:
             self._trace(params)
 
-    def _period(self, group) -> int:
+    def _period(self, group, step: int) -> int:
         period = group.get("sync_period", self.sync_period)
-        k = period(self._step) if callable(period) else period
+        k = period(step) if callable(period) else period
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"sync_period must give an int >= 1; got {k!r} at step {self._step}")
+            raise ValueError(f"sync_period must give an int >= 1; got {k!r} at step {step}")
         return k
 
     def _wants(self, p: torch.Tensor, group) -> bool:
@@ -172,13 +186,15 @@ class LaPerm(Optimizer):
         return [p for g in self.param_groups for p in g["params"]]
 
     def state_dict(self) -> Dict[str, Any]:
-        """The inner optimizer's state dict, plus LaPerm's step counter and the sorted
-        initial rows (keyed by parameter index, as torch optimizers key their state)."""
-        sorted_inits = {i: self.state[p]["sorted_init"]
-                        for i, p in enumerate(self._all_params())
+        """The inner optimizer's state dict, plus LaPerm's step counter, the sorted initial
+        rows (keyed by parameter index, as torch optimizers key their state) and every
+        parameter's shape (so a checkpoint of another model is refused on load)."""
+        params = self._all_params()
+        sorted_inits = {i: self.state[p]["sorted_init"] for i, p in enumerate(params)
                         if "sorted_init" in self.state.get(p, {})}
         return {"inner": self.optimizer.state_dict(),
-                "laperm": {"step": self._step, "sorted_inits": sorted_inits}}
+                "laperm": {"step": self._step, "sorted_inits": sorted_inits,
+                           "param_shapes": [tuple(_local(p).shape) for p in params]}}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a :meth:`state_dict`. Everything is checked before anything changes:
@@ -187,7 +203,25 @@ class LaPerm(Optimizer):
             raise ValueError("LaPerm.load_state_dict expects a dict from LaPerm.state_dict() "
                              "with keys 'inner' and 'laperm'")
         laperm = state_dict["laperm"]
+        # Everything of ours is checked before the inner optimizer's state changes.
+        if (not isinstance(laperm, dict)
+                or set(laperm) != {"step", "sorted_inits", "param_shapes"}
+                or not isinstance(laperm["sorted_inits"], dict)):
+            raise ValueError("LaPerm.load_state_dict: state_dict['laperm'] must be a dict with "
+                             "keys 'step', 'sorted_inits' and 'param_shapes' (from "
+                             "LaPerm.state_dict())")
+        step = laperm["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"LaPerm.load_state_dict: step must be an int >= 0; got {step!r}")
         params = self._all_params()
+        shapes = [tuple(_local(p).shape) for p in params]
+        saved = [tuple(s) for s in laperm["param_shapes"]]
+        if saved != shapes:
+            diff = next((i for i, (a, b) in enumerate(zip(saved, shapes)) if a != b), None)
+            raise ValueError(
+                f"checkpoint is of {len(saved)} parameters, this optimizer has {len(shapes)}"
+                if diff is None else f"checkpoint's parameter {diff} has shape {saved[diff]} "
+                f"but this optimizer's has {shapes[diff]}")
         restored = {}
         for i, s in laperm["sorted_inits"].items():
             if not 0 <= int(i) < len(params):
@@ -199,13 +233,16 @@ class LaPerm(Optimizer):
                                  f"but parameter {i} has {tuple(local.shape)}")
             restored[params[int(i)]] = s.to(device=local.device, dtype=local.dtype)
         self.optimizer.load_state_dict(state_dict["inner"])  # checks its own part first
+        # Optimizer.load_state_dict rebinds the inner param_groups to a new list: share it
+        # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
+        self.param_groups = self.optimizer.param_groups
         for p in params:
             self.state.pop(p, None)
         for p, s in restored.items():
             self.state[p]["sorted_init"] = s.contiguous()
             if self.track_changes:
                 self.state[p]["last_synced"] = _local(p).detach().clone()
-        self._step = int(laperm["step"])
+        self._step = step
 
     def __repr__(self) -> str:
         permuted = sum(1 for p in self._all_params() if "sorted_init" in self.state.get(p, {}))
@@ -215,10 +252,18 @@ class LaPerm(Optimizer):
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:
-    """The rows a rank sees. A DTensor sharded on dim 0 holds whole rows: permute the
-    local shard, no communication needed."""
-    to_local = getattr(p, "to_local", None)
-    return to_local() if callable(to_local) else p
+    """The rows a rank sees. A DTensor sharded on dim 0 (FSDP2's layout) or replicated
+    holds whole rows: permute the local tensor, no communication needed. Any other
+    placement would split rows across ranks, and is refused."""
+    placements = getattr(p, "placements", None)
+    if placements is None:
+        return p
+    for placement in placements:
+        if not (placement.is_replicate() or (placement.is_shard() and placement.dim == 0)):
+            raise ValueError(f"LaPerm permutes whole rows; a DTensor parameter placed as "
+                             f"{tuple(placements)} splits them across ranks (only Shard(0) "
+                             "and Replicate() keep rows whole)")
+    return p.to_local()
 
 
 def _check_sync_period(value, name: str) -> None:
