@@ -18,6 +18,7 @@ from .ops import (
 )
 from .optim import LaPerm
 from .utils import agnosticize_, random_prune_
+from .viz import weight_profile
 
 __version__ = "0.1.0"
 
@@ -30,4 +31,5 @@ __all__ = [
     "random_prune_",
     "rank_match_many_",
     "sort_rows",
+    "weight_profile",
 ]

@@ -14,14 +14,16 @@ from __future__ import annotations
 from typing import Dict, List
 
 from . import cpu, torch_ref
+from . import triton as triton_backend
 
 BACKENDS: Dict[str, object] = {
     "torch": torch_ref,
     "cpu": cpu,
+    "triton": triton_backend,
 }
 
 # What backend="auto" tries, fastest first, for each device type.
 AUTO_ORDER: Dict[str, List[str]] = {
     "cpu": ["cpu", "torch"],
-    "cuda": ["torch"],
+    "cuda": ["triton", "torch"],
 }

@@ -1,0 +1,249 @@
+"""The "triton" backend, bit for bit against the reference.
+
+Three parts:
+
+* Interpreter cases: the real kernels on CPU tensors under ``TRITON_INTERPRET=1``. The
+  variable must be set before triton is imported (``@triton.jit`` reads it), so the cases
+  run in ONE subprocess (this file run as a script with ``--worker``), which reports each
+  case's result as JSON; each case is then one pytest test. Shapes are small (the
+  interpreter runs tl.sort's network in Python) but reach every code path: rows shorter
+  than a block, exactly one block, several rows per program, rows needing several chunks
+  (``max_block``/``chunk`` made small), several scratch batches, the plan cache, every
+  supported dtype, ties, NaN payloads, +-0, +-inf, subnormals.
+* GPU cases: large shapes (ResNet-50, the 4096x11008 MLP, 65,536-element rows) when
+  ``torch.cuda.is_available()``; skipped otherwise.
+* Without triton: ``import laperm_kernels`` works and ``backend="triton"`` says how to
+  install it (runs whether or not triton is installed).
+
+Everything needing triton skips cleanly when it is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed "
+                                  "(pip install triton)")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# --- interpreter cases (run by the worker subprocess) ----------------------------------
+
+INTERPRETER_DTYPES = ("float32", "float16", "bfloat16")
+
+# Rows <= 64 (one bucket, 32 rows per program), 65..128 (exactly 64 and 128 included):
+# many kinds of data in one rank_match_many_ call, as a model's layers would go.
+BLOCK_TENSORS = [((40, 1), "normal"), ((3, 7), "special"), ((5, 64), "ties"),
+                 ((2, 65), "signed_zeros"), ((4, 100), "random_bits"), ((3, 128), "special"),
+                 ((2, 3, 5), "near_one"), ((3, 20), "extreme"), ((2, 50), "constant"),
+                 ((2, 30), "two_valued"), ((2, 40), "sorted"), ((2, 40), "reversed"),
+                 ((2, 40), "pruned"), ((9,), "special"), ((0, 5), "normal"), ((3, 0), "normal")]
+
+# With max_block=32 and chunk=16: rows up to 32 in one block, longer rows chunked:
+# exactly 2 chunks (32 -> block; 48 -> 3 chunks), a partial last chunk, a 1-element tail.
+CHUNKED_TENSORS = [((2, 48), "special"), ((1, 200), "ties"), ((3, 33), "random_bits"),
+                   ((2, 37), "signed_zeros"), ((2, 32), "special"), ((2, 64), "extreme"),
+                   ((1, 100), "near_one")]
+
+
+def _check(tensors, dtype, seed, run):
+    """Makes W/S for ``tensors``, runs ``run(ws, ss)`` and compares with the reference."""
+    from conftest import (assert_bitwise_equal, generator, make_sorted_init, make_values,
+                          reference_result)
+    gen = generator(seed)
+    ws = [make_values(kind, shape, dtype, gen) for shape, kind in tensors]
+    ss = [make_sorted_init(shape, dtype, gen) for shape, _ in tensors]
+    expected = [reference_result(w, s) for w, s in zip(ws, ss)]
+    out = [w.clone() for w in ws]
+    run(out, ss)
+    for (shape, kind), o, e in zip(tensors, out, expected):
+        assert_bitwise_equal(o, e, f"{dtype} {kind} {shape}")
+    return ws, ss, out, expected
+
+
+def case_block(dtype):
+    import laperm_kernels as lk
+    _check(BLOCK_TENSORS, dtype, 1, lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"))
+
+
+def case_chunked(dtype):
+    from laperm_kernels.backends import triton as tb
+    _check(CHUNKED_TENSORS, dtype, 2,
+           lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
+
+
+def case_scratch_batches():
+    # Scratch of 64 keys: each 48..200-element row is its own batch (several launches),
+    # and a row longer than the cap still gets a batch of its own.
+    from laperm_kernels.backends import triton as tb
+    cap = tb.SCRATCH_KEYS
+    tb.SCRATCH_KEYS = 64
+    try:
+        _check(CHUNKED_TENSORS[:3], torch.float32, 3,
+               lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
+    finally:
+        tb.SCRATCH_KEYS = cap
+
+
+def case_bigger_tiles():
+    # Buckets 512 (4 rows per program) and 1024 (2 rows per program), one row each short.
+    import laperm_kernels as lk
+    _check([((5, 300), "special"), ((3, 1024), "ties")], torch.float32, 4,
+           lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"))
+
+
+def case_single_tensor_api_and_cache():
+    # rank_match_ on one tensor; then again on the same tensors (same addresses: the cached
+    # row tables are reused) after restoring W in place.
+    import laperm_kernels as lk
+    from conftest import assert_bitwise_equal
+    from laperm_kernels.backends import triton as tb
+    ws, ss, out, expected = _check([((6, 70), "special")], torch.bfloat16, 5,
+                                   lambda ws, ss: lk.rank_match_(ws[0], ss[0], backend="triton"))
+    cached = len(tb._plans)
+    version = out[0]._version
+    out[0].copy_(ws[0])
+    lk.rank_match_(out[0], ss[0], backend="triton")
+    assert len(tb._plans) == cached, "the second call should reuse the cached plan"
+    assert out[0]._version > version + 1, "the kernel write must bump the version counter"
+    assert_bitwise_equal(out[0], expected[0], "cached plan")
+
+
+def case_dispatch():
+    # float64 is not supported: explicit "triton" says so; "auto" on CUDA prefers triton.
+    import laperm_kernels as lk
+    from laperm_kernels import backends
+    w = torch.randn(2, 8, dtype=torch.float64)
+    try:
+        lk.rank_match_(w, w.clone().sort(1).values, backend="triton")
+    except ValueError as e:
+        assert "does not support torch.float64" in str(e), str(e)
+    else:
+        raise AssertionError("float64 should be refused by the triton backend")
+    assert backends.AUTO_ORDER["cuda"][0] == "triton"
+    assert "triton" in lk.available_backends()
+
+
+INTERPRETER_CASES = {
+    **{f"block-{d}": (case_block, d) for d in INTERPRETER_DTYPES},
+    **{f"chunked-{d}": (case_chunked, d) for d in INTERPRETER_DTYPES},
+    "scratch-batches": (case_scratch_batches,),
+    "bigger-tiles": (case_bigger_tiles,),
+    "single-tensor-api-and-cache": (case_single_tensor_api_and_cache,),
+    "dispatch": (case_dispatch,),
+}
+
+
+def _worker(names) -> None:
+    """Runs interpreter cases in this process (TRITON_INTERPRET=1 already set); prints
+    one JSON object {case: "ok" or the error}."""
+    import time
+    import traceback
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    results = {}
+    for name in names:
+        fn, *args = INTERPRETER_CASES[name]
+        args = [getattr(torch, a) if isinstance(a, str) else a for a in args]
+        start = time.perf_counter()
+        try:
+            fn(*args)
+            results[name] = "ok"
+        except BaseException:  # reported to the parent test, which fails with it
+            results[name] = traceback.format_exc()
+        print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    print(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def interpreter_results():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, __file__, "--worker", *INTERPRETER_CASES],
+                          cwd=HERE, env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"interpreter worker failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@needs_triton
+@pytest.mark.parametrize("case", list(INTERPRETER_CASES))
+def test_interpreter(case, interpreter_results):
+    result = interpreter_results[case]
+    assert result == "ok", result
+
+
+# --- without triton ---------------------------------------------------------------------
+
+def test_without_triton_import_works_and_error_says_how_to_install():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"  # makes `import triton` fail
+        "import torch, laperm_kernels as lk\n"
+        "assert 'triton' not in lk.available_backends()\n"
+        "w = torch.randn(2, 3)\n"
+        "assert lk.rank_match_(w.clone(), w.sort(1).values) is not None\n"
+        "try:\n"
+        "    lk.rank_match_(w, w.sort(1).values, backend='triton')\n"
+        "except RuntimeError as e:\n"
+        "    assert 'pip install triton' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('backend=triton without triton did not raise')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+# --- GPU cases --------------------------------------------------------------------------
+
+needs_gpu = pytest.mark.skipif(
+    not (HAS_TRITON and torch.cuda.is_available()
+         and os.environ.get("TRITON_INTERPRET", "0") != "1"),
+    reason="needs triton and a CUDA device")
+
+GPU_SHAPES = {
+    "resnet50": None,                                  # laperm_kernels.presets
+    "mlp-4096x11008": None,
+    "buckets": [(1000, 1), (300, 63), (300, 64), (300, 65), (100, 1024), (64, 4096),
+                (16, 8192), (8, 8193), (8, 16384)],
+    "long-rows": [(4, 16385), (4, 65536), (2, 100_000), (3, 20_000)],
+}
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("preset", list(GPU_SHAPES))
+@pytest.mark.parametrize("kind", ["normal", "special", "ties"])
+def test_gpu_bitwise(preset, dtype, kind):
+    import laperm_kernels as lk
+    from conftest import assert_bitwise_equal, generator, make_sorted_init, make_values
+    from laperm_kernels.presets import PRESETS
+    shapes = GPU_SHAPES[preset] or PRESETS[preset]
+    gen = generator(7)
+    ws = [make_values(kind, s, dtype, gen).cuda() for s in shapes]
+    ss = [make_sorted_init(s, dtype, gen).cuda() for s in shapes]
+    expected = []
+    for w, s in zip(ws, ss):  # the reference on the GPU (torch.sort, stable)
+        e = w.clone()
+        lk.rank_match_(e, s, backend="torch")
+        expected.append(e)
+    out = [w.clone() for w in ws]
+    lk.rank_match_many_(out, ss, backend="triton")
+    for shape, o, e in zip(shapes, out, expected):
+        assert_bitwise_equal(o, e, f"{preset} {shape}")
+    assert lk.available_backends("cuda")[0] == "triton"
+    auto = [w.clone() for w in ws]
+    lk.rank_match_many_(auto, ss)  # "auto" on CUDA tensors: the triton backend
+    for shape, a, e in zip(shapes, auto, expected):
+        assert_bitwise_equal(a, e, f"auto {preset} {shape}")
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    sys.path.insert(0, HERE)
+    _worker(sys.argv[2:])

@@ -1,0 +1,142 @@
+"""AOT-compile every shipped Triton kernel configuration for real GPUs, without a GPU.
+
+    python tools/aot_compile_triton.py [--arch 80 90] [--jobs N] [--only SUBSTRING]
+
+Compiles each (kernel, dtype kind, block/chunk, num_warps) configuration that
+laperm_kernels.backends.triton can launch, for sm_80 (A100) and sm_90 (H100), with
+``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))``, in a fresh
+Triton cache (so the times are real compile times), and prints per configuration the
+compile time, registers per thread, shared memory and spill (local memory) bytes, read
+from the cubin with the cuobjdump that ships with Triton. Exits non-zero if any
+configuration fails to compile or spills.
+
+Why: tl.sort unrolls a bitonic network, and ptxas time grows badly when a big tile has
+too few warps (BLOCK=1024 with 4 warps ran > 9 minutes); this proves each shipped
+configuration compiles in seconds. Needs only `pip install triton` (no CUDA, no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+# Before triton is imported: real @jit functions (not the interpreter's), a fresh cache.
+os.environ.pop("TRITON_INTERPRET", None)
+_OWN_CACHE = "TRITON_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="laperm-aot-cache-")
+
+ROW_TABLE = {"w_addr": "*i64", "s_addr": "*i64", "lengths": "*i32"}
+
+
+def configurations():
+    """(name, kernel name, signature, constexprs, num_warps) of every shipped config."""
+    from laperm_kernels import triton_kernels as tk
+
+    kinds = {"f32": tk.KIND_FLOAT32, "f16": tk.KIND_FLOAT16, "bf16": tk.KIND_BFLOAT16}
+    out = []
+    for kind_name, kind in kinds.items():
+        for block, (rows, warps) in sorted(tk.BLOCK_CONFIGS.items()):
+            out.append((f"block {kind_name} BLOCK={block} ROWS={rows}", "rank_match_block_kernel",
+                        {**ROW_TABLE, "num_rows": "i32", "KIND": "constexpr",
+                         "BLOCK": "constexpr", "ROWS": "constexpr"},
+                        {"KIND": kind, "BLOCK": block, "ROWS": rows}, warps))
+        out.append((f"sort_chunks {kind_name} CHUNK={tk.CHUNK}", "sort_chunks_kernel",
+                    {"w_addr": "*i64", "lengths": "*i32", "key_offsets": "*i64",
+                     "scratch": "*i64", "KIND": "constexpr", "CHUNK": "constexpr"},
+                    {"KIND": kind, "CHUNK": tk.CHUNK}, tk.SORT_WARPS))
+        out.append((f"rank_scatter {kind_name} CHUNK={tk.CHUNK}", "rank_scatter_kernel",
+                    {**ROW_TABLE, "key_offsets": "*i64", "scratch": "*i64",
+                     "KIND": "constexpr", "CHUNK": "constexpr", "LOG2_CHUNK": "constexpr"},
+                    {"KIND": kind, "CHUNK": tk.CHUNK,
+                     "LOG2_CHUNK": tk.CHUNK.bit_length() - 1}, tk.RANK_WARPS))
+    return out
+
+
+def _resource_usage(cubin: bytes) -> dict:
+    """REG / SHARED / LOCAL (spill) figures of the one kernel in ``cubin``, and SASS, its
+    static instruction count (the sort network is fully unrolled, so per thread this is
+    about the instructions it executes: the compute side of docs/triton.md's model)."""
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
+                        "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
+                              text=True, check=True).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    usage = {k: int(v) for k, v in re.findall(r"(REG|SHARED|LOCAL|STACK):(\d+)", text)}
+    usage["SASS"] = len(re.findall(r"^\s*/\*[0-9a-f]{4,}\*/\s+\S", sass, re.M))
+    return usage
+
+
+def compile_one(job):
+    name, kernel_name, signature, constexprs, warps, arch = job
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from laperm_kernels import triton_kernels as tk
+
+    fn = getattr(tk, kernel_name)
+    # Pointers as the launcher sees fresh torch tensors: 16-byte aligned.
+    attrs = {(i,): [["tt.divisibility", 16]]
+             for i, (k, v) in enumerate(signature.items()) if v.startswith("*")}
+    start = time.perf_counter()
+    try:
+        kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs),
+                                target=GPUTarget("cuda", arch, 32),
+                                options={"num_warps": warps})
+        usage = _resource_usage(kernel.asm["cubin"])
+        usage["shared_meta"] = kernel.metadata.shared
+        err = None
+    except Exception as e:  # reported, and the exit status says so
+        usage, err = {}, f"{type(e).__name__}: {e}"
+    return name, arch, warps, time.perf_counter() - start, usage, err
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--only", default="", help="compile configurations whose name has this")
+    args = parser.parse_args(argv)
+
+    jobs = [(*cfg, arch) for cfg in configurations() if args.only in cfg[0]
+            for arch in args.arch]
+    print(f"AOT-compiling {len(jobs)} configurations with {args.jobs} jobs "
+          f"(cache {os.environ['TRITON_CACHE_DIR']})", flush=True)
+    print(f"{'configuration':42s} {'sm':>3s} {'warps':>5s} {'time s':>7s} {'regs':>5s} "
+          f"{'smem B':>7s} {'spill B':>7s} {'SASS':>6s} {'SASS/key':>8s}", flush=True)
+    start = time.perf_counter()
+    failed = 0
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for (name, arch, warps, secs, usage, err), job in zip(pool.map(compile_one, jobs), jobs):
+            if err is None and usage.get("LOCAL", 0):
+                err = f"spills {usage['LOCAL']} bytes to local memory"
+            failed += err is not None
+            keys = job[3].get("BLOCK", 0) * job[3].get("ROWS", 1) or job[3]["CHUNK"]
+            per_key = usage.get("SASS", 0) * warps * 32 / keys
+            print(f"{name:42s} {arch:3d} {warps:5d} {secs:7.1f} {usage.get('REG', -1):5d} "
+                  f"{usage.get('shared_meta', -1):7d} {usage.get('LOCAL', -1):7d} "
+                  f"{usage.get('SASS', -1):6d} {per_key:8.0f}"
+                  + (f"  FAILED: {err}" if err else ""), flush=True)
+    total = time.perf_counter() - start
+    print(f"{len(jobs) - failed}/{len(jobs)} compiled in {total:.1f} s wall")
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["TRITON_CACHE_DIR"], ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
