@@ -30,6 +30,16 @@ needs_extension = pytest.mark.skipif(
 _INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Runs a module on one intra-op thread. Two spinning OpenMP threads sharing one free
+    core with a busy neighbour slow tiny workloads ~30x; results never depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_report_header(config):
     isa = torch.ops.laperm.cpu_kernel_isa() if lk._extension.is_loaded() else "not loaded"
     return f"laperm backends (cpu): {BACKEND_NAMES}; C++ kernel ISA: {isa}"

@@ -25,15 +25,9 @@ from laperm_kernels.reference import rank_match_reference_
 from conftest import BACKENDS, assert_bitwise_equal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and stay fast when another process is busy
-    on the same cores (two spinning OpenMP threads on one free core slow them ~30x).
-    Results do not depend on the thread count (SPEC.md)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread is fastest, and immune to a busy neighbour on the
+# same cores. Results do not depend on the thread count (SPEC.md).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -27,13 +27,9 @@ def _cpu_grad_scaler():
         pytest.skip(f"torch.amp.GradScaler('cpu') unavailable in torch {torch.__version__}: {e!r}")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny model: one thread is fastest and immune to a busy neighbour (see test_optim)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread is fastest, and immune to a busy neighbour on the
+# same cores. Results do not depend on the thread count (SPEC.md).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(k):

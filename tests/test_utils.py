@@ -16,13 +16,9 @@ from laperm_kernels.utils import permutable_tensors
 from conftest import assert_bitwise_equal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest and immune to a busy neighbour (see test_optim)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread is fastest, and immune to a busy neighbour on the
+# same cores. Results do not depend on the thread count (SPEC.md).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model(seed: int = 0) -> nn.Module:
