@@ -29,7 +29,8 @@ def _want_cuda(cuda_sources):
 
 
 def _extension():
-    cpu_sources = ["csrc/laperm.cpp", "csrc/inplace_version.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    cpu_sources = ["csrc/laperm.cpp", "csrc/inplace_version.cpp",
+                   *sorted(glob.glob("csrc/cpu/*.cpp"))]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
     cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", *openmp]

@@ -26,6 +26,7 @@ import torch
 from . import baselines
 from .ops import available_backends, rank_match_many_, sort_rows
 from .presets import PRESETS
+from .reference import bitwise_equal
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -77,11 +78,6 @@ def time_method(fn: Callable, pristine: List[torch.Tensor], sorted_inits: List[t
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times), work
-
-
-def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-    return torch.equal(a.view(ints), b.view(ints))
 
 
 def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[List[str]]):

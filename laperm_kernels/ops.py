@@ -176,13 +176,18 @@ def _check_no_shared_memory(weights, sorted_inits, labels) -> None:
                                  "distinct tensor that no other argument aliases")
 
 
-def _plan(weights, sorted_inits, backend: str):
-    """Groups the tensors by (device, dtype) and resolves one backend per group."""
+def check_backend_name(backend) -> None:
+    """Raises unless ``backend`` is "auto" or the name of a backend (available or not)."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend != "auto" and backend not in _backends.BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of "
                          f"{sorted(_backends.BACKENDS)} (available here: {available_backends()})")
+
+
+def _plan(weights, sorted_inits, backend: str):
+    """Groups the tensors by (device, dtype) and resolves one backend per group."""
+    check_backend_name(backend)
     groups: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = defaultdict(
         lambda: ([], []))
     for w, s in zip(weights, sorted_inits):

@@ -24,8 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 from torch.optim import Optimizer
 
-from . import backends as _backends
-from .ops import rank_match_many_, sort_rows
+from .ops import check_backend_name, rank_match_many_, sort_rows
 
 SyncPeriod = Union[int, Callable[[int], int]]
 PermuteRule = Union[str, bool, Callable[[torch.Tensor], bool]]
@@ -67,12 +66,7 @@ class LaPerm(Optimizer):
             raise TypeError(f"LaPerm wraps a torch.optim.Optimizer; got {type(optimizer).__name__}")
         _check_sync_period(sync_period, "sync_period")
         _check_permute(permute, "permute")
-        # Checked now, not at the first sync k steps later.
-        if not isinstance(backend, str):
-            raise TypeError(f"backend must be a str, got {type(backend).__name__}")
-        if backend != "auto" and backend not in _backends.BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of "
-                             f"{sorted(_backends.BACKENDS)}")
+        check_backend_name(backend)  # now, not at the first sync k steps later
         self.optimizer = optimizer
         self.param_groups = optimizer.param_groups  # shared, as timm's Lookahead does
         self.defaults = optimizer.defaults
@@ -121,7 +115,8 @@ class LaPerm(Optimizer):
         self._sync(self.param_groups)
 
     def _sync(self, groups) -> None:
-        params = [p for g in groups for p in g["params"] if "sorted_init" in self.state[p]]
+        params = [p for g in groups for p in g["params"]
+                  if "sorted_init" in self.state.get(p, {})]
         if not params:
             return
         rank_match_many_([_local(p) for p in params],
@@ -132,7 +127,7 @@ class LaPerm(Optimizer):
     def _period(self, group, step: int) -> int:
         period = group.get("sync_period", self.sync_period)
         k = period(step) if callable(period) else period
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if not _is_period(k):
             raise ValueError(f"sync_period must give an int >= 1; got {k!r} at step {step}")
         return k
 
@@ -266,10 +261,12 @@ def _local(p: torch.Tensor) -> torch.Tensor:
     return p.to_local()
 
 
+def _is_period(k) -> bool:
+    return isinstance(k, int) and not isinstance(k, bool) and k >= 1
+
+
 def _check_sync_period(value, name: str) -> None:
-    if callable(value):
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not (callable(value) or _is_period(value)):
         raise ValueError(f"{name} must be an int >= 1 or a callable step -> k; got {value!r}")
 
 

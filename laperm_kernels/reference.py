@@ -7,7 +7,8 @@ For every row r of ``W.reshape(W.shape[0], -1)`` (a 1-D tensor is one row)::
 where ``order`` is the ascending *stable* order: ties keep column order, NaN sorts after
 every number and all NaNs tie, -0.0 and +0.0 tie, infinities are ordinary values. These
 are exactly the rules of ``torch.sort(stable=True)``, so the reference is one stable sort
-and one scatter (of S's bit patterns, so NaN payloads in S survive). Every backend is tested bit for bit against it.
+and one scatter (of S's bit patterns, so NaN payloads in S survive). Every backend is
+tested bit for bit against it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ import torch
 
 
 _SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def same_width_int(dtype: torch.dtype) -> torch.dtype:
+    """The signed integer dtype as wide as ``dtype``: a view as it exposes bit patterns."""
+    return _SAME_WIDTH_INT[dtype.itemsize]
+
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape, dtype and bit patterns (NaN payloads and signed zeros included)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    ints = same_width_int(a.dtype)
+    return torch.equal(a.detach().contiguous().view(ints), b.detach().contiguous().view(ints))
 
 
 def rows_and_length(t: torch.Tensor) -> Tuple[int, int]:
@@ -41,7 +55,7 @@ def rank_match_reference_(weight: torch.Tensor, sorted_init: torch.Tensor) -> to
         order = w.sort(dim=1, stable=True).indices
         # Scatter the bit patterns, not the values: a float scatter_ may rewrite NaN
         # payloads (CPU bf16 NaNs all become 0xffff), and S must land in W bit for bit.
-        ints = _SAME_WIDTH_INT[w.element_size()]
+        ints = same_width_int(w.dtype)
         w.view(ints).scatter_(1, order, as_rows(sorted_init).view(ints))
     return weight
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.reference import rank_match_reference_, rows_and_length
+from laperm_kernels.reference import (bitwise_equal, rank_match_reference_, rows_and_length,
+                                      same_width_int)
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -27,7 +28,6 @@ needs_extension = pytest.mark.skipif(
     not lk._extension.is_loaded(), reason=f"C++ extension not loaded: {lk._extension.load_error()}"
 )
 
-_INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +47,12 @@ def pytest_report_header(config):
 
 # --- exact comparison -------------------------------------------------------------------
 
-def int_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The signed integer dtype of ``dtype``'s width."""
-    return _INT_OF_WIDTH[torch.empty((), dtype=dtype).element_size()]
+int_dtype = same_width_int  # the signed integer dtype of ``dtype``'s width
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
     """``t``'s bit patterns, as a contiguous integer tensor of the same shape."""
     return t.detach().contiguous().view(int_dtype(t.dtype))
-
-
-def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Same shape, dtype and bit patterns (NaN payloads and signed zeros included)."""
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(bits(a), bits(b))
 
 
 def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:

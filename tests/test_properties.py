@@ -51,13 +51,18 @@ def test_every_backend_matches_reference(shape, dtype, kind, seed):
         assert_bitwise_equal(run_backend(backend, w, s), expected, backend)
 
 
+def _weight_and_sorted_init(shape, dtype, w_kind, s_kind, seed):
+    """W of one kind of data, and S = sort_rows of another, as LaPerm keeps it."""
+    gen = generator(seed)
+    w = make_values(w_kind, shape, dtype, gen)
+    return w, lk.sort_rows(make_values(s_kind, shape, dtype, gen))
+
+
 @settings(max_examples=600, deadline=None)
 @given(shape=shapes, dtype=dtypes, w_kind=kinds, s_kind=kinds, seed=seeds)
 def test_rows_become_a_permutation_of_sorted_init(shape, dtype, w_kind, s_kind, seed):
     """After rank matching with S = sort_rows(S0), each row of W sorted is S's row."""
-    gen = generator(seed)
-    w = make_values(w_kind, shape, dtype, gen)
-    s = lk.sort_rows(make_values(s_kind, shape, dtype, gen))
+    w, s = _weight_and_sorted_init(shape, dtype, w_kind, s_kind, seed)
     for backend in BACKEND_NAMES:
         out = run_backend(backend, w, s)
         _assert_equal_values(_rows(out).sort(dim=1).values, _rows(s), backend)
@@ -66,9 +71,7 @@ def test_rows_become_a_permutation_of_sorted_init(shape, dtype, w_kind, s_kind, 
 @settings(max_examples=600, deadline=None)
 @given(shape=shapes, dtype=dtypes, w_kind=kinds, s_kind=kinds, seed=seeds)
 def test_idempotent(shape, dtype, w_kind, s_kind, seed):
-    gen = generator(seed)
-    w = make_values(w_kind, shape, dtype, gen)
-    s = lk.sort_rows(make_values(s_kind, shape, dtype, gen))
+    w, s = _weight_and_sorted_init(shape, dtype, w_kind, s_kind, seed)
     for backend in BACKEND_NAMES:
         once = run_backend(backend, w, s)
         twice = run_backend(backend, once, s)

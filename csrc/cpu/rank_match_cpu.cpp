@@ -109,11 +109,10 @@ void rank_match_many_cpu(at::TensorList weights, at::TensorList sorted_inits) {
 #pragma omp parallel num_threads(serial ? 1 : threads)
   {
     // Raw storage (no object type yet): the kernels place 32- or 64-bit words in it.
-    const std::unique_ptr<void, void (*)(void*)> words(
-        ::operator new(sizeof(uint64_t) * longest_row), [](void* p) { ::operator delete(p); });
-    const std::unique_ptr<void, void (*)(void*)> spare(
-        ::operator new(sizeof(uint64_t) * longest_row), [](void* p) { ::operator delete(p); });
-    const RowScratch scratch{words.get(), spare.get(), longest_row};
+    const std::unique_ptr<void, void (*)(void*)> storage(
+        ::operator new(2 * sizeof(uint64_t) * longest_row), [](void* p) { ::operator delete(p); });
+    uint64_t* const halves = static_cast<uint64_t*>(storage.get());
+    const RowScratch scratch{halves, halves + longest_row, longest_row};
 #pragma omp for schedule(dynamic, 1)
     for (int64_t c = 0; c < num_chunks; ++c) {
       const RowChunk& chunk = chunks[c];

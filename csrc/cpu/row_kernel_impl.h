@@ -70,6 +70,13 @@ constexpr int64_t kCompactMaxTieSort = 256;
 
 inline int bit_width(uint64_t x) { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
 
+// Radix digits of about log2(n) bits balance the two costs of a pass: moving n words, and
+// clearing and scanning 2^digit counters.
+inline int digit_bits_for(int64_t n) {
+  const int digit = bit_width(uint64_t(n)) - 1;
+  return digit < kMinDigitBits ? kMinDigitBits : digit > kMaxDigitBits ? kMaxDigitBits : digit;
+}
+
 // ---------------------------------------------------------------------------------------
 // Stable LSD radix passes, shared by both paths.
 
@@ -278,10 +285,9 @@ struct CompactMap<Format, false> {
   uint32_t middle;      // 2^(Ks-1)
   uint32_t coord_mask;  // 2^Ks - 1
 
-  // Two digits of about log2(n) bits (see plan_wide_radix), as far as the word allows.
+  // Two digits (digit_bits_for), as far as the word allows.
   static int coord_bits(int64_t n, int available) {
-    int digit = bit_width(uint64_t(n)) - 1;
-    digit = digit < kMinDigitBits ? kMinDigitBits : digit > kMaxDigitBits ? kMaxDigitBits : digit;
+    const int digit = digit_bits_for(n);
     return 2 * digit < available ? 2 * digit : available;
   }
 
@@ -375,11 +381,10 @@ struct WordLayout {
   static uint32_t column(Word w) { return uint32_t(w); }
 };
 
-// Digits of about log2(n) bits balance the two costs of a pass: moving n words, and
-// clearing and scanning 2^digit counters. Returns the number of top key bits sorted.
+// Two (or, for long rows, three) digits of digit_bits_for(n) bits over the top key bits.
+// Returns the number of top key bits sorted.
 inline int plan_wide_radix(int64_t n, int word_key_bits, Digit* digits, int* npass) {
-  int digit = bit_width(uint64_t(n)) - 1;
-  digit = digit < kMinDigitBits ? kMinDigitBits : digit > kMaxDigitBits ? kMaxDigitBits : digit;
+  int digit = digit_bits_for(n);
   int passes = n >= kThreePassMinRow ? 3 : 2;
   if (passes * digit > word_key_bits) {  // short keys (fp16/bf16): sort them whole
     passes = (word_key_bits + digit - 1) / digit;

@@ -29,8 +29,6 @@ from ..reference import rows_and_length
 name = "triton"
 
 _KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # triton_kernels/keys.py
-_BITS_DTYPE = {torch.float32: torch.int32, torch.float16: torch.int16,
-               torch.bfloat16: torch.int16}
 MIN_BLOCK = 64
 SCRATCH_KEYS = 1 << 23           # 64 MiB of int64 keys per batch of long rows
 _CACHE_SIZE = 16
