@@ -5,8 +5,11 @@ extensions; an isolated build would fetch some other torch and compile against i
 
     pip install --no-build-isolation -e .
 
-CUDA sources (csrc/cuda/) join the build when the installed torch is a CUDA build and
-CUDA_HOME points at a toolkit; LAPERM_NO_CUDA=1 forces a CPU-only build.
+The CUDA backend's host dispatch (csrc/cuda/host/, plain C++) is in every build, where
+its tests run. Its kernels (csrc/cuda/*.cu) and their torch glue (csrc/cuda/*.cpp) join
+the build when the installed torch is a CUDA build and CUDA_HOME points at a toolkit (set
+it to the toolkit's root); LAPERM_NO_CUDA=1 forces a CPU-only build.
+TORCH_CUDA_ARCH_LIST picks the GPU architectures (e.g. "8.0;9.0").
 """
 
 import glob
@@ -28,23 +31,30 @@ def _want_cuda(cuda_sources):
     )
 
 
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
 def _extension():
     cpu_sources = ["csrc/laperm.cpp", "csrc/inplace_version.cpp",
-                   *sorted(glob.glob("csrc/cpu/*.cpp"))]
+                   *sorted(glob.glob("csrc/cpu/*.cpp")), *sorted(glob.glob("csrc/cuda/host/*.cpp"))]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", *openmp]
+    # No -std: cpp_extension picks the standard the installed torch's headers need
+    # (C++20 from torch 2.14 on; the .cu kernels also build as C++17 standalone).
+    cxx_flags = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", *openmp]
     if _want_cuda(cuda_sources):
         return CUDAExtension(
             "laperm_kernels._C",
             cpu_sources + cuda_sources,
+            include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args={"cxx": cxx_flags + ["-DLAPERM_WITH_CUDA"],
-                                "nvcc": ["-O3", "-std=c++17", "-DLAPERM_WITH_CUDA"]},
+                                "nvcc": ["-O3", "-DLAPERM_WITH_CUDA"]},
             extra_link_args=openmp,
         )
     return CppExtension(
         "laperm_kernels._C",
         cpu_sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=openmp,
     )

@@ -1,4 +1,5 @@
-// ADInplaceOrView kernel of laperm::rank_match_many_: records the in-place write.
+// ADInplaceOrView kernels of laperm::rank_match_many_ and rank_match_planned_: record
+// the in-place write.
 //
 // A kernel registered only for CPU/CUDA writes the weights without bumping their
 // version counters, so autograd could not tell that a tensor saved for backward was
@@ -24,10 +25,28 @@ void rank_match_many_inplace_or_view(c10::DispatchKeySet keys, at::TensorList we
   for (const at::Tensor& w : weights) torch::autograd::impl::bump_version(w);
 }
 
+void rank_match_planned_inplace_or_view(c10::DispatchKeySet keys, at::TensorList weights,
+                                        at::TensorList sorted_inits, const at::Tensor& plan,
+                                        const at::Tensor& rows,
+                                        const at::Tensor& segment_offsets) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("laperm::rank_match_planned_", "")
+          .typed<void(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&,
+                      const at::Tensor&)>();
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, weights, sorted_inits, plan, rows,
+                  segment_offsets);
+  }
+  for (const at::Tensor& w : weights) torch::autograd::impl::bump_version(w);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, ADInplaceOrView, m) {
   m.impl("rank_match_many_", TORCH_FN(rank_match_many_inplace_or_view));
+  m.impl("rank_match_planned_", TORCH_FN(rank_match_planned_inplace_or_view));
 }
 
 }  // namespace laperm

@@ -1,10 +1,13 @@
 // Every operator schema of the `laperm` library, in one place.
 //
 // Backends register kernels for these schemas in their own files
-// (cpu/rank_match_cpu.cpp; cuda/ later). The Python package registers the fake (meta)
+// (cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/row_plan_op.cpp). The Python package registers the fake (meta)
 // kernels used by torch.compile and torch.library.opcheck.
 #include <Python.h>
 #include <torch/library.h>
+
+#include <string>
+#include <vector>
 
 TORCH_LIBRARY(laperm, m) {
   // For every row r of every weights[t] (rows = reshape(shape[0], -1); a 1-D tensor is
@@ -13,6 +16,32 @@ TORCH_LIBRARY(laperm, m) {
   m.def("rank_match_many_(Tensor(a!)[] weights, Tensor[] sorted_inits) -> ()");
   // Which instruction-set build of the CPU kernel this process runs (avx512/avx2/generic).
   m.def("cpu_kernel_isa() -> str");
+
+  // --- the CUDA backend (csrc/cuda) ---
+  // Which native backends this build contains: ["cpu"] or ["cpu", "cuda"].
+  m.def("compiled_backends() -> str[]");
+  // Host dispatch, in every build (cuda/host/row_plan.h): the plan of a group of tensors
+  // (one dtype and device) as (host words, row-descriptor table [rows, 4] int64 and
+  // large-row segment offsets int32, both on the tensors' device). Depends only on
+  // addresses and shapes: callers cache it while the tensors live.
+  m.def("cuda_row_plan(Tensor[] weights, Tensor[] sorted_inits, int max_block_tile, "
+        "int max_batch_items) -> (Tensor, Tensor, Tensor)");
+  // The largest block tile whose kernel fits smem_optin_bytes of shared memory per block.
+  m.def("cuda_largest_block_tile(ScalarType dtype, int smem_optin_bytes) -> int");
+  // rank_match_many_ with a plan made by cuda_row_plan for exactly these tensors: only
+  // checks and launches, so it can be captured in a CUDA graph.
+  m.def("rank_match_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
+        "Tensor rows, Tensor segment_offsets) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
+  m.impl("compiled_backends", []() -> std::vector<std::string> {
+#ifdef LAPERM_WITH_CUDA
+    return {"cpu", "cuda"};
+#else
+    return {"cpu"};
+#endif
+  });
 }
 
 // `import laperm_kernels._C` loads this library, which runs the registrations above.

@@ -33,3 +33,7 @@ if _load_error is None:
     def _rank_match_many_fake(weights, sorted_inits):
         # In place, nothing returned: shapes, dtypes and devices are those of the inputs.
         return None
+
+    @torch.library.register_fake("laperm::rank_match_planned_")
+    def _rank_match_planned_fake(weights, sorted_inits, plan, rows, segment_offsets):
+        return None

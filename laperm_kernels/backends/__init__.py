@@ -14,16 +14,18 @@ from __future__ import annotations
 from typing import Dict, List
 
 from . import cpu, torch_ref
+from . import cuda as cuda_backend
 from . import triton as triton_backend
 
 BACKENDS: Dict[str, object] = {
     "torch": torch_ref,
     "cpu": cpu,
     "triton": triton_backend,
+    "cuda": cuda_backend,
 }
 
 # What backend="auto" tries, fastest first, for each device type.
 AUTO_ORDER: Dict[str, List[str]] = {
     "cpu": ["cpu", "torch"],
-    "cuda": ["triton", "torch"],
+    "cuda": ["cuda", "triton", "torch"],
 }

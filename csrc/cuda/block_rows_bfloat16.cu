@@ -1,0 +1,8 @@
+// The block class's kernels for bfloat16 rows, every tile (design: block_rows.cuh).
+#include "cuda/block_rows.cuh"
+
+namespace laperm {
+namespace cuda {
+LAPERM_DEFINE_BLOCK_ROWS(bfloat16, BFloat16Format)
+}  // namespace cuda
+}  // namespace laperm

@@ -1,0 +1,8 @@
+// The block class's kernels for float16 rows, every tile (design: block_rows.cuh).
+#include "cuda/block_rows.cuh"
+
+namespace laperm {
+namespace cuda {
+LAPERM_DEFINE_BLOCK_ROWS(float16, Float16Format)
+}  // namespace cuda
+}  // namespace laperm

@@ -1,0 +1,144 @@
+// The CPU kernel of laperm::rank_match_planned_: runs a plan the way the CUDA kernels are
+// specified to, one emulated launch at a time, on CPU tensors.
+//
+// The CUDA kernels cannot run on our machines; this runs everything around them here:
+// the plan's classes and tables, its checks, the launch sequence (run_plan, shared with
+// the glue), the warp class's ranking rule (warp_rank.h, shared with the kernel), the
+// block class's padding to its tile, and the large class's scratch segments as
+// DeviceSegmentedRadixSort sees them (bounds from segment_offsets, not from the rows).
+// Tests compare its results bit for bit with the PyTorch reference.
+#include <torch/library.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "common/order_key.h"
+#include "cuda/host/tensor_rows.h"
+#include "cuda/warp_rank.h"
+
+namespace laperm {
+namespace cuda {
+namespace {
+
+template <typename Format>
+class CpuEmulation final : public PlanLauncher {
+  using Bits = typename Format::Bits;
+  static constexpr Bits kPad = Bits(~Bits(0));
+
+ public:
+  void warp_rows(const RowDesc* rows, int64_t count) override {
+    for (int64_t r = 0; r < count; ++r) {  // 32 "lanes", each holding columns l, l + 32
+      Bits* w = reinterpret_cast<Bits*>(rows[r].w_addr);
+      const Bits* s = reinterpret_cast<const Bits*>(rows[r].s_addr);
+      const int n = static_cast<int>(rows[r].length);
+      TORCH_CHECK(n >= 1 && n <= kWarpMaxLength, "warp class row of length ", n);
+      Bits lo[32], hi[32];
+      for (int l = 0; l < 32; ++l) {
+        lo[l] = l < n ? order_key<Format>(w[l]) : kPad;
+        hi[l] = l + 32 < n ? order_key<Format>(w[l + 32]) : kPad;
+      }
+      int rank_lo[32] = {}, rank_hi[32] = {};
+      for (int l = 0; l < 32; ++l)
+        for (int src = 0; src < 32; ++src)
+          count_preceding(lo[l], hi[l], lo[src], hi[src], src, l, rank_lo[l], rank_hi[l]);
+      Bits out_lo[32], out_hi[32];  // a warp writes after every lane has read
+      for (int l = 0; l < 32; ++l) {
+        if (l < n) out_lo[l] = s[rank_lo[l]];
+        if (l + 32 < n) out_hi[l] = s[rank_hi[l]];
+      }
+      for (int l = 0; l < 32; ++l) {
+        if (l < n) w[l] = out_lo[l];
+        if (l + 32 < n) w[l + 32] = out_hi[l];
+      }
+    }
+  }
+
+  void block_rows(int tile_index, const RowDesc* rows, int64_t count) override {
+    TORCH_CHECK(tile_index >= 0 && tile_index < kNumBlockTiles, "tile index ", tile_index);
+    const int64_t tile = kBlockTiles[tile_index].tile;
+    std::vector<Bits> keys(tile);
+    std::vector<int64_t> order(tile);
+    for (int64_t r = 0; r < count; ++r) {
+      Bits* w = reinterpret_cast<Bits*>(rows[r].w_addr);
+      const Bits* s = reinterpret_cast<const Bits*>(rows[r].s_addr);
+      const int64_t n = rows[r].length;
+      TORCH_CHECK(n > kWarpMaxLength && n <= tile, "row of length ", n, " in tile ", tile);
+      for (int64_t c = 0; c < tile; ++c) keys[c] = c < n ? order_key<Format>(w[c]) : kPad;
+      sort_stably(keys.data(), order.data(), tile);  // BlockRadixSort over the padded tile
+      for (int64_t rank = 0; rank < n; ++rank) w[order[rank]] = s[rank];
+    }
+  }
+
+  void prepare_large(int64_t max_batch_items, int64_t) override {
+    keys_.resize(max_batch_items);
+    columns_.resize(max_batch_items);
+  }
+
+  void large_rows(const LargeBatch& batch, const RowDesc* rows,
+                  const int32_t* segment_offsets) override {
+    TORCH_CHECK(batch.items <= static_cast<int64_t>(keys_.size()), "batch exceeds scratch");
+    for (int64_t r = 0; r < batch.row_count; ++r) {  // gather
+      const Bits* w = reinterpret_cast<const Bits*>(rows[r].w_addr);
+      for (int64_t i = 0; i < rows[r].length; ++i)
+        keys_[rows[r].scratch_offset + i] = order_key<Format>(w[i]);
+    }
+    std::vector<int64_t> order;
+    for (int64_t seg = 0; seg < batch.row_count; ++seg) {  // the segmented sort
+      const int64_t begin = segment_offsets[seg], end = segment_offsets[seg + 1];
+      TORCH_CHECK(0 <= begin && begin <= end && end <= batch.items, "bad segment offsets");
+      order.resize(end - begin);
+      sort_stably(keys_.data() + begin, order.data(), end - begin);
+      for (int64_t i = 0; i < end - begin; ++i) columns_[begin + i] = order[i];
+    }
+    for (int64_t r = 0; r < batch.row_count; ++r) {  // scatter
+      Bits* w = reinterpret_cast<Bits*>(rows[r].w_addr);
+      const Bits* s = reinterpret_cast<const Bits*>(rows[r].s_addr);
+      const int64_t* columns = columns_.data() + rows[r].scratch_offset;
+      for (int64_t rank = 0; rank < rows[r].length; ++rank) w[columns[rank]] = s[rank];
+    }
+  }
+
+ private:
+  // order = the positions of keys[0, n) in stable ascending order of their keys.
+  static void sort_stably(const Bits* keys, int64_t* order, int64_t n) {
+    std::iota(order, order + n, int64_t(0));
+    std::stable_sort(order, order + n, [keys](int64_t a, int64_t b) { return keys[a] < keys[b]; });
+  }
+
+  std::vector<Bits> keys_;
+  std::vector<int64_t> columns_;
+};
+
+void rank_match_planned_cpu(at::TensorList weights, at::TensorList sorted_inits,
+                            const at::Tensor& plan, const at::Tensor& rows,
+                            const at::Tensor& segment_offsets) {
+  const char* op = "laperm::rank_match_planned_";
+  const ElementType type = check_group(op, weights, sorted_inits);
+  const DecodedPlan decoded =
+      check_plan(op, type, weights, sorted_inits, plan, rows, segment_offsets);
+  const auto* row_table = reinterpret_cast<const RowDesc*>(rows.data_ptr<int64_t>());
+  const int32_t* offsets = segment_offsets.data_ptr<int32_t>();
+  switch (type) {
+#define LAPERM_CASE(T, Format)                                   \
+    case ElementType::T: {                                       \
+      CpuEmulation<Format> emulation;                            \
+      run_plan(decoded.plan, row_table, offsets, emulation);     \
+      break;                                                     \
+    }
+    LAPERM_CASE(kFloat32, Float32Format)
+    LAPERM_CASE(kFloat64, Float64Format)
+    LAPERM_CASE(kFloat16, Float16Format)
+    LAPERM_CASE(kBFloat16, BFloat16Format)
+#undef LAPERM_CASE
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(laperm, CPU, m) {
+  m.impl("rank_match_planned_", &rank_match_planned_cpu);
+}
+
+}  // namespace cuda
+}  // namespace laperm

@@ -1,0 +1,78 @@
+// What the host planner (cuda/host/row_plan.cpp) and the CUDA kernels (cuda/*.cu) agree
+// on: the row descriptor, the element types and the size classes.
+//
+// Plain C++ with no dependencies: g++ compiles it into the CPU build, where the planner is
+// unit-tested, and nvcc into the kernels, which cannot run on our machines.
+#pragma once
+
+#include <cstdint>
+
+namespace laperm {
+namespace cuda {
+
+// One row of one weight tensor. The kernels read W and S through these addresses, so one
+// launch serves rows of any number of tensors (a whole model's rows of one dtype).
+struct RowDesc {
+  int64_t w_addr;          // first element of the row in W (written in place)
+  int64_t s_addr;          // first element of the row in S, the row's sorted init (read)
+  int64_t length;          // elements in the row, >= 1
+  int64_t scratch_offset;  // large rows: first element of the row's segment in the batch
+                           // scratch; -1 for rows sorted on chip
+};
+static_assert(sizeof(RowDesc) == 32, "RowDesc is stored as 4 int64 per row");
+
+enum class ElementType : int32_t { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+constexpr int element_bytes(ElementType t) {
+  return t == ElementType::kFloat64 ? 8 : t == ElementType::kFloat32 ? 4 : 2;
+}
+
+// --- size classes ------------------------------------------------------------------------
+// A row goes to the first class that holds it:
+//   * warp: length <= kWarpMaxLength; one warp per row, two elements per lane, ranked by
+//     comparing every pair through shuffles (no shared memory, no sort);
+//   * block tile T: length <= T; one thread block per row, the row padded to T and sorted
+//     in shared memory by cub::BlockRadixSort, the scatter fused after the sort;
+//   * large: longer than the largest block tile the device's shared memory allows; rows
+//     are batched into bounded scratch and sorted by cub::DeviceSegmentedRadixSort.
+constexpr int64_t kWarpMaxLength = 64;
+constexpr int kWarpRowsThreads = 256;  // 8 rows per block of the warp kernel
+
+struct BlockTile {
+  int64_t tile;     // elements per row-tile (threads * items)
+  int threads;      // threads per block
+  int items;        // elements per thread
+};
+
+// Every tile has its own kernel instantiation per dtype; the tile doubles from class to
+// class, so a row is padded by less than 2x. Keys, columns and CUB's ranks must fit in
+// registers without spills (CI prints ptxas -v and fails on a spill). That caps the tile
+// at 8192: a 16384 tile needs 1024 threads x 16 items, and at 1024 threads a thread gets
+// at most 64 registers, which spilled 124-196 bytes per thread for every key width,
+// keys-only sorts of packed (key, column) included (measured with ptxas for sm_90).
+constexpr BlockTile kBlockTiles[] = {
+    {256, 64, 4},     {512, 128, 4},    {1024, 256, 4},
+    {2048, 256, 8},   {4096, 512, 8},   {8192, 512, 16},
+};
+constexpr int kNumBlockTiles = sizeof(kBlockTiles) / sizeof(kBlockTiles[0]);
+constexpr int64_t kLargestBlockTile = kBlockTiles[kNumBlockTiles - 1].tile;
+
+// Shared memory a tile's kernel needs, an upper bound the .cu files static_assert against
+// sizeof(TempStorage): the sort exchanges keys, then columns, through one buffer of
+// tile * max(key, column) bytes, which also covers CUB's radix counters and the load's
+// transpose. The host uses it to pick the largest tile the device's opt-in limit allows
+// without asking the kernels.
+constexpr int64_t block_tile_smem_bytes(int64_t tile, int threads, int key_bytes) {
+  return tile * (key_bytes > 2 ? key_bytes : 2) + int64_t(threads) * 40;
+}
+
+// Large rows: elements per block of the key-gathering and scatter kernels.
+constexpr int kLargeRowsThreads = 256;
+constexpr int64_t kLargeRowsChunk = 4096;
+// cub::DeviceSegmentedRadixSort takes int offsets and a launch grid of at most 65535 rows
+// per batch in the y dimension of the gather/scatter kernels.
+constexpr int64_t kMaxBatchRows = 65535;
+constexpr int64_t kMaxBatchItems = (int64_t(1) << 31) - 1;
+
+}  // namespace cuda
+}  // namespace laperm

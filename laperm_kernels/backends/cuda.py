@@ -1,0 +1,121 @@
+"""The ``"cuda"`` backend: the hand-written CUDA C++ kernels of csrc/cuda.
+
+A validated group (contiguous CUDA tensors of one device and dtype) is planned once by
+``laperm::cuda_row_plan`` (host C++, csrc/cuda/host/row_plan.cpp): every row of every
+tensor goes to a size class (warp, one of six block tiles, large), and each class becomes
+one launch over a device table of row descriptors. The plan depends only on addresses and
+shapes, so it is cached here: the LaPerm optimizer, syncing the same parameters every k
+steps, pays a few host checks and one launch per size class (ResNet-50: 7 launches).
+``laperm::rank_match_planned_`` checks that a plan matches its tensors before launching.
+
+Available when the extension was built against a CUDA torch (``compiled()``) and a CUDA
+device is present; otherwise ``unavailable_reason()`` says which is missing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .. import _extension
+from ..reference import rows_and_length
+
+name = "cuda"
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+MAX_BATCH_ITEMS = 1 << 22  # large rows per batch, in elements (scratch ~16-24 B each)
+_CACHE_SIZE = 16
+
+Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
+_plans: "OrderedDict[tuple, Plan]" = OrderedDict()
+
+
+def compiled() -> bool:
+    """Whether laperm_kernels._C contains the CUDA kernels (built against a CUDA torch)."""
+    return _extension.is_loaded() and "cuda" in torch.ops.laperm.compiled_backends()
+
+
+def is_available() -> bool:
+    return compiled() and torch.cuda.is_available()
+
+
+def unavailable_reason() -> str:
+    if not _extension.is_loaded():
+        return (f"the C++ extension laperm_kernels._C did not load ({_extension.load_error()}); "
+                "build it with `pip install --no-build-isolation -e .`")
+    if not compiled():
+        return (f"laperm_kernels._C was built without the CUDA kernels (torch {torch.__version__}"
+                f" is {'a CPU build' if torch.version.cuda is None else 'a CUDA build'}); "
+                "rebuild against a CUDA torch with CUDA_HOME set to the toolkit's root "
+                "(README: CUDA build)")
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    return ""
+
+
+def supports(device: torch.device, dtype: torch.dtype) -> bool:
+    return device.type == "cuda" and dtype in _DTYPES
+
+
+def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
+    weights, sorted_inits = list(weights), list(sorted_inits)
+    torch.ops.laperm.rank_match_planned_(weights, sorted_inits, *plan_for(weights, sorted_inits))
+
+
+def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:
+    """The longest row one thread block sorts on this device (shared memory permitting)."""
+    props = torch.cuda.get_device_properties(device)
+    smem = getattr(props, "shared_memory_per_block_optin", 48 * 1024)
+    return torch.ops.laperm.cuda_largest_block_tile(dtype, smem)
+
+
+def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
+             max_block_tile: Optional[int] = None,
+             max_batch_items: int = MAX_BATCH_ITEMS) -> Plan:
+    """The plan of a group, from the cache when the same addresses and shapes were planned.
+
+    ``max_block_tile`` defaults to what the device's shared memory allows; tests pass it
+    (and ``max_batch_items``) explicitly to plan CPU tensors for the CPU emulation.
+    """
+    device, dtype = weights[0].device, weights[0].dtype
+    if max_block_tile is None:
+        max_block_tile = largest_block_tile(device, dtype)
+    key = (device, dtype, max_block_tile, max_batch_items,
+           tuple((w.data_ptr(), s.data_ptr(), *rows_and_length(w))
+                 for w, s in zip(weights, sorted_inits)))
+    plan = _plans.get(key)
+    if plan is None:
+        plan = torch.ops.laperm.cuda_row_plan(weights, sorted_inits, max_block_tile,
+                                              max_batch_items)
+        _plans[key] = plan
+        while len(_plans) > _CACHE_SIZE:
+            _plans.popitem(last=False)
+    else:
+        _plans.move_to_end(key)
+    return plan
+
+
+# Block tiles in the order of csrc/cuda/row_desc.h's kBlockTiles (tile index -> elements).
+BLOCK_TILES = (256, 512, 1024, 2048, 4096, 8192)
+
+
+def describe_plan(plan: Plan) -> Dict[str, object]:
+    """A plan's launches, readable: for inspection, the benchmark and tests.
+
+    Returns ``{"dtype_code", "tensors", "rows", "launches": [(class, first row, rows)],
+    "large_batches": [(first row, rows, items, longest row, first offset)],
+    "max_batch_items"}``; a launch's class is ``"warp"`` or ``"block<tile>"``.
+    """
+    words = plan[0].tolist()
+    n_tensors, n_launches, n_batches, n_rows, _, max_items = words[2:8]
+    at = 8 + 4 * n_tensors
+    launches = []
+    for i in range(n_launches):
+        tile, begin, count = words[at + 3 * i: at + 3 * i + 3]
+        launches.append(("warp" if tile < 0 else f"block{BLOCK_TILES[tile]}", begin, count))
+    at += 3 * n_launches
+    batches = [tuple(words[at + 5 * i: at + 5 * i + 5]) for i in range(n_batches)]
+    return {"dtype_code": words[1], "tensors": n_tensors, "rows": n_rows,
+            "launches": launches, "large_batches": batches, "max_batch_items": max_items}
