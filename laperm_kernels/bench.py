@@ -4,7 +4,8 @@
     python -m laperm_kernels.bench --preset all --repeat 5 --json results.json
 
 Every timed method restores the weights from a pristine copy before each run (untimed),
-runs once to warm up, then `--repeat` times; the median is reported. Each method's result
+runs once to warm up, then `--repeat` times; the median is reported. On CUDA
+(`--device cuda`) a run is timed with CUDA events recorded around it on the current stream. Each method's result
 is compared bit for bit with the PyTorch reference: a mismatch is reported as an error
 and the command exits non-zero, it never shows up as a number.
 """
@@ -166,9 +167,13 @@ def format_table(results: List[Result]) -> str:
 def machine_info() -> Dict[str, str]:
     from .backends import cpu
 
-    return {"torch": torch.__version__, "numpy": str(baselines.numpy_version()),
+    info = {"torch": torch.__version__, "numpy": str(baselines.numpy_version()),
             "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
             "cpu_kernel_isa": cpu.kernel_isa(), "logical_cpus": str(torch.get_num_threads())}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = str(torch.version.cuda)
+    return info
 
 
 def parse_args(argv=None):

@@ -49,7 +49,7 @@ def unavailable_reason() -> str:
         return (f"laperm_kernels._C was built without the CUDA kernels (torch {torch.__version__}"
                 f" is {'a CPU build' if torch.version.cuda is None else 'a CUDA build'}); "
                 "rebuild against a CUDA torch with CUDA_HOME set to the toolkit's root "
-                "(README: CUDA build)")
+                "(README: CUDA backend)")
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
     return ""
