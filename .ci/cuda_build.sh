@@ -13,9 +13,23 @@ if ! command -v nvcc >/dev/null; then
   echo "cuda_build: nvcc not found: skipping the CUDA build"
   exit 0
 fi
-# The toolkit's root (auto-detection would take nvcc's grandparent, a symlink farm where
-# linking -lcudart fails).
-export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")}"
+# The toolkit's root: the first candidate with the runtime's header and library. torch's
+# auto-detection takes nvcc's grandparent, which on our machines is /usr/local (nvcc there
+# is a wrapper script), where cuda_runtime.h and -lcudart are not found.
+if [ -z "${CUDA_HOME:-}" ]; then
+  for root in "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")" \
+              /usr/local/cuda /usr/local/cuda-*; do
+    if [ -f "$root/include/cuda_runtime.h" ] && [ -e "$root/lib64/libcudart.so" ]; then
+      export CUDA_HOME="$root"
+      break
+    fi
+  done
+fi
+if [ -z "${CUDA_HOME:-}" ]; then
+  echo "cuda_build: no CUDA toolkit with include/cuda_runtime.h found: set CUDA_HOME" >&2
+  exit 1
+fi
+echo "cuda_build: CUDA_HOME=$CUDA_HOME"
 venv="$(realpath -m "${LAPERM_CUDA_VENV:-.venv-cuda}")"
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
