@@ -14,22 +14,19 @@ device is present; otherwise ``unavailable_reason()`` says which is missing.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import _extension
-from ..reference import rows_and_length
+from .plan_cache import PlanCache
 
 name = "cuda"
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 MAX_BATCH_ITEMS = 1 << 22  # large rows per batch, in elements (scratch ~16-24 B each)
-_CACHE_SIZE = 16
-
 Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
-_plans: "OrderedDict[tuple, Plan]" = OrderedDict()
+_plans: "PlanCache[Plan]" = PlanCache(16)
 
 
 def compiled() -> bool:
@@ -82,19 +79,10 @@ def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
     device, dtype = weights[0].device, weights[0].dtype
     if max_block_tile is None:
         max_block_tile = largest_block_tile(device, dtype)
-    key = (device, dtype, max_block_tile, max_batch_items,
-           tuple((w.data_ptr(), s.data_ptr(), *rows_and_length(w))
-                 for w, s in zip(weights, sorted_inits)))
-    plan = _plans.get(key)
-    if plan is None:
-        plan = torch.ops.laperm.cuda_row_plan(weights, sorted_inits, max_block_tile,
-                                              max_batch_items)
-        _plans[key] = plan
-        while len(_plans) > _CACHE_SIZE:
-            _plans.popitem(last=False)
-    else:
-        _plans.move_to_end(key)
-    return plan
+    return _plans.get(
+        (device, dtype, max_block_tile, max_batch_items), weights, sorted_inits,
+        lambda: torch.ops.laperm.cuda_row_plan(weights, sorted_inits, max_block_tile,
+                                               max_batch_items))
 
 
 # Block tiles in the order of csrc/cuda/row_desc.h's kBlockTiles (tile index -> elements).

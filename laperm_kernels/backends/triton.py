@@ -19,23 +19,22 @@ sort key); ``backend="auto"`` sends float64 CUDA tensors to the ``"torch"`` back
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..reference import rows_and_length
+from .plan_cache import PlanCache
 
 name = "triton"
 
 _KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # triton_kernels/keys.py
 MIN_BLOCK = 64
 SCRATCH_KEYS = 1 << 23           # 64 MiB of int64 keys per batch of long rows
-_CACHE_SIZE = 16
 
 _import_error: Optional[str] = None
 _imported = False
-_plans: "OrderedDict[tuple, list]" = OrderedDict()
+_plans: "PlanCache[list]" = PlanCache(16)
 
 
 def _kernels():
@@ -117,19 +116,9 @@ class _NoGuard:
 # --- planning: row-descriptor tables, cached by addresses and shapes ---------------------
 
 def _plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> list:
-    device = weights[0].device
-    key = (device, weights[0].dtype, max_block, chunk,
-           tuple((w.data_ptr(), s.data_ptr(), *rows_and_length(w))
-                 for w, s in zip(weights, sorted_inits)))
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _build_plan(tk, weights, sorted_inits, max_block, chunk)
-        _plans[key] = plan
-        while len(_plans) > _CACHE_SIZE:
-            _plans.popitem(last=False)
-    else:
-        _plans.move_to_end(key)
-    return plan
+    return _plans.get((weights[0].device, weights[0].dtype, max_block, chunk), weights,
+                      sorted_inits,
+                      lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk))
 
 
 # A piece is (W address, S address, rows, n, bytes per row): consecutive rows of a tensor.
