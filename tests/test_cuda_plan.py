@@ -99,6 +99,16 @@ def test_large_rows_across_batches(dtype):
     assert batches[-1][2] == 25000
 
 
+def test_million_element_row():
+    # a 1-D tensor is one row: 2^20 + 3 elements, alone in a batch beyond the bound
+    ws, ss = model([(((1 << 20) + 3,), torch.float32), ((2, 70000), torch.float32)], seed=11,
+                   kind="ties")
+    out, plan = run_planned(ws, ss, max_batch_items=1 << 18)
+    assert_all_equal(out, reference(ws, ss))
+    batches = cuda.describe_plan(plan)["large_batches"]
+    assert [(b[1], b[2]) for b in batches] == [(1, (1 << 20) + 3), (2, 140000)]
+
+
 @pytest.mark.parametrize("max_block_tile", [0, 255, 1024])
 def test_smaller_devices_route_long_rows_to_large(max_block_tile):
     ws, ss = model([((4, 300), torch.float64), ((2, 2000), torch.float64),

@@ -59,9 +59,9 @@ constexpr int64_t kLargestBlockTile = kBlockTiles[kNumBlockTiles - 1].tile;
 
 // Shared memory a tile's kernel needs, an upper bound the .cu files static_assert against
 // sizeof(TempStorage): the sort exchanges keys, then columns, through one buffer of
-// tile * max(key, column) bytes, which also covers CUB's radix counters and the load's
-// transpose. The host uses it to pick the largest tile the device's opt-in limit allows
-// without asking the kernels.
+// tile * max(key, 16-bit column) bytes, and CUB's radix counters take up to ~36 B per
+// thread (the 40 here). The host uses it to pick the largest tile the device's opt-in
+// limit allows without asking the kernels.
 constexpr int64_t block_tile_smem_bytes(int64_t tile, int threads, int key_bytes) {
   return tile * (key_bytes > 2 ? key_bytes : 2) + int64_t(threads) * 40;
 }
@@ -69,8 +69,8 @@ constexpr int64_t block_tile_smem_bytes(int64_t tile, int threads, int key_bytes
 // Large rows: elements per block of the key-gathering and scatter kernels.
 constexpr int kLargeRowsThreads = 256;
 constexpr int64_t kLargeRowsChunk = 4096;
-// cub::DeviceSegmentedRadixSort takes int offsets and a launch grid of at most 65535 rows
-// per batch in the y dimension of the gather/scatter kernels.
+// Per batch: cub::DeviceSegmentedRadixSort takes int offsets, and the batch's rows are the
+// y dimension of the gather/scatter grids (at most 65535).
 constexpr int64_t kMaxBatchRows = 65535;
 constexpr int64_t kMaxBatchItems = (int64_t(1) << 31) - 1;
 
