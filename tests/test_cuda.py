@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not cuda.is_available(),
 
 # Every class boundary: warp (<= 64), each block tile (256 ... 8192), large (> 8192).
 LENGTHS = (1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 256, 257, 511, 512, 513, 1000, 1024, 1025,
-           2048, 2049, 4096, 4097, 4608, 8191, 8192, 8193, 11008)
+           2048, 2049, 3072, 3073, 4096, 4097, 4608, 6144, 6145, 8191, 8192, 8193, 11008)
 
 
 def model(specs, seed=0, kind="normal", device="cuda"):

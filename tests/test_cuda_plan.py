@@ -29,9 +29,10 @@ pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
 WARP_MAX = 64
 TILES = cuda.BLOCK_TILES
 # row_desc.h: (tile, threads) of each block tile, for its shared-memory bound.
-TILE_THREADS = {256: 64, 512: 128, 1024: 256, 2048: 256, 4096: 512, 8192: 512}
-BOUNDARY_LENGTHS = (1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 256, 257, 300, 600, 1500, 3000,
-                    4608, 8192, 8193, 11008)
+TILE_THREADS = {256: 64, 512: 128, 1024: 256, 2048: 256, 3072: 512, 4096: 512, 6144: 512,
+                8192: 512}
+BOUNDARY_LENGTHS = (1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 256, 257, 300, 600, 1500, 2304,
+                    3072, 3073, 4608, 6144, 6145, 8192, 8193, 11008)
 
 
 def expected_class(length: int, max_block_tile: int) -> str:
@@ -143,7 +144,7 @@ def _expected_rows(ws, ss):
 
 @pytest.mark.parametrize("max_block_tile", [8192, 2048])
 def test_row_table_holds_every_row_once_in_its_class(max_block_tile):
-    specs = [((5, n), torch.float16) for n in (1, 64, 65, 3000, 8192, 9000, 40000)]
+    specs = [((5, n), torch.float16) for n in (1, 64, 65, 3000, 5000, 8192, 9000, 40000)]
     ws, ss = model(specs, seed=6)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, max_block_tile, 50000)
     words, rows, offsets = plan

@@ -111,7 +111,7 @@ struct Tile {
 template <typename Format>
 cudaError_t launch_block_rows_of(int tile_index, const RowDesc* rows, int64_t num_rows,
                                  cudaStream_t stream) {
-  static_assert(kNumBlockTiles == 6, "one case per tile below");
+  static_assert(kNumBlockTiles == 8, "one case per tile below");
   switch (tile_index) {
     case 0: return Tile<Format, 0>::launch(rows, num_rows, stream);
     case 1: return Tile<Format, 1>::launch(rows, num_rows, stream);
@@ -119,6 +119,8 @@ cudaError_t launch_block_rows_of(int tile_index, const RowDesc* rows, int64_t nu
     case 3: return Tile<Format, 3>::launch(rows, num_rows, stream);
     case 4: return Tile<Format, 4>::launch(rows, num_rows, stream);
     case 5: return Tile<Format, 5>::launch(rows, num_rows, stream);
+    case 6: return Tile<Format, 6>::launch(rows, num_rows, stream);
+    case 7: return Tile<Format, 7>::launch(rows, num_rows, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -132,6 +134,8 @@ int64_t block_rows_smem_bytes_of(int tile_index) {
     case 3: return Tile<Format, 3>::Rows::kSmemBytes;
     case 4: return Tile<Format, 4>::Rows::kSmemBytes;
     case 5: return Tile<Format, 5>::Rows::kSmemBytes;
+    case 6: return Tile<Format, 6>::Rows::kSmemBytes;
+    case 7: return Tile<Format, 7>::Rows::kSmemBytes;
   }
   return -1;
 }

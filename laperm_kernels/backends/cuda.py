@@ -2,7 +2,7 @@
 
 A validated group (contiguous CUDA tensors of one device and dtype) is planned once by
 ``laperm::cuda_row_plan`` (host C++, csrc/cuda/host/row_plan.cpp): every row of every
-tensor goes to a size class (warp, one of six block tiles, large), and each class becomes
+tensor goes to a size class (warp, one of eight block tiles, large), and each class becomes
 one launch over a device table of row descriptors. The plan depends only on addresses and
 shapes, so it is cached here: the LaPerm optimizer, syncing the same parameters every k
 steps, pays a few host checks and one launch per size class (ResNet-50: 7 launches).
@@ -86,7 +86,7 @@ def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
 
 
 # Block tiles in the order of csrc/cuda/row_desc.h's kBlockTiles (tile index -> elements).
-BLOCK_TILES = (256, 512, 1024, 2048, 4096, 8192)
+BLOCK_TILES = (256, 512, 1024, 2048, 3072, 4096, 6144, 8192)
 
 
 def describe_plan(plan: Plan) -> Dict[str, object]:
