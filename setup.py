@@ -39,8 +39,8 @@ def _extension():
                    *sorted(glob.glob("csrc/cpu/*.cpp")), *sorted(glob.glob("csrc/cuda/host/*.cpp"))]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    # No -std: cpp_extension picks the standard the installed torch's headers need
-    # (C++20 from torch 2.14 on; the .cu kernels also build as C++17 standalone).
+    # No -std: cpp_extension adds the standard the installed torch's headers need (C++20;
+    # torch 2.14's require it). The .cu kernels also build standalone as C++17.
     cxx_flags = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", *openmp]
     if _want_cuda(cuda_sources):
         return CUDAExtension(

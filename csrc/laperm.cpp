@@ -1,8 +1,9 @@
 // Every operator schema of the `laperm` library, in one place.
 //
-// Backends register kernels for these schemas in their own files
-// (cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/row_plan_op.cpp). The Python package registers the fake (meta)
-// kernels used by torch.compile and torch.library.opcheck.
+// Backends register kernels for these schemas in their own files (cpu/rank_match_cpu.cpp,
+// cuda/rank_match_cuda.cpp, cuda/host/row_plan_op.cpp, cuda/host/plan_executor_cpu.cpp).
+// The Python package registers the fake (meta) kernels used by torch.compile and
+// torch.library.opcheck.
 #include <Python.h>
 #include <torch/library.h>
 
