@@ -68,11 +68,14 @@ def test_mlp_4096x11008():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_long_rows_over_several_batches(dtype):
-    # a million-element row, and rows of 300000 in batches of at most 2^20 items
-    ws, ss = model([((1 << 20,), dtype), ((3, 300000), dtype)], seed=3, kind="ties")
+    # rows of >= 2^18 each sorted device-wide (cub::DeviceRadixSort), one of them a million
+    # elements long, and rows of 20000 sharing segmented batches of at most 2^16 items
+    ws, ss = model([((1 << 20,), dtype), ((3, 300000), dtype), ((7, 20000), dtype)], seed=3,
+                   kind="ties")
     want = expected(ws, ss)
-    plan = cuda.plan_for(ws, ss, max_batch_items=1 << 19)
-    assert len(cuda.describe_plan(plan)["large_batches"]) == 4  # 2^20 alone, then 1 + 1 + 1
+    plan = cuda.plan_for(ws, ss, max_batch_items=1 << 16)
+    batches = cuda.describe_plan(plan)["large_batches"]
+    assert [b[1] for b in batches] == [1, 1, 1, 1, 3, 3, 1]
     torch.ops.laperm.rank_match_planned_(ws, ss, *plan)
     assert_all_equal(ws, want, "long rows")
 

@@ -110,6 +110,18 @@ def test_million_element_row():
     assert [(b[1], b[2]) for b in batches] == [(1, (1 << 20) + 3), (2, 140000)]
 
 
+def test_rows_sorted_device_wide_are_batches_alone():
+    # rows one short of the device-wide sort share batches; rows at it get one each, which
+    # the kernels sort with cub::DeviceRadixSort (row_desc.h: sorts_device_wide)
+    n = cuda.DEVICE_SORT_MIN_LENGTH
+    ws, ss = model([((3, n - 1), torch.float32), ((2, n), torch.float32),
+                    ((2, 9000), torch.float32)], seed=12, kind="ties")
+    out, plan = run_planned(ws, ss, max_batch_items=1 << 22)
+    assert_all_equal(out, reference(ws, ss))
+    batches = cuda.describe_plan(plan)["large_batches"]
+    assert [(b[1], b[3]) for b in batches] == [(3, n - 1), (1, n), (1, n), (2, 9000)]
+
+
 @pytest.mark.parametrize("max_block_tile", [0, 255, 1024])
 def test_smaller_devices_route_long_rows_to_large(max_block_tile):
     ws, ss = model([((4, 300), torch.float64), ((2, 2000), torch.float64),
@@ -167,6 +179,7 @@ def test_row_table_holds_every_row_once_in_its_class(max_block_tile):
         assert offsets[first_offset:first_offset + count + 1].tolist() == prefix + [items]
         assert items == sum(n for _, _, n, _ in batch) and longest == max(n for _, _, n, _ in batch)
         assert items <= max(50000, longest)
+        assert count == 1 or longest < cuda.DEVICE_SORT_MIN_LENGTH  # long rows sort alone
         covered += range(begin, begin + count)
     assert sorted(covered) == list(range(len(table)))             # each row launched once
 

@@ -36,7 +36,8 @@ cudaError_t large_rows_scratch_bytes(ElementType type, int64_t items, int64_t nu
                                      size_t* bytes);
 
 // One batch of large rows: gathers (key, column) pairs into `scratch`, sorts every row's
-// segment with cub::DeviceSegmentedRadixSort, scatters W[column] = S[rank].
+// segment with cub::DeviceSegmentedRadixSort (a batch that is one row of >=
+// kDeviceSortMinLength: cub::DeviceRadixSort), scatters W[column] = S[rank].
 // `segment_offsets` (device, num_rows + 1 ints) are the rows' scratch_offset values
 // followed by `items`; `max_length` is the longest row of the batch.
 cudaError_t launch_large_rows(ElementType type, const RowDesc* rows, int64_t num_rows,

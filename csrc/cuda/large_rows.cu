@@ -4,17 +4,20 @@
 // batch of rows:
 //   1. gather:  (order key, column) of every element into the batch scratch, each row a
 //               segment at its scratch_offset (a grid of row chunks x rows);
-//   2. sort:    cub::DeviceSegmentedRadixSort::SortPairs over the keys' bits. Radix sort
-//               is stable and every segment starts in column order, so ties stay in
-//               column order: the contract's order;
+//   2. sort:    cub::DeviceSegmentedRadixSort::SortPairs over the keys' bits (one thread
+//               block per segment), or cub::DeviceRadixSort::SortPairs for a batch that is
+//               one row of >= kDeviceSortMinLength (every SM on one row; row_desc.h). Both
+//               radix sorts are stable and every segment starts in column order, so ties
+//               stay in column order: the contract's order;
 //   3. scatter: W[column] = S[rank] for every rank of every segment (S read coalesced).
 // Scratch is double-buffered keys and columns (CUB's DoubleBuffer: no extra copy), then
-// CUB's temporary storage; the planner bounds a batch's items, so scratch is bounded by
+// CUB's temporary storage (sized for either sort, so one allocation serves every batch); the planner bounds a batch's items, so scratch is bounded by
 // the larger of that bound and the longest row. Traffic per element: W and S read once, W
 // written once, and ~16-24 bytes per radix pass in the scratch (docs/cuda.md).
 //
 // The host side only asks CUB for sizes (no sync) and launches: capturable in a graph
 // when the caller allocates the scratch with a capture-aware allocator.
+#include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "common/order_key.h"
@@ -76,11 +79,16 @@ cudaError_t layout(int64_t items, int64_t num_rows, ScratchLayout<typename Forma
   cub::DoubleBuffer<Bits> keys(nullptr, nullptr);
   cub::DoubleBuffer<Column> columns(nullptr, nullptr);
   const int* no_offsets = nullptr;
-  size_t temp_bytes = 0;
-  const cudaError_t err = cub::DeviceSegmentedRadixSort::SortPairs(
-      nullptr, temp_bytes, keys, columns, int(items), int(num_rows), no_offsets, no_offsets,
-      0, Format::kBits);
-  out->temp_bytes = align_up(temp_bytes);
+  size_t segmented_bytes = 0, device_bytes = 0;
+  cudaError_t err = cub::DeviceSegmentedRadixSort::SortPairs(
+      nullptr, segmented_bytes, keys, columns, int(items), int(num_rows), no_offsets,
+      no_offsets, 0, Format::kBits);
+  // Room for the device-wide sort whenever a batch this size could be one long row: the
+  // caller sizes one scratch by its largest batch, and CUB's need grows with items.
+  if (err == cudaSuccess && items >= kDeviceSortMinLength)
+    err = cub::DeviceRadixSort::SortPairs(nullptr, device_bytes, keys, columns, int(items),
+                                          0, Format::kBits);
+  out->temp_bytes = align_up(segmented_bytes > device_bytes ? segmented_bytes : device_bytes);
   return err;
 }
 
@@ -118,9 +126,12 @@ cudaError_t launch(const RowDesc* rows, int64_t num_rows, int64_t max_length,
   cub::DoubleBuffer<Bits> keys(keys0, keys1);
   cub::DoubleBuffer<Column> columns(columns0, columns1);
   size_t temp_bytes = l.temp_bytes;
-  err = cub::DeviceSegmentedRadixSort::SortPairs(
-      temp, temp_bytes, keys, columns, int(items), int(num_rows), segment_offsets,
-      segment_offsets + 1, 0, Format::kBits, stream);
+  err = sorts_device_wide(items, num_rows)
+            ? cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys, columns, int(items), 0,
+                                              Format::kBits, stream)
+            : cub::DeviceSegmentedRadixSort::SortPairs(
+                  temp, temp_bytes, keys, columns, int(items), int(num_rows), segment_offsets,
+                  segment_offsets + 1, 0, Format::kBits, stream);
   if (err != cudaSuccess) return err;
 
   // CUB chose the buffer holding the result on the host: no sync needed to know it.

@@ -34,7 +34,8 @@ constexpr int element_bytes(ElementType t) {
 //   * block tile T: length <= T; one thread block per row, the row padded to T and sorted
 //     in shared memory by cub::BlockRadixSort, the scatter fused after the sort;
 //   * large: longer than the largest block tile the device's shared memory allows; rows
-//     are batched into bounded scratch and sorted by cub::DeviceSegmentedRadixSort.
+//     are batched into bounded scratch and sorted by cub::DeviceSegmentedRadixSort, or,
+//     from kDeviceSortMinLength elements on, one row per batch by cub::DeviceRadixSort.
 constexpr int64_t kWarpMaxLength = 64;
 constexpr int kWarpRowsThreads = 256;  // 8 rows per block of the warp kernel
 
@@ -74,6 +75,17 @@ constexpr int64_t kLargeRowsChunk = 4096;
 // y dimension of the gather/scatter grids (at most 65535).
 constexpr int64_t kMaxBatchRows = 65535;
 constexpr int64_t kMaxBatchItems = (int64_t(1) << 31) - 1;
+
+// DeviceSegmentedRadixSort sorts each segment with one thread block, so a batch of a few
+// very long rows would keep a few SMs busy for milliseconds while the rest idle (a batch
+// of 2^22 items holds at most 16 rows of 2^18). A row this long is therefore a batch of
+// its own, sorted by cub::DeviceRadixSort (stable, onesweep) across the whole GPU: ~5
+// launches and ~20-40 us for 2^18-2^20 pairs on an H100 (estimate), where one block would
+// need ~0.5-2 ms. The planner and the kernels decide with the same predicate.
+constexpr int64_t kDeviceSortMinLength = int64_t(1) << 18;
+constexpr bool sorts_device_wide(int64_t batch_items, int64_t batch_rows) {
+  return batch_rows == 1 && batch_items >= kDeviceSortMinLength;
+}
 
 }  // namespace cuda
 }  // namespace laperm

@@ -25,6 +25,9 @@ name = "cuda"
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 MAX_BATCH_ITEMS = 1 << 22  # large rows per batch, in elements (scratch ~16-24 B each)
+# csrc/cuda/row_desc.h: a row this long is a batch alone, sorted by cub::DeviceRadixSort
+# on the whole GPU (tests/test_cuda_plan.py checks that the planner agrees).
+DEVICE_SORT_MIN_LENGTH = 1 << 18
 Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
 _plans: "PlanCache[Plan]" = PlanCache(16)
 

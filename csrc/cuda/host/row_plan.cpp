@@ -71,7 +71,8 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
   }
 
   // Large rows: fill batches up to max_batch_items (and kMaxBatchRows rows); a row that
-  // alone exceeds the bound gets a batch of its own rather than being refused.
+  // alone exceeds the bound gets a batch of its own rather than being refused, and so does
+  // every row long enough to be sorted device-wide (row_desc.h: kDeviceSortMinLength).
   LargeBatch batch{static_cast<int64_t>(plan.rows.size()), 0, 0, 0, 0};
   auto close_batch = [&]() {
     if (batch.row_count == 0) return;
@@ -84,8 +85,9 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
     batch = {static_cast<int64_t>(plan.rows.size()), 0, 0, 0, 0};
   };
   for (const TensorRows* t : by_class[kLargeSlot]) {
+    const bool alone = sorts_device_wide(t->length, 1);
     for (int64_t r = 0; r < t->rows; ++r) {
-      if (batch.row_count == kMaxBatchRows ||
+      if (batch.row_count == kMaxBatchRows || alone ||
           (batch.row_count > 0 && batch.items + t->length > limits.max_batch_items))
         close_batch();
       const int64_t row_bytes = t->length * elem;
@@ -94,6 +96,7 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
       batch.row_count += 1;
       batch.items += t->length;
       batch.max_length = std::max(batch.max_length, t->length);
+      if (alone) close_batch();
     }
   }
   close_batch();
