@@ -47,11 +47,12 @@ struct BlockTile {
 
 // Every tile has its own kernel instantiation per dtype. Tiles grow by 2x up to 2048, then
 // by 1.33-1.5x, so the long rows that dominate the work are padded by at most 1.5x
-// (ResNet-50's 2304- and 4608-element rows fill 75% of the 3072 and 6144 tiles). Keys, columns and CUB's ranks must fit in
-// registers without spills (CI prints ptxas -v and fails on a spill). That caps the tile
-// at 8192: a 16384 tile needs 1024 threads x 16 items, and at 1024 threads a thread gets
-// at most 64 registers, which spilled 124-196 bytes per thread for every key width,
-// keys-only sorts of packed (key, column) included (measured with ptxas for sm_90).
+// (ResNet-50's 2304- and 4608-element rows fill 75% of the 3072 and 6144 tiles). Keys,
+// columns and CUB's ranks must fit in registers without spills (CI prints ptxas -v and
+// fails on a spill). That caps the tile at 8192: a 16384 tile needs 1024 threads x 16
+// items, and at 1024 threads a thread gets at most 64 registers, which spilled 124-196
+// bytes per thread for every key width, keys-only sorts of packed (key, column) included
+// (measured with ptxas for sm_90).
 constexpr BlockTile kBlockTiles[] = {
     {256, 64, 4},    {512, 128, 4},   {1024, 256, 4},   {2048, 256, 8},
     {3072, 512, 6},  {4096, 512, 8},  {6144, 512, 12},  {8192, 512, 16},
@@ -79,7 +80,7 @@ constexpr int64_t kMaxBatchItems = (int64_t(1) << 31) - 1;
 // DeviceSegmentedRadixSort sorts each segment with one thread block, so a batch of a few
 // very long rows would keep a few SMs busy for milliseconds while the rest idle (a batch
 // of 2^22 items holds at most 16 rows of 2^18). A row this long is therefore a batch of
-// its own, sorted by cub::DeviceRadixSort (stable, onesweep) across the whole GPU: ~5
+// its own, sorted by cub::DeviceRadixSort (stable) with every SM on the one row: a few
 // launches and ~20-40 us for 2^18-2^20 pairs on an H100 (estimate), where one block would
 // need ~0.5-2 ms. The planner and the kernels decide with the same predicate.
 constexpr int64_t kDeviceSortMinLength = int64_t(1) << 18;
