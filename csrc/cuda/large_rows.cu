@@ -13,8 +13,8 @@
 // Scratch is double-buffered keys and columns (CUB's DoubleBuffer: no extra copy), then
 // CUB's temporary storage, sized for either sort so that one allocation serves every
 // batch; the planner bounds a batch's items, so scratch is bounded by the larger of that
-// bound and the longest row. Traffic per element: W and S read once, W
-// written once, and ~16-24 bytes per radix pass in the scratch (docs/cuda.md).
+// bound and the longest row. Traffic per element: W and S read once, W written once, and
+// ~16-24 bytes per radix pass in the scratch (docs/cuda.md).
 //
 // The host side only asks CUB for sizes (no sync) and launches: capturable in a graph
 // when the caller allocates the scratch with a capture-aware allocator.
