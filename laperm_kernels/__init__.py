@@ -9,6 +9,7 @@ See README.md for the contract, the backends and the benchmark.
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops when built)
+from .dispatch import report as dispatch_report
 from .ops import (
     SUPPORTED_DTYPES,
     available_backends,
@@ -27,6 +28,7 @@ __all__ = [
     "SUPPORTED_DTYPES",
     "agnosticize_",
     "available_backends",
+    "dispatch_report",
     "rank_match_",
     "random_prune_",
     "rank_match_many_",

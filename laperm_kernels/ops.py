@@ -2,7 +2,9 @@
 
 Everything a call could reject is checked before any tensor is touched, so an error
 never leaves a model half-permuted. Then tensors are grouped by (device, dtype) and each
-group goes to one backend in a single call (one native call for the C++ kernel).
+group goes to one backend in a single call (one native call for the C++ kernel): the one
+asked for, or under ``backend="auto"`` the one ``laperm_kernels.dispatch`` has proven
+fastest and bit-identical on such a group (its first call holds the trial).
 
 Non-contiguous weights (say channels_last convolutions) are handled exactly: the rows are
 always the logical ``reshape(shape[0], -1)`` rows, rank-matched in a contiguous copy that
@@ -19,6 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from . import backends as _backends
+from . import dispatch as _dispatch
 from .reference import sort_rows_reference
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -58,6 +61,15 @@ def rank_match_many_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[tor
     Tensors are grouped by (device, dtype); each group is one backend call (one parallel
     native call over all rows of all its tensors for the C++ backend).
     """
+    rank_match_groups_(weights, sorted_inits, backend=backend, _names=_names)
+
+
+def rank_match_groups_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor],
+                       *, backend: str = "auto",
+                       _names: Tuple[str, str] = ("weights", "sorted_inits")
+                       ) -> List[Tuple[torch.device, torch.dtype, str]]:
+    """:func:`rank_match_many_`, returning which backend ran each (device, dtype) group
+    (under ``"auto"``: the backend chosen for the next calls, also after a trial)."""
     w_name, s_name = _names
     weights, sorted_inits = _check_lists(weights, sorted_inits, w_name, s_name)
     labels = _labels(len(weights), w_name, s_name)
@@ -66,13 +78,20 @@ def rank_match_many_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[tor
     _check_no_shared_memory(weights, sorted_inits, labels)
     plan = _plan(weights, sorted_inits, backend)  # may raise: still nothing touched
 
+    used = []
     with torch.no_grad():
-        for impl, ws, ss in plan:
+        for device, dtype, name, ws, ss in plan:
             work = [w if w.is_contiguous() else w.contiguous() for w in ws]
-            impl.run(work, [s.contiguous() for s in ss])
+            contiguous_inits = [s.contiguous() for s in ss]
+            if name is None:  # auto, first time for this signature
+                name = _dispatch.trial(device, dtype, work, contiguous_inits)
+            else:
+                _backends.BACKENDS[name].run(work, contiguous_inits)
             for w, tmp in zip(ws, work):
                 if tmp is not w:
                     w.copy_(tmp)
+            used.append((device, dtype, name))
+    return used
 
 
 def sort_rows(tensor: torch.Tensor) -> torch.Tensor:
@@ -186,7 +205,9 @@ def check_backend_name(backend) -> None:
 
 
 def _plan(weights, sorted_inits, backend: str):
-    """Groups the tensors by (device, dtype) and resolves one backend per group."""
+    """Groups the tensors by (device, dtype) and resolves one backend per group:
+    (device, dtype, backend name or None when ``auto`` must hold a trial, weights,
+    sorted_inits)."""
     check_backend_name(backend)
     groups: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = defaultdict(
         lambda: ([], []))
@@ -194,19 +215,17 @@ def _plan(weights, sorted_inits, backend: str):
         ws, ss = groups[(w.device, w.dtype)]
         ws.append(w)
         ss.append(s)
-    return [(_resolve(backend, device, dtype), ws, ss)
+    return [(device, dtype,
+             _dispatch.decided(device, dtype, ws) if backend == "auto"
+             else _check_explicit(backend, device, dtype), ws, ss)
             for (device, dtype), (ws, ss) in groups.items()]
 
 
-def _resolve(backend: str, device: torch.device, dtype: torch.dtype):
-    names = _backends.AUTO_ORDER.get(device.type, ["torch"]) if backend == "auto" else [backend]
-    for name in names:
-        impl = _backends.BACKENDS[name]
-        if impl.is_available() and impl.supports(device, dtype):
-            return impl
-    if backend == "auto":  # unreachable while "torch" runs everywhere; kept explicit
-        raise RuntimeError(f"no backend supports {dtype} tensors on {device}")
+def _check_explicit(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``backend`` if it can run this group; else an error saying why and what can."""
     impl = _backends.BACKENDS[backend]
+    if impl.is_available() and impl.supports(device, dtype):
+        return backend
     if not impl.is_available():
         raise RuntimeError(f"backend {backend!r} is not available: {impl.unavailable_reason()} "
                            f"(available here: {available_backends()})")

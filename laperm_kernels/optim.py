@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 from torch.optim import Optimizer
 
-from .ops import check_backend_name, rank_match_many_, sort_rows
+from .ops import check_backend_name, rank_match_groups_, sort_rows
 
 SyncPeriod = Union[int, Callable[[int], int]]
 PermuteRule = Union[str, bool, Callable[[torch.Tensor], bool]]
@@ -45,6 +45,10 @@ class LaPerm(Optimizer):
         track_changes: after each sync, record in ``last_sync_changes`` how many positions
             of each permuted tensor changed value since the previous sync (the paper's
             permutation tracer). Costs one extra copy of the permuted weights.
+
+    ``sync_backends`` maps each ``"device dtype"`` group of the syncs so far to the backend
+    that runs it (under ``backend="auto"``, the one its trial chose; see
+    ``laperm_kernels.dispatch_report()``).
 
     A param group may override ``sync_period`` and ``permute`` with keys of those names
     (give them in the group dicts of the inner optimizer or of ``add_param_group``). Such
@@ -76,6 +80,7 @@ class LaPerm(Optimizer):
         self.track_changes = bool(track_changes)
         self.state: Dict[torch.Tensor, Dict[str, Any]] = defaultdict(dict)
         self.last_sync_changes: Dict[int, int] = {}
+        self.sync_backends: Dict[str, str] = {}
         self._step = 0
         # What Optimizer.__init__ would set up, for hooks and LR schedulers.
         self._optimizer_step_pre_hooks: Dict[int, Callable] = OrderedDict()
@@ -119,8 +124,11 @@ class LaPerm(Optimizer):
                   if "sorted_init" in self.state.get(p, {})]
         if not params:
             return
-        rank_match_many_([_local(p) for p in params],
-                         [self.state[p]["sorted_init"] for p in params], backend=self.backend)
+        used = rank_match_groups_([_local(p) for p in params],
+                                  [self.state[p]["sorted_init"] for p in params],
+                                  backend=self.backend)
+        for device, dtype, name in used:
+            self.sync_backends[f"{device} {str(dtype).replace('torch.', '')}"] = name
         if self.track_changes:
             self._trace(params)
 

@@ -5,10 +5,14 @@ For every row r of ``W.reshape(W.shape[0], -1)`` (a 1-D tensor is one row)::
     W[r, order(W[r])[i]] = S[r, i]
 
 where ``order`` is the ascending *stable* order: ties keep column order, NaN sorts after
-every number and all NaNs tie, -0.0 and +0.0 tie, infinities are ordinary values. These
-are exactly the rules of ``torch.sort(stable=True)``, so the reference is one stable sort
-and one scatter (of S's bit patterns, so NaN payloads in S survive). Every backend is
-tested bit for bit against it.
+every number and all NaNs tie, -0.0 and +0.0 tie, infinities are ordinary values
+(docs/contract.md). The reference is one stable sort and one scatter (of S's bit
+patterns, so NaN payloads in S survive). Every backend is tested bit for bit against it.
+
+It sorts integer order keys, not the floats: the same transform as the kernels'
+(csrc/common/order_key.h), so the rules above hold by construction on every device.
+Floating-point ``torch.sort`` does not keep them everywhere: CUDA's radix path puts
+negative-sign NaNs before every number (pytorch/pytorch#190781).
 """
 
 from __future__ import annotations
@@ -47,12 +51,29 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
     return t.view(rows_and_length(t))
 
 
+def order_keys(rows: torch.Tensor) -> torch.Tensor:
+    """Signed integers whose order is the contract's value order: every NaN becomes the
+    largest key (after +inf), -0.0 the key of +0.0, and negative values have their
+    magnitude bits flipped so that integer order is float order. Ties are left to the
+    stable sort (column order)."""
+    ints = same_width_int(rows.dtype)
+    bits = rows.view(ints)
+    top = torch.iinfo(ints).max
+    canonical = torch.where(rows.isnan(), top, torch.where(rows == 0, 0, bits))
+    return canonical ^ ((canonical >> (8 * rows.element_size() - 1)) & top)
+
+
+def stable_order(rows: torch.Tensor) -> torch.Tensor:
+    """Each row's ascending stable order under the contract (int64 column indices)."""
+    return torch.sort(order_keys(rows), dim=1, stable=True).indices
+
+
 @torch.no_grad()
 def rank_match_reference_(weight: torch.Tensor, sorted_init: torch.Tensor) -> torch.Tensor:
     """Rank-matches one contiguous tensor in place: one stable sort, one scatter."""
     w = as_rows(weight)
     if w.numel():
-        order = w.sort(dim=1, stable=True).indices
+        order = stable_order(w)
         # Scatter the bit patterns, not the values: a float scatter_ may rewrite NaN
         # payloads (CPU bf16 NaNs all become 0xffff), and S must land in W bit for bit.
         ints = same_width_int(w.dtype)
@@ -64,4 +85,7 @@ def rank_match_reference_(weight: torch.Tensor, sorted_init: torch.Tensor) -> to
 def sort_rows_reference(t: torch.Tensor) -> torch.Tensor:
     """Each row ascending under the same ordering rules; same shape as ``t``."""
     rows = as_rows(t.contiguous())
-    return rows.sort(dim=1, stable=True).values.reshape(t.shape)
+    if not rows.numel():
+        return rows.clone().reshape(t.shape)
+    ints = same_width_int(rows.dtype)  # gather bit patterns: NaN payloads survive
+    return rows.view(ints).gather(1, stable_order(rows)).view(rows.dtype).reshape(t.shape)

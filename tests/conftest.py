@@ -10,12 +10,19 @@ no ``__init__.py``, so pytest puts it on ``sys.path``.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
 import laperm_kernels as lk
 from laperm_kernels.reference import (bitwise_equal, rank_match_reference_, rows_and_length,
                                       same_width_int)
+
+# backend="auto" remembers its decisions on disk: the suite uses a cache of its own, never
+# the user's (subprocesses inherit it).
+os.environ["LAPERM_CACHE_DIR"] = tempfile.mkdtemp(prefix="laperm-test-cache-")
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

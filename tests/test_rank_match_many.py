@@ -101,7 +101,9 @@ def _spy_on(monkeypatch, name):
 
 
 @needs_extension
-def test_auto_picks_the_cpu_kernel(monkeypatch):
+def test_auto_without_autotuning_picks_the_cpu_kernel(monkeypatch):
+    # LAPERM_AUTOTUNE=0: auto is the fixed order, no trial (tests/test_dispatch.py has it)
+    monkeypatch.setenv("LAPERM_AUTOTUNE", "0")
     assert lk.available_backends("cpu")[0] == "cpu"
     cpu_calls, torch_calls = _spy_on(monkeypatch, "cpu"), _spy_on(monkeypatch, "torch")
     ws, ss = _model(MIXED_MODELS["interleaved"], "normal", seed=16)

@@ -1,0 +1,459 @@
+"""backend="auto": which backend runs a group, proven on the group's own tensors.
+
+The first time ``rank_match_many_`` meets a group signature (device identity, dtype,
+the tensors' shapes; on the CPU also the thread count), ``auto`` holds a *trial*: every
+available backend that supports the group runs on a copy of the real tensors, its result
+is compared bit for bit with the reference (``laperm_kernels.reference``), and it is timed
+(CUDA events on CUDA, wall clock on the CPU). The fastest bit-identical backend is kept for
+that signature and dispatched to directly from then on. A backend that mismatches or
+raises is never used again in the process for that device and dtype, and one warning
+names it, the device, the dtype and the first differing tensor and row. The caller's
+tensors end with the reference result, on the trial's call too.
+
+Cost, once per signature: each candidate runs once to warm up (plans, JIT compilation)
+and then at most ``MAX_TIMED_RUNS`` more times within ``TIME_BUDGET_S``; the reference
+runs once per candidate, tensor by tensor, to check it (the sum of those runs is the
+``torch`` backend's time). Memory: one copy of the group, plus one tensor's reference
+(the tensor, its order keys and its int64 sort indices) at a time.
+
+Decisions persist across processes in ``dispatch-v1.json`` under ``LAPERM_CACHE_DIR``
+(default ``$XDG_CACHE_HOME/laperm_kernels``, else ``~/.cache/laperm_kernels``), keyed by the
+device's identity and driver, the versions of torch, triton and this package, a
+fingerprint of the compiled kernels, the dtype and the shapes, so a restarted job does not
+pay the trial again. An unreadable or corrupt file is ignored with a warning; writes
+replace the file atomically (DDP ranks may write at once).
+
+No trial runs inside CUDA graph capture (a cached decision is used there, else a clear
+error asks for one call before capturing) or while torch.compile traces. With
+``LAPERM_AUTOTUNE=0`` no trial runs at all: ``auto`` takes the first available backend of
+``backends.AUTO_ORDER``. An explicit backend never goes through this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import backends as _backends
+from .reference import rank_match_reference_, rows_and_length, same_width_int
+from .timing import DeviceTimer, synchronize
+
+MAX_TIMED_RUNS = 3
+TIME_BUDGET_S = 0.5      # per candidate, after its warm-up run
+MAX_DECISIONS = 512      # in memory and on disk; the oldest go first
+CACHE_FILE = "dispatch-v1.json"
+
+_OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclasses.dataclass
+class Verdict:
+    backend: str
+    verdict: str                      # "bit-identical", "reference", "mismatch", "error"
+    seconds: Optional[float] = None   # median of the timed runs
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class Decision:
+    signature: Dict[str, object]
+    backend: str
+    source: str                       # "trial", "disk cache", "only candidate", ...
+    candidates: List[Verdict] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+_lock = threading.Lock()          # guards the dicts below and the disk cache's copy
+_trial_lock = threading.RLock()   # one trial at a time; a waiting thread then finds its result
+_decisions: "OrderedDict[tuple, Decision]" = OrderedDict()
+_banned: Dict[Tuple[str, torch.dtype], Dict[str, str]] = {}  # (device id, dtype) -> {backend: why}
+_identities: Dict[torch.device, str] = {}
+_disk: Optional[Dict[str, dict]] = None
+_warned_disk = False
+
+
+# --- public ---------------------------------------------------------------------------
+
+def report() -> List[Dict[str, object]]:
+    """Every decision this process has made or loaded, oldest first, as plain dicts:
+    ``{"signature", "backend", "source", "candidates": [{"backend", "verdict",
+    "seconds", "detail"}]}``."""
+    with _lock:
+        return [d.as_dict() for d in _decisions.values()]
+
+
+def reset() -> None:
+    """Forgets this process's decisions and bans (the disk cache stays)."""
+    global _disk
+    with _lock:
+        _decisions.clear()
+        _banned.clear()
+        _disk = None
+
+
+def autotune_enabled() -> bool:
+    return os.environ.get("LAPERM_AUTOTUNE", "1") != "0"
+
+
+def cache_path() -> str:
+    root = os.environ.get("LAPERM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "laperm_kernels")
+    return os.path.join(root, CACHE_FILE)
+
+
+# --- what ops.py calls ----------------------------------------------------------------
+
+def decided(device: torch.device, dtype: torch.dtype,
+            weights: Sequence[torch.Tensor]) -> Optional[str]:
+    """The backend for this group if no trial is needed (a decision made or loaded, a
+    single candidate, autotuning off, tracing), else None: call :func:`trial`.
+
+    Raises RuntimeError inside CUDA graph capture when the group has no decision yet,
+    before anything is touched."""
+    key = _key(device, dtype, weights)
+    with _lock:
+        decision = _decisions.get(key)
+        if decision is not None:
+            _decisions.move_to_end(key)
+            return decision.backend
+    names = _candidates(device, dtype)
+    if len(names) == 1 or not autotune_enabled() or _tracing():
+        return names[0]  # cheap to find again: not recorded
+    if _capturing(device):
+        raise RuntimeError(
+            f"backend='auto' has not yet chosen a backend for these {dtype} tensors on "
+            f"{device}, and it cannot run its trial during CUDA graph capture: make one call "
+            "(one LaPerm sync) before capturing, or pass an explicit backend")
+    loaded = _from_disk(key, device, dtype, weights, names)
+    return loaded.backend if loaded is not None else None
+
+
+def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
+          sorted_inits: Sequence[torch.Tensor]) -> str:
+    """Runs the trial on a validated group (contiguous tensors, one device and dtype),
+    records the decision and leaves the reference result in ``weights``. Returns the
+    backend chosen for the next calls."""
+    with _trial_lock:
+        name = decided(device, dtype, weights)  # another thread may have decided meanwhile
+        if name is not None:
+            _backends.BACKENDS[name].run(weights, sorted_inits)
+            return name
+        guard = torch.cuda.device(device) if device.type == "cuda" else _nullcontext()
+        with guard:
+            decision = _run_trial(device, dtype, list(weights), list(sorted_inits))
+        _remember(_key(device, dtype, weights), decision)
+        if decision.source == "trial":
+            _to_disk(_disk_key(device, dtype, weights), decision)
+        return decision.backend
+
+
+# --- the trial ------------------------------------------------------------------------
+
+def _run_trial(device, dtype, weights, sorted_inits) -> Decision:
+    signature = _signature(device, dtype, weights)
+    names = _candidates(device, dtype)
+    try:
+        copies = [w.clone() for w in weights]
+    except (_OutOfMemory, MemoryError, RuntimeError) as e:  # no room for a trial: run as is
+        _backends.BACKENDS[names[0]].run(weights, sorted_inits)
+        return Decision(signature, names[0], "fixed order (no memory for a trial)",
+                        [Verdict(names[0], "not tried", detail=f"{type(e).__name__}: {e}")])
+
+    verdicts: List[Verdict] = []
+    reference_times: List[float] = []
+    copies_hold_reference = False
+    for name in (n for n in names if n != "torch"):
+        verdict = _try(name, device, dtype, weights, sorted_inits, copies, reference_times)
+        verdicts.append(verdict)
+        copies_hold_reference = verdict.verdict == "bit-identical"
+    if copies_hold_reference:   # the last candidate's output, checked bit for bit
+        for w, c in zip(weights, copies):
+            w.copy_(c)
+    else:
+        for w, s in zip(weights, sorted_inits):
+            rank_match_reference_(w, s)
+    del copies
+
+    if "torch" in names:
+        verdicts.append(Verdict("torch", "reference", min(reference_times)
+                                if reference_times else None,
+                                "sum of its per-tensor runs while checking the others"))
+    timed = [v for v in verdicts if v.verdict in ("bit-identical", "reference")
+             and v.seconds is not None]
+    best = min(timed, key=lambda v: v.seconds).backend if timed else "torch"
+    return Decision(signature, best, "trial", verdicts)
+
+
+def _try(name, device, dtype, weights, sorted_inits, copies, reference_times) -> Verdict:
+    impl = _backends.BACKENDS[name]
+    timer = DeviceTimer(device)
+    try:
+        times = []
+        while len(times) <= MAX_TIMED_RUNS:  # the first run warms up: plans, compilation
+            for c, w in zip(copies, weights):
+                c.copy_(w)
+            synchronize(device)
+            timer.start()
+            impl.run(copies, sorted_inits)
+            times.append(timer.stop())
+            if sum(times[1:]) > TIME_BUDGET_S or times[0] > TIME_BUDGET_S:
+                break
+        seconds = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        mismatch, ref_seconds = _first_mismatch(copies, weights, sorted_inits, timer)
+        reference_times.append(ref_seconds)
+    except Exception as e:  # noqa: BLE001  (any failure disqualifies the backend)
+        detail = f"raised {type(e).__name__}: {e}"
+        _ban(name, device, dtype, detail)
+        return Verdict(name, "error", None, detail)
+    if mismatch is not None:
+        _ban(name, device, dtype, mismatch)
+        return Verdict(name, "mismatch", seconds, mismatch)
+    return Verdict(name, "bit-identical", seconds)
+
+
+def _first_mismatch(outputs, weights, sorted_inits, timer) -> Tuple[Optional[str], float]:
+    """Where ``outputs`` first differ from the reference applied to ``weights`` (None if
+    nowhere), and the seconds the reference took, tensor by tensor."""
+    seconds, found = 0.0, None
+    ints = same_width_int(weights[0].dtype)
+    for i, (out, w, s) in enumerate(zip(outputs, weights, sorted_inits)):
+        expected = w.clone()
+        synchronize(w.device)
+        timer.start()
+        rank_match_reference_(expected, s)
+        seconds += timer.stop()
+        if found is None and w.numel():
+            rows, length = rows_and_length(w)
+            differs = (out.view(ints) != expected.view(ints)).reshape(rows, length).any(dim=1)
+            bad = differs.nonzero()
+            if len(bad):
+                found = (f"tensor {i} (shape {tuple(w.shape)}), row {int(bad[0])}: "
+                         f"{int(differs.sum())} of {rows} rows differ from the reference")
+    return found, seconds
+
+
+def _ban(name, device, dtype, why) -> None:
+    """Never again ``name`` for this device identity and dtype: also not for the
+    signatures already decided in its favour."""
+    ident = _identity(device)
+    dtype_name = str(dtype).replace("torch.", "")
+    with _lock:
+        _banned.setdefault((ident, dtype), {})[name] = why
+        for key in [k for k, d in _decisions.items() if d.backend == name
+                    and d.signature["device_identity"] == ident
+                    and d.signature["dtype"] == dtype_name]:
+            del _decisions[key]
+    warnings.warn(
+        f"laperm_kernels: backend {name!r} failed its check on {ident} "
+        f"({device}) for {dtype}: {why}. It will not be used again in this process for "
+        f"{dtype} on this device; backend='auto' uses the others. Please report this "
+        "with laperm_kernels.dispatch_report().", RuntimeWarning, stacklevel=4)
+
+
+# --- candidates and signatures --------------------------------------------------------
+
+def _candidates(device: torch.device, dtype: torch.dtype) -> List[str]:
+    """``auto``'s backends for this device and dtype, in AUTO_ORDER, without banned ones;
+    the last is always one that runs anywhere (``torch``)."""
+    ident = _identity(device)
+    with _lock:
+        banned = dict(_banned.get((ident, dtype), {}))
+    names = [n for n in _backends.AUTO_ORDER.get(device.type, ["torch"])
+             if n not in banned and _backends.BACKENDS[n].is_available()
+             and _backends.BACKENDS[n].supports(device, dtype)]
+    return names or ["torch"]
+
+
+def _key(device, dtype, weights) -> tuple:
+    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    return (device, dtype, threads, tuple(tuple(w.shape) for w in weights))
+
+
+def _signature(device, dtype, weights) -> Dict[str, object]:
+    sig = {"device": str(device), "device_identity": _identity(device),
+           "dtype": str(dtype).replace("torch.", ""),
+           "shapes": [list(w.shape) for w in weights]}
+    if device.type == "cpu":
+        sig["threads"] = torch.get_num_threads()
+    return sig
+
+
+def _identity(device: torch.device) -> str:
+    """What makes two devices interchangeable for a decision: the GPU model and compute
+    capability, or the CPU model and the C++ kernel's instruction set."""
+    with _lock:
+        known = _identities.get(device)
+    if known is not None:
+        return known
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        ident = f"{props.name} sm_{props.major}{props.minor}"
+    elif device.type == "cpu":
+        from .backends import cpu
+        ident = f"{_cpu_model()} isa={cpu.kernel_isa()}"
+    else:
+        ident = device.type
+    with _lock:
+        _identities[device] = ident
+    return ident
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _tracing() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _remember(key: tuple, decision: Decision) -> None:
+    with _lock:
+        _decisions[key] = decision
+        _decisions.move_to_end(key)
+        while len(_decisions) > MAX_DECISIONS:
+            _decisions.popitem(last=False)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# --- the disk cache -------------------------------------------------------------------
+
+def _environment() -> Dict[str, str]:
+    """What a decision on disk is only valid for, beside the device and the shapes."""
+    from . import __version__, _extension
+    env = {"torch": torch.__version__, "laperm_kernels": __version__,
+           "kernels": _kernels_fingerprint(_extension)}
+    try:
+        from importlib.metadata import version
+        env["triton"] = version("triton")
+    except Exception:  # noqa: BLE001  (not installed)
+        env["triton"] = "none"
+    if torch.cuda.is_available():
+        driver = getattr(torch._C, "_cuda_getDriverVersion", None)
+        env["cuda"] = f"{torch.version.cuda} driver {driver() if driver else 'unknown'}"
+    return env
+
+
+def _kernels_fingerprint(extension) -> str:
+    """Size and modification time of the compiled extension and the Triton sources: a
+    rebuilt kernel is a new kernel, whatever the version says."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = [os.path.join(here, "triton_kernels", f)
+             for f in sorted(os.listdir(os.path.join(here, "triton_kernels")))]
+    if extension.is_loaded():
+        from . import _C
+        files.append(_C.__file__)
+    h = hashlib.sha256()
+    for path in files:
+        try:
+            st = os.stat(path)
+            h.update(f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        except OSError:
+            pass
+    return h.hexdigest()[:16]
+
+
+def _disk_key(device, dtype, weights) -> str:
+    return json.dumps({**_signature(device, dtype, weights), "device": device.type,
+                       "environment": _environment()}, sort_keys=True)
+
+
+def _read_disk() -> Dict[str, dict]:
+    global _warned_disk
+    path = cache_path()
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ValueError("not a JSON object of decisions")
+        return data
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        if not _warned_disk:
+            _warned_disk = True
+            warnings.warn(f"laperm_kernels: ignoring the dispatch cache {path} ({e}); "
+                          "backend='auto' will run its trials again", RuntimeWarning,
+                          stacklevel=5)
+        return {}
+
+
+def _from_disk(key, device, dtype, weights, names) -> Optional[Decision]:
+    global _disk
+    disk_key = _disk_key(device, dtype, weights)
+    with _lock:
+        if _disk is None:
+            _disk = _read_disk()
+        entry = _disk.get(disk_key)
+    if not entry or entry.get("backend") not in names:
+        return None  # none, or its backend is unavailable or banned now
+    try:
+        verdicts = [Verdict(**v) for v in entry.get("candidates", [])]
+    except TypeError:
+        verdicts = []
+    decision = Decision(_signature(device, dtype, weights), entry["backend"], "disk cache",
+                        verdicts)
+    _remember(key, decision)
+    return decision
+
+
+def _to_disk(disk_key: str, decision: Decision) -> None:
+    """Merges the decision into the file and replaces it atomically."""
+    global _disk, _warned_disk
+    path = cache_path()
+    entry = {"backend": decision.backend,
+             "candidates": [dataclasses.asdict(v) for v in decision.candidates]}
+    with _lock:
+        data = _read_disk()
+        data.pop(disk_key, None)
+        data[disk_key] = entry
+        while len(data) > MAX_DECISIONS:
+            data.pop(next(iter(data)))
+        _disk = data
+        tmp = None
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".dispatch-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=0)
+            os.replace(tmp, path)
+        except OSError as e:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+            if not _warned_disk:
+                _warned_disk = True
+                warnings.warn(f"laperm_kernels: cannot write the dispatch cache {path} ({e}); "
+                              "decisions last for this process only", RuntimeWarning,
+                              stacklevel=4)
