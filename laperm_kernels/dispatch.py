@@ -96,12 +96,13 @@ def report() -> List[Dict[str, object]]:
 
 
 def reset() -> None:
-    """Forgets this process's decisions and bans (the disk cache stays)."""
-    global _disk
+    """Forgets this process's decisions, bans and warnings (the disk cache stays)."""
+    global _disk, _warned_disk
     with _lock:
         _decisions.clear()
         _banned.clear()
         _disk = None
+        _warned_disk = False
 
 
 def autotune_enabled() -> bool:
@@ -399,7 +400,7 @@ def _read_disk() -> Dict[str, dict]:
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise ValueError("not a JSON object of decisions")
         return data
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, ValueError) as e:
         if not _warned_disk:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from conftest import DTYPES, KINDS, assert_bitwise_equal, generator, make_sorted_init, make_values
+from conftest import (DTYPES, KINDS, assert_bitwise_equal, generator, make_sorted_init,
+                      make_values, reference_result)
 from laperm_kernels.backends import cuda
 from laperm_kernels.presets import resnet50, transformer_mlp
 
@@ -31,15 +32,15 @@ def model(specs, seed=0, kind="normal", device="cuda"):
 
 
 def expected(ws, ss):
-    out = [w.clone() for w in ws]
-    lk.rank_match_many_(out, ss, backend="torch")
-    return out
+    """The reference on CPU copies: the oracle must not depend on CUDA's float sort,
+    which misorders negative NaNs (the reference sorts integer keys, but independently)."""
+    return [reference_result(w.cpu(), s.cpu()) for w, s in zip(ws, ss)]
 
 
 def assert_all_equal(actual, want, what=""):
     torch.cuda.synchronize()
     for i, (a, e) in enumerate(zip(actual, want)):
-        assert_bitwise_equal(a.cpu(), e.cpu(), f"{what} tensor {i}")
+        assert_bitwise_equal(a.cpu(), e, f"{what} tensor {i}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -126,6 +127,42 @@ def test_cuda_graph_capture_of_a_planned_sync():
         w.copy_(p)
     graph.replay()
     assert_all_equal(ws, want, "graph replay")
+
+
+def test_a_captured_sync_survives_plan_eviction_and_memory_reuse():
+    # the cache drops plans after 16 others; a plan a graph captured must stay alive
+    ws, ss = model([((32, 300), torch.float32), ((3, 6000), torch.float32)], seed=9)
+    pristine = [w.clone() for w in ws]
+    want = expected(ws, ss)
+    lk.rank_match_many_(ws, ss, backend="cuda")  # warm-up: plan, scratch, lazy init
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.cuda.graph(graph):
+        lk.rank_match_many_(ws, ss, backend="cuda")
+    torch.cuda.current_stream().wait_stream(side)
+    for i in range(40):  # plans for other groups: the LRU evicts the captured one
+        other, other_s = model([((8, 64 + i), torch.float32)], seed=100 + i)
+        lk.rank_match_many_(other, other_s, backend="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    junk = [torch.full((1 << 16,), -1, dtype=torch.int64, device="cuda") for _ in range(64)]
+    for w, p in zip(ws, pristine):
+        w.copy_(p)
+    graph.replay()
+    assert_all_equal(ws, want, "replay after eviction")
+    del junk
+
+
+def test_auto_on_cuda_is_proven_and_exact():
+    ws, ss = model([(shape, torch.float32) for shape in resnet50()], seed=10, kind="special")
+    want = expected(ws, ss)
+    [(_, _, chosen)] = lk.ops.rank_match_groups_(ws, ss)
+    assert_all_equal(ws, want, "auto, first call (trial)")
+    [decision] = [d for d in lk.dispatch_report()
+                  if d["signature"]["shapes"] == [list(w.shape) for w in ws]]
+    assert decision["backend"] == chosen
+    assert {c["verdict"] for c in decision["candidates"]} <= {"bit-identical", "reference"}
 
 
 def test_plan_is_cached_across_calls():

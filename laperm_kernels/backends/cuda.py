@@ -85,7 +85,8 @@ def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
     return _plans.get(
         (device, dtype, max_block_tile, max_batch_items), weights, sorted_inits,
         lambda: torch.ops.laperm.cuda_row_plan(weights, sorted_inits, max_block_tile,
-                                               max_batch_items))
+                                               max_batch_items),
+        device_tables=lambda plan: plan[1:])  # rows, segment offsets; plan[0] is host words
 
 
 # Block tiles in the order of csrc/cuda/row_desc.h's kBlockTiles (tile index -> elements).

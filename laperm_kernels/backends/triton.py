@@ -19,7 +19,7 @@ sort key); ``backend="auto"`` sends float64 CUDA tensors to the ``"torch"`` back
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -34,7 +34,14 @@ SCRATCH_KEYS = 1 << 23           # 64 MiB of int64 keys per batch of long rows
 
 _import_error: Optional[str] = None
 _imported = False
-_plans: "PlanCache[list]" = PlanCache(16)
+
+
+class Plan(NamedTuple):
+    launches: List[Callable[[int], None]]   # each takes the dtype's KIND
+    tables: List[torch.Tensor]              # every device table the launches read
+
+
+_plans: "PlanCache[Plan]" = PlanCache(16)
 
 
 def _kernels():
@@ -99,7 +106,7 @@ def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tenso
     plan = _plan(tk, weights, sorted_inits, max_block, chunk)
     guard = torch.cuda.device(device) if device.type == "cuda" else _NoGuard()
     with guard:
-        for launch in plan:
+        for launch in plan.launches:
             launch(kind)
     for w in weights:  # raw-pointer writes: tell autograd W changed, like any in-place op
         torch.autograd.graph.increment_version(w)
@@ -115,10 +122,11 @@ class _NoGuard:
 
 # --- planning: row-descriptor tables, cached by addresses and shapes ---------------------
 
-def _plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> list:
+def _plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
     return _plans.get((weights[0].device, weights[0].dtype, max_block, chunk), weights,
                       sorted_inits,
-                      lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk))
+                      lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk),
+                      device_tables=lambda plan: plan.tables)
 
 
 # A piece is (W address, S address, rows, n, bytes per row): consecutive rows of a tensor.
@@ -136,7 +144,7 @@ def _row_table(pieces: List[Piece], device) -> Tuple[torch.Tensor, ...]:
     return tuple(torch.cat(t).to(device) for t in (w_addr, s_addr, lengths))
 
 
-def _build_plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> list:
+def _build_plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
     device = weights[0].device
     buckets: Dict[int, list] = {}
     long_rows: list = []
@@ -154,11 +162,13 @@ def _build_plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> list:
         else:
             long_rows.append(piece)
 
-    plan = []
+    plan = Plan([], [])
     for block, pieces in sorted(buckets.items()):
-        plan.append(_block_launch(tk, block, *_row_table(pieces, device)))
+        tables = _row_table(pieces, device)
+        plan.launches.append(_block_launch(tk, block, *tables))
+        plan.tables.extend(tables)
     if long_rows:
-        plan += _chunked_launches(tk, long_rows, chunk, device)
+        _chunked_launches(tk, long_rows, chunk, device, plan)
     return plan
 
 
@@ -173,8 +183,9 @@ def _block_launch(tk, block: int, w_tab, s_tab, lengths):
     return launch
 
 
-def _chunked_launches(tk, pieces, chunk: int, device) -> list:
-    """Long rows in batches of at most SCRATCH_KEYS keys of scratch (at least one row)."""
+def _chunked_launches(tk, pieces, chunk: int, device, plan: Plan) -> None:
+    """Long rows in batches of at most SCRATCH_KEYS keys of scratch (at least one row),
+    added to ``plan``."""
     batches, batch, keys = [], [], 0
     for wa, sa, rows, n, row_bytes in pieces:
         padded = -(-n // chunk) * chunk
@@ -188,7 +199,6 @@ def _chunked_launches(tk, pieces, chunk: int, device) -> list:
 
     scratch_size = max(k for _, k in batches)
     warps = tk.BLOCK_CONFIGS.get(chunk, (1, tk.SORT_WARPS))[1]
-    launches = []
     for rows, keys in batches:
         rows = _merge_rows(rows)
         w_tab, s_tab, lengths = _row_table(rows, device)
@@ -204,8 +214,8 @@ def _chunked_launches(tk, pieces, chunk: int, device) -> list:
             tk.rank_scatter_kernel[grid](w_tab, s_tab, lengths, offsets, scratch, KIND=kind,
                                          CHUNK=chunk, LOG2_CHUNK=chunk.bit_length() - 1,
                                          num_warps=tk.RANK_WARPS)
-        launches.append(launch)
-    return launches
+        plan.launches.append(launch)
+        plan.tables.extend((w_tab, s_tab, lengths, offsets))
 
 
 def _merge_rows(rows):
