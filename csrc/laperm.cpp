@@ -13,7 +13,7 @@
 TORCH_LIBRARY(laperm, m) {
   // For every row r of every weights[t] (rows = reshape(shape[0], -1); a 1-D tensor is
   // one row): weights[t][r, order(weights[t][r])[i]] = sorted_inits[t][r, i], where order
-  // is the ascending stable order of SPEC.md. In place; sorted_inits are only read.
+  // is the ascending stable order of docs/contract.md. In place; sorted_inits are only read.
   m.def("rank_match_many_(Tensor(a!)[] weights, Tensor[] sorted_inits) -> ()");
   // Which instruction-set build of the CPU kernel this process runs (avx512/avx2/generic).
   m.def("cpu_kernel_isa() -> str");

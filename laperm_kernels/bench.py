@@ -5,9 +5,12 @@
 
 Every timed method restores the weights from a pristine copy before each run (untimed),
 runs once to warm up, then `--repeat` times; the median is reported. On CUDA
-(`--device cuda`) a run is timed with CUDA events recorded around it on the current stream. Each method's result
-is compared bit for bit with the PyTorch reference: a mismatch is reported as an error
-and the command exits non-zero, it never shows up as a number.
+(`--device cuda`) a run is timed with CUDA events recorded around it on the current
+stream. Each method's result is compared bit for bit with the PyTorch reference: a
+mismatch is reported as an error and the command exits non-zero, it never shows up as a
+number. ``auto`` is timed like the others; its warm-up call is its first call for these
+shapes, which holds the trial (unless the decision came from the disk cache): that call's
+time is reported beside the backend it chose and the trial's verdicts.
 """
 
 from __future__ import annotations
@@ -18,16 +21,16 @@ import math
 import platform
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import baselines
+from . import baselines, dispatch
 from .ops import available_backends, rank_match_many_, sort_rows
 from .presets import PRESETS
 from .reference import bitwise_equal
+from .timing import DeviceTimer, synchronize
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -46,6 +49,8 @@ class Result:
     effective_gb_per_s: Optional[float]  # read W, read S, write W: 3 x itemsize a element
     speedup_vs_torch: Optional[float]
     check: str  # "bit-identical", "not checked (sort only)" or "MISMATCH"
+    first_call_s: Optional[float] = None  # auto: its first call (the trial, if one ran)
+    chosen: Optional[str] = None          # auto: the backend it chose, and how
 
 
 def make_model(shapes, dtype, device, seed=0):
@@ -60,52 +65,21 @@ def make_model(shapes, dtype, device, seed=0):
     return weights, sorted_inits
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _Timer:
-    """Seconds one call takes: wall clock on the CPU; on CUDA, the time between events
-    recorded on the current stream before and after it (launch gaps included, nothing
-    queued before it counted)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        if self.cuda:
-            self.begin = torch.cuda.Event(enable_timing=True)
-            self.end = torch.cuda.Event(enable_timing=True)
-
-    def start(self) -> None:
-        if self.cuda:
-            self.begin.record()
-        else:
-            self.t0 = time.perf_counter()
-
-    def stop(self) -> float:
-        if self.cuda:
-            self.end.record()
-            self.end.synchronize()
-            return self.begin.elapsed_time(self.end) / 1e3
-        return time.perf_counter() - self.t0
-
-
 def time_method(fn: Callable, pristine: List[torch.Tensor], sorted_inits: List[torch.Tensor],
                 repeat: int, warmup: int = 1):
+    """(median seconds of ``repeat`` runs, the last run's output, the first run's seconds)."""
     work = [p.clone() for p in pristine]
     device = pristine[0].device
-    timer = _Timer(device)
+    timer = DeviceTimer(device)
     times = []
-    for i in range(warmup + repeat):
+    for _ in range(warmup + repeat):
         for w, p in zip(work, pristine):
             w.copy_(p)
-        _sync(device)
+        synchronize(device)
         timer.start()
         fn(work, sorted_inits)
-        elapsed = timer.stop()
-        if i >= warmup:
-            times.append(elapsed)
-    return statistics.median(times), work
+        times.append(timer.stop())
+    return statistics.median(times[warmup:]), work, times[0]
 
 
 def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[List[str]]):
@@ -113,7 +87,7 @@ def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[Lis
     out = []
     names = available_backends(device)
     names = ["torch"] + [n for n in names if n != "torch"]  # the reference first
-    for name in names:
+    for name in names + ["auto"]:
         if backends is None or name in backends:
             out.append((name, lambda ws, ss, n=name: rank_match_many_(ws, ss, backend=n), True))
     for name, (fn, checked, dtypes) in baselines.BASELINES.items():
@@ -136,10 +110,11 @@ def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: i
 
     results, torch_time = [], None
     for name, fn, checked in methods_for(device, dtype, backends):
-        median, out = time_method(fn, pristine, sorted_inits, repeat)
+        median, out, first = time_method(fn, pristine, sorted_inits, repeat)
+        auto = {"first_call_s": first, "chosen": _auto_choice(pristine)} if name == "auto" else {}
         if checked and not all(bitwise_equal(a, b) for a, b in zip(out, expected)):
             results.append(Result(preset, dtype_name, str(device), threads, name, elements,
-                                  None, None, None, None, "MISMATCH"))
+                                  None, None, None, None, "MISMATCH", **auto))
             continue
         if name == "torch":
             torch_time = median
@@ -147,8 +122,24 @@ def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: i
             preset, dtype_name, str(device), threads, name, elements, median,
             elements / median, elements * 3 * pristine[0].element_size() / median / 1e9,
             torch_time / median if torch_time else None,
-            "bit-identical" if checked else "not checked (sort only)"))
+            "bit-identical" if checked else "not checked (sort only)", **auto))
     return results
+
+
+def _auto_choice(weights: List[torch.Tensor]) -> str:
+    """What auto chose for these tensors, how, and the trial's verdicts, in one line."""
+    shapes = [list(w.shape) for w in weights]
+    threads = torch.get_num_threads()
+    for d in reversed(dispatch.report()):
+        sig = d["signature"]
+        if sig["shapes"] == shapes and sig.get("threads", threads) == threads \
+                and sig["device"] == str(weights[0].device):
+            verdicts = ", ".join(
+                f"{c['backend']} {c['verdict']}"
+                + (f" {c['seconds'] * 1e3:.1f} ms" if c["seconds"] is not None else "")
+                for c in d["candidates"])
+            return f"{d['backend']} ({d['source']}: {verdicts})"
+    return available_backends(weights[0].device)[0] + " (only candidate or LAPERM_AUTOTUNE=0)"
 
 
 def format_table(results: List[Result]) -> str:
@@ -161,6 +152,10 @@ def format_table(results: List[Result]) -> str:
         ratio = f"{r.speedup_vs_torch:.2f}x" if r.speedup_vs_torch else "-"
         lines.append(f"{r.method:<18} {r.elements_per_s / 1e6:>10.1f} "
                      f"{r.effective_gb_per_s:>8.2f} {ratio:>9}  {r.check}")
+    for r in results:
+        if r.chosen is not None:
+            lines.append(f"auto chose {r.chosen}; its first call took "
+                         f"{r.first_call_s * 1e3:.1f} ms")
     return "\n".join(lines)
 
 

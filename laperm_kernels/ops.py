@@ -46,7 +46,7 @@ def rank_match_(weight: torch.Tensor, sorted_init: torch.Tensor, *, backend: str
     order of ``weight``'s ranks: ``W[r, order(W[r])[i]] = S[r, i]``. Returns ``weight``.
 
     Rows are ``weight.reshape(weight.shape[0], -1)`` (a 1-D tensor is one row), ordered
-    ascending, ties by column, NaN last, -0.0 == +0.0 (SPEC.md). ``sorted_init`` has
+    ascending, ties by column, NaN last, -0.0 == +0.0 (docs/contract.md). ``sorted_init`` has
     ``weight``'s shape, dtype and device; make it with :func:`sort_rows`.
     """
     rank_match_many_([weight], [sorted_init], backend=backend, _names=("weight", "sorted_init"))

@@ -1,4 +1,4 @@
-"""The contract of SPEC.md, executable: rank matching in plain PyTorch.
+"""The contract (docs/contract.md), executable: rank matching in plain PyTorch.
 
 For every row r of ``W.reshape(W.shape[0], -1)`` (a 1-D tensor is one row)::
 

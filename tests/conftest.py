@@ -1,6 +1,6 @@
 """Shared test helpers: the backends to run, exact comparison, the reference, and inputs.
 
-Every backend is held to the PyTorch reference bit for bit (SPEC.md), so comparisons are
+Every backend is held to the PyTorch reference bit for bit (docs/contract.md), so comparisons are
 on bit patterns: ``==`` would call NaN unequal to itself and -0.0 equal to +0.0, and both
 would hide exactly the cases the ordering rules are about.
 

@@ -25,7 +25,7 @@ SECOND = 40    # steps after it
 
 
 # Tiny models: one thread is fastest, and immune to a busy neighbour on the
-# same cores. Results do not depend on the thread count (SPEC.md).
+# same cores. Results do not depend on the thread count (docs/contract.md).
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

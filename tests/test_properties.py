@@ -1,4 +1,4 @@
-"""Property tests: random shapes, dtypes and data against the reference and SPEC.md's
+"""Property tests: random shapes, dtypes and data against the reference and docs/contract.md's
 invariants. Data is drawn as (kind, seed) rather than element by element, so examples
 stay cheap at any row length and every failure is reproducible from its printed draw."""
 

@@ -1,4 +1,4 @@
-// The ordering contract of rank matching (SPEC.md), as integer keys.
+// The ordering contract of rank matching (docs/contract.md), as integer keys.
 //
 // Every backend sorts a row by `order_key(bits)` and breaks ties by column index, so two
 // values compare the way the PyTorch reference (a stable torch.sort) compares them:

@@ -41,7 +41,7 @@ RowsKernel kernel_for(const KernelTable& table, at::ScalarType dtype) {
   }
 }
 
-// Rows as SPEC.md defines them: reshape(shape[0], -1), a 1-D tensor being one row.
+// Rows as docs/contract.md defines them: reshape(shape[0], -1), a 1-D tensor being one row.
 std::pair<int64_t, int64_t> rows_and_length(const at::Tensor& t) {
   if (t.dim() == 1) return {1, t.numel()};
   const int64_t rows = t.size(0);

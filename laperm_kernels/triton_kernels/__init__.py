@@ -1,4 +1,4 @@
-"""Triton kernels for rank matching (SPEC.md), one kernel per file, the design in each
+"""Triton kernels for rank matching (docs/contract.md), one kernel per file, the design in each
 file's docstring. Importing this package imports triton; laperm_kernels.backends.triton
 does so only when the backend is used, so triton stays an optional dependency.
 

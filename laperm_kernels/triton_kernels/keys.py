@@ -1,4 +1,4 @@
-"""Packed sort keys: the ordering contract (SPEC.md, csrc/common/order_key.h) in Triton.
+"""Packed sort keys: the ordering contract (docs/contract.md, csrc/common/order_key.h) in Triton.
 
 Every kernel sorts a row's elements by one int64 per element::
 

@@ -1,7 +1,7 @@
 """Rank matching of rows that fit one block: one sort on chip, one scatter, no scratch.
 
 Math. For a row w of n <= BLOCK elements and its sorted initial values s, rank matching
-writes ``w[order[i]] = s[i]``, where ``order`` is w's stable ascending order (SPEC.md).
+writes ``w[order[i]] = s[i]``, where ``order`` is w's stable ascending order (docs/contract.md).
 With unique packed keys k_j = key(w_j) << 32 | j (keys.py), sorting k gives ``order``
 directly: ``order[i]`` is the column in the low half of the i-th smallest key. So::
 
