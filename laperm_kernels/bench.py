@@ -3,8 +3,9 @@
     python -m laperm_kernels.bench                       # ResNet-50, fp32, 1 and 2 threads
     python -m laperm_kernels.bench --preset all --repeat 5 --json results.json
 
-Every timed method restores the weights from a pristine copy before each run (untimed),
-runs once to warm up, then `--repeat` times; the median is reported. On CUDA
+Every method runs once to warm up, then `--repeat` times, interleaved with the others
+round by round, each run on weights restored from a pristine copy (untimed); the median
+is reported. On CUDA
 (`--device cuda`) a run is timed with CUDA events recorded around it on the current
 stream. Each method's result is compared bit for bit with the PyTorch reference: a
 mismatch is reported as an error and the command exits non-zero, it never shows up as a
@@ -65,21 +66,32 @@ def make_model(shapes, dtype, device, seed=0):
     return weights, sorted_inits
 
 
-def time_method(fn: Callable, pristine: List[torch.Tensor], sorted_inits: List[torch.Tensor],
-                repeat: int, warmup: int = 1):
-    """(median seconds of ``repeat`` runs, the last run's output, the first run's seconds)."""
-    work = [p.clone() for p in pristine]
+def time_methods(fns: List[Callable], pristine: List[torch.Tensor],
+                 sorted_inits: List[torch.Tensor], repeat: int):
+    """For each method: (median seconds of ``repeat`` timed runs, its last output, the
+    seconds of its first run). Each method first runs once untimed as a warm-up (its
+    first call), then the timed runs go round by round, each round in a rotated order, so
+    a drift of the machine's speed reaches every method alike. Each method works on its
+    own copy of the weights, restored from ``pristine`` before every run (untimed)."""
     device = pristine[0].device
     timer = DeviceTimer(device)
-    times = []
-    for _ in range(warmup + repeat):
-        for w, p in zip(work, pristine):
+    works = [[p.clone() for p in pristine] for _ in fns]
+    times: List[List[float]] = [[] for _ in fns]
+
+    def run(i: int) -> None:
+        for w, p in zip(works[i], pristine):
             w.copy_(p)
         synchronize(device)
         timer.start()
-        fn(work, sorted_inits)
-        times.append(timer.stop())
-    return statistics.median(times[warmup:]), work, times[0]
+        fns[i](works[i], sorted_inits)
+        times[i].append(timer.stop())
+
+    for i in range(len(fns)):
+        run(i)
+    for r in range(repeat):
+        for k in range(len(fns)):
+            run((r + k) % len(fns))
+    return [(statistics.median(t[1:]), w, t[0]) for t, w in zip(times, works)]
 
 
 def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[List[str]]):
@@ -108,9 +120,10 @@ def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: i
     rank_match_many_(expected, sorted_inits, backend="torch")
     baselines.prepare_sort_keys(pristine)
 
+    methods = methods_for(device, dtype, backends)
+    timed = time_methods([fn for _, fn, _ in methods], pristine, sorted_inits, repeat)
     results, torch_time = [], None
-    for name, fn, checked in methods_for(device, dtype, backends):
-        median, out, first = time_method(fn, pristine, sorted_inits, repeat)
+    for (name, _, checked), (median, out, first) in zip(methods, timed):
         auto = {"first_call_s": first, "chosen": _auto_choice(pristine)} if name == "auto" else {}
         if checked and not all(bitwise_equal(a, b) for a, b in zip(out, expected)):
             results.append(Result(preset, dtype_name, str(device), threads, name, elements,
