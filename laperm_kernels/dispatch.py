@@ -7,7 +7,8 @@ is compared bit for bit with the reference (``laperm_kernels.reference``), and i
 (CUDA events on CUDA, wall clock on the CPU). The fastest bit-identical backend is kept for
 that signature and dispatched to directly from then on. A backend that mismatches or
 raises is never used again in the process for that device and dtype, and one warning
-names it, the device, the dtype and the first differing tensor and row. The caller's
+names it, the device, the dtype and the first differing tensor and row (running out of
+memory only leaves it out of that trial). The caller's
 tensors end with the reference result, on the trial's call too.
 
 Cost, once per signature: each candidate runs once to warm up (plans, JIT compilation)
@@ -134,13 +135,15 @@ def decided(device: torch.device, dtype: torch.dtype,
     names = _candidates(device, dtype)
     if len(names) == 1 or not autotune_enabled() or _tracing():
         return names[0]  # cheap to find again: not recorded
+    loaded = _from_disk(key, device, dtype, weights, names)
+    if loaded is not None:
+        return loaded.backend
     if _capturing(device):
         raise RuntimeError(
             f"backend='auto' has not yet chosen a backend for these {dtype} tensors on "
             f"{device}, and it cannot run its trial during CUDA graph capture: make one call "
             "(one LaPerm sync) before capturing, or pass an explicit backend")
-    loaded = _from_disk(key, device, dtype, weights, names)
-    return loaded.backend if loaded is not None else None
+    return None
 
 
 def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
@@ -216,7 +219,9 @@ def _try(name, device, dtype, weights, sorted_inits, copies, reference_times) ->
         seconds = statistics.median(times[1:]) if len(times) > 1 else times[0]
         mismatch, ref_seconds = _first_mismatch(copies, weights, sorted_inits, timer)
         reference_times.append(ref_seconds)
-    except Exception as e:  # noqa: BLE001  (any failure disqualifies the backend)
+    except (_OutOfMemory, MemoryError) as e:  # the group's size, not a broken kernel
+        return Verdict(name, "error", None, f"out of memory in the trial: {e}")
+    except Exception as e:  # noqa: BLE001  (any other failure disqualifies the backend)
         detail = f"raised {type(e).__name__}: {e}"
         _ban(name, device, dtype, detail)
         return Verdict(name, "error", None, detail)
