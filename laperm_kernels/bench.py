@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from . import baselines, dispatch
+from .backends import BACKENDS
 from .ops import available_backends, rank_match_many_, sort_rows
 from .presets import PRESETS
 from .reference import bitwise_equal
@@ -97,7 +98,7 @@ def time_methods(fns: List[Callable], pristine: List[torch.Tensor],
 def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[List[str]]):
     """(name, fn, checked) for every backend available here, then the naive baselines."""
     out = []
-    names = available_backends(device)
+    names = [n for n in available_backends(device) if BACKENDS[n].supports(device, dtype)]
     names = ["torch"] + [n for n in names if n != "torch"]  # the reference first
     for name in names + ["auto"]:
         if backends is None or name in backends:
@@ -118,7 +119,8 @@ def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: i
     elements = sum(w.numel() for w in pristine)
     expected = [w.clone() for w in pristine]
     rank_match_many_(expected, sorted_inits, backend="torch")
-    baselines.prepare_sort_keys(pristine)
+    if device.type == "cpu":  # the NumPy baselines run on CPU tensors only
+        baselines.prepare_sort_keys(pristine)
 
     methods = methods_for(device, dtype, backends)
     timed = time_methods([fn for _, fn, _ in methods], pristine, sorted_inits, repeat)
