@@ -17,17 +17,19 @@ from .ops import (
     rank_match_many_,
     sort_rows,
 )
+from .layouts import param_groups
 from .optim import LaPerm
 from .utils import agnosticize_, random_prune_
 from .viz import weight_profile
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LaPerm",
     "SUPPORTED_DTYPES",
     "agnosticize_",
     "available_backends",
+    "param_groups",
     "dispatch_report",
     "rank_match_",
     "random_prune_",

@@ -64,6 +64,7 @@ def rank_match_many_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[tor
     rank_match_groups_(weights, sorted_inits, backend=backend, _names=_names)
 
 
+@torch.compiler.disable  # validation reads addresses and strides: run eagerly, never traced
 def rank_match_groups_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor],
                        *, backend: str = "auto",
                        _names: Tuple[str, str] = ("weights", "sorted_inits")
@@ -94,6 +95,7 @@ def rank_match_groups_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[t
     return used
 
 
+@torch.compiler.disable
 def sort_rows(tensor: torch.Tensor) -> torch.Tensor:
     """The ``sorted_init`` LaPerm keeps: every row of ``tensor`` ascending (same rules as
     :func:`rank_match_`), as a new contiguous tensor of ``tensor``'s shape."""

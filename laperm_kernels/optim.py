@@ -12,18 +12,21 @@ A sync rank-matches every permuted parameter to its sorted initial rows (one
 initial values, ordered the way the trained weights are ranked. The inner optimizer's
 state (e.g. Adam moments) is kept across syncs, as in the paper's official code.
 
-Like timm's Lookahead, the wrapper shares the inner optimizer's ``param_groups`` (so LR
-schedulers and GradScaler work on it) and keeps its own state beside the inner one.
+Like timm's Lookahead, the wrapper shares the inner optimizer's ``param_groups`` and
+``state`` (so LR schedulers, GradScaler and checkpointers work on it) and merges its own
+state into the inner one's state dict (laperm_kernels/optim_state.py).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch.optim import Optimizer
 
+from . import optim_state
+from .layouts import like_param, local_tensor, rows_view
 from .ops import check_backend_name, rank_match_groups_, sort_rows
 
 SyncPeriod = Union[int, Callable[[int], int]]
@@ -46,18 +49,21 @@ class LaPerm(Optimizer):
             of each permuted tensor changed value since the previous sync (the paper's
             permutation tracer). Costs one extra copy of the permuted weights.
 
-    ``sync_backends`` maps each ``"device dtype"`` group of the syncs so far to the backend
-    that runs it (under ``backend="auto"``, the one its trial chose; see
-    ``laperm_kernels.dispatch_report()``).
-
-    A param group may override ``sync_period`` and ``permute`` with keys of those names
-    (give them in the group dicts of the inner optimizer or of ``add_param_group``). Such
-    keys are saved in the inner optimizer's state_dict, so give callables on the wrapper,
-    not in groups, if the checkpoint is to be pickled.
+    A param group may override ``sync_period`` and ``permute`` with keys of those names,
+    and say which dimension of its weights indexes output units with ``row_dim`` (default
+    0; 1 for ``nn.ConvTransposeNd`` and transformers' ``Conv1D``: see
+    ``laperm_kernels.param_groups``, which builds such groups from a model). Group keys
+    are saved in the inner optimizer's state_dict, so give callables on the wrapper, not
+    in groups, if the checkpoint is to be pickled.
 
     The sorted initial weights are taken when the wrapper is built (and for groups added
     later, when added): prune or otherwise initialise the weights before wrapping. Call
-    :meth:`reset_sorted_init_` after re-initialising weights.
+    :meth:`reset_sorted_init_` after re-initialising weights. ``sorted_inits`` maps each
+    permuted parameter to them; ``state`` is the inner optimizer's state.
+
+    ``sync_backends`` maps each ``"device dtype"`` group of the syncs so far to the backend
+    that runs it (under ``backend="auto"``, the one its trial chose; see
+    ``laperm_kernels.dispatch_report()``).
 
     With ``torch.amp.GradScaler``, ``scaler.step(opt)`` skips the whole ``opt.step()``
     when gradients overflow: the step counter does not advance and no sync happens.
@@ -74,27 +80,28 @@ class LaPerm(Optimizer):
         self.optimizer = optimizer
         self.param_groups = optimizer.param_groups  # shared, as timm's Lookahead does
         self.defaults = optimizer.defaults
+        self.state = optimizer.state                # the inner state: LaPerm adds S beside it
         self.sync_period = sync_period
         self.permute = permute
         self.backend = backend
         self.track_changes = bool(track_changes)
-        self.state: Dict[torch.Tensor, Dict[str, Any]] = defaultdict(dict)
+        self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = {}
         self.last_sync_changes: Dict[int, int] = {}
         self.sync_backends: Dict[str, str] = {}
+        self._last_synced: Dict[torch.Tensor, torch.Tensor] = {}
         self._step = 0
-        # What Optimizer.__init__ would set up, for hooks and LR schedulers.
-        self._optimizer_step_pre_hooks: Dict[int, Callable] = OrderedDict()
-        self._optimizer_step_post_hooks: Dict[int, Callable] = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: Dict[int, Callable] = OrderedDict()
-        self._optimizer_state_dict_post_hooks: Dict[int, Callable] = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: Dict[int, Callable] = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: Dict[int, Callable] = OrderedDict()
-        # As Optimizer.__init__ does: makes step hooks registered on the wrapper run.
-        self._patch_step_function()
+        self._init_hooks()
         for group in self.param_groups:
             _check_group(group)
         for group in self.param_groups:
             self._snapshot(group["params"], group)
+
+    def _init_hooks(self) -> None:
+        """What Optimizer.__init__ sets up, for hooks and LR schedulers."""
+        for name in _HOOKS:
+            setattr(self, name, OrderedDict())
+        # As Optimizer.__init__ does: makes step hooks registered on the wrapper run.
+        self._patch_step_function()
 
     # --- the algorithm --------------------------------------------------------------------
 
@@ -104,15 +111,24 @@ class LaPerm(Optimizer):
         return self._step
 
     def step(self, closure: Optional[Callable[[], float]] = None):
-        upcoming = self._step + 1
-        # Which groups sync is decided first, so a bad sync_period raises before the
-        # inner step changes anything.
-        due = [g for g in self.param_groups if upcoming % self._period(g, upcoming) == 0]
+        self._due(self._step + 1)  # a bad sync_period raises before the inner step
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
-        self._step = upcoming
+        self._advance()
+        return loss
+
+    @torch.compiler.disable
+    def _due(self, step: int) -> List[Dict[str, Any]]:
+        """The groups that sync after inner step ``step``. Compiled regions call this and
+        :meth:`_advance` eagerly: they read and change a Python counter, which would
+        otherwise be guarded on (one recompile per step)."""
+        return [g for g in self.param_groups if step % self._period(g, step) == 0]
+
+    @torch.compiler.disable
+    def _advance(self) -> None:
+        self._step += 1
+        due = self._due(self._step)
         if due:
             self._sync(due)
-        return loss
 
     @torch.no_grad()
     def sync(self) -> None:
@@ -120,17 +136,16 @@ class LaPerm(Optimizer):
         self._sync(self.param_groups)
 
     def _sync(self, groups) -> None:
-        params = [p for g in groups for p in g["params"]
-                  if "sorted_init" in self.state.get(p, {})]
-        if not params:
+        pairs = [(p, g) for g in groups for p in g["params"] if p in self.sorted_inits]
+        if not pairs:
             return
-        used = rank_match_groups_([_local(p) for p in params],
-                                  [self.state[p]["sorted_init"] for p in params],
+        used = rank_match_groups_([rows_view(p, g.get("row_dim", 0)) for p, g in pairs],
+                                  [local_tensor(self.sorted_inits[p]) for p, _ in pairs],
                                   backend=self.backend)
         for device, dtype, name in used:
             self.sync_backends[f"{device} {str(dtype).replace('torch.', '')}"] = name
         if self.track_changes:
-            self._trace(params)
+            self._trace([p for p, _ in pairs])
 
     def _period(self, group, step: int) -> int:
         period = group.get("sync_period", self.sync_period)
@@ -149,23 +164,28 @@ class LaPerm(Optimizer):
 
     @torch.no_grad()
     def _snapshot(self, params: Iterable[torch.Tensor], group) -> None:
+        row_dim = group.get("row_dim", 0)
         for p in params:
             if self._wants(p, group):
-                self.state[p]["sorted_init"] = sort_rows(_local(p))
+                if not -p.dim() <= row_dim < p.dim():
+                    raise ValueError(f"param group 'row_dim' is {row_dim}, but a permuted "
+                                     f"parameter has shape {tuple(p.shape)}")
+                self.sorted_inits[p] = like_param(sort_rows(rows_view(p, row_dim)), p, row_dim)
                 if self.track_changes:
-                    self.state[p]["last_synced"] = _local(p).detach().clone()
+                    self._last_synced[p] = local_tensor(p, row_dim).detach().clone()
             else:
-                self.state.pop(p, None)
+                self.sorted_inits.pop(p, None)
+                self._last_synced.pop(p, None)
 
     @torch.no_grad()
     def _trace(self, params: List[torch.Tensor]) -> None:
-        index = {id(p): i for i, p in enumerate(self._all_params())}
+        index = {p: i for i, p in enumerate(self._all_params())}
         for p in params:
-            local = _local(p)
-            last = self.state[p].get("last_synced")
+            local = local_tensor(p, _row_dim_of(p, self.param_groups))
+            last = self._last_synced.get(p)
             changed = local.numel() if last is None else int((local != last).sum())
-            self.last_sync_changes[index[id(p)]] = changed
-            self.state[p]["last_synced"] = local.detach().clone()
+            self.last_sync_changes[index[p]] = changed
+            self._last_synced[p] = local.detach().clone()
 
     def reset_sorted_init_(self, params: Optional[Iterable[torch.Tensor]] = None) -> None:
         """Takes the sorted initial rows again, from the parameters' current values (all
@@ -189,84 +209,62 @@ class LaPerm(Optimizer):
         return [p for g in self.param_groups for p in g["params"]]
 
     def state_dict(self) -> Dict[str, Any]:
-        """The inner optimizer's state dict, plus LaPerm's step counter, the sorted initial
-        rows (keyed by parameter index, as torch optimizers key their state) and every
-        parameter's shape (so a checkpoint of another model is refused on load)."""
-        params = self._all_params()
-        sorted_inits = {i: self.state[p]["sorted_init"] for i, p in enumerate(params)
-                        if "sorted_init" in self.state.get(p, {})}
-        return {"inner": self.optimizer.state_dict(),
-                "laperm": {"step": self._step, "sorted_inits": sorted_inits,
-                           "param_shapes": [tuple(_local(p).shape) for p in params]}}
+        """The inner optimizer's state dict in torch.optim's layout, with every permuted
+        parameter's sorted initial rows (``"sorted_init"``, beside its inner state), the
+        step counter and the parameters' shapes (``"laperm_step"``, ``"laperm_shapes"``,
+        in every param group) merged in (laperm_kernels/optim_state.py)."""
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
+        state_dict = optim_state.pack(self.optimizer.state_dict(), self.param_groups,
+                                      self.sorted_inits, self._step)
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            state_dict = hook(self, state_dict) or state_dict
+        return state_dict
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restores a :meth:`state_dict`. Everything is checked before anything changes:
-        a checkpoint of another model raises ValueError and leaves this one untouched."""
-        if not isinstance(state_dict, dict) or set(state_dict) != {"inner", "laperm"}:
-            raise ValueError("LaPerm.load_state_dict expects a dict from LaPerm.state_dict() "
-                             "with keys 'inner' and 'laperm'")
-        laperm = state_dict["laperm"]
-        # Everything of ours is checked before the inner optimizer's state changes.
-        if (not isinstance(laperm, dict)
-                or set(laperm) != {"step", "sorted_inits", "param_shapes"}
-                or not isinstance(laperm["sorted_inits"], dict)):
-            raise ValueError("LaPerm.load_state_dict: state_dict['laperm'] must be a dict with "
-                             "keys 'step', 'sorted_inits' and 'param_shapes' (from "
-                             "LaPerm.state_dict())")
-        step = laperm["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"LaPerm.load_state_dict: step must be an int >= 0; got {step!r}")
-        params = self._all_params()
-        shapes = [tuple(_local(p).shape) for p in params]
-        saved = [tuple(s) for s in laperm["param_shapes"]]
-        if saved != shapes:
-            diff = next((i for i, (a, b) in enumerate(zip(saved, shapes)) if a != b), None)
-            raise ValueError(
-                f"checkpoint is of {len(saved)} parameters, this optimizer has {len(shapes)}"
-                if diff is None else f"checkpoint's parameter {diff} has shape {saved[diff]} "
-                f"but this optimizer's has {shapes[diff]}")
-        restored = {}
-        for i, s in laperm["sorted_inits"].items():
-            if not 0 <= int(i) < len(params):
-                raise ValueError(f"checkpoint has sorted_inits for parameter {i}, but the "
-                                 f"optimizer has {len(params)} parameters")
-            local = _local(params[int(i)])
-            if tuple(s.shape) != tuple(local.shape):
-                raise ValueError(f"checkpoint's sorted_inits[{i}] has shape {tuple(s.shape)} "
-                                 f"but parameter {i} has {tuple(local.shape)}")
-            restored[params[int(i)]] = s.to(device=local.device, dtype=local.dtype)
-        self.optimizer.load_state_dict(state_dict["inner"])  # checks its own part first
-        # Optimizer.load_state_dict rebinds the inner param_groups to a new list: share it
+        """Restores a :meth:`state_dict` (or one of the layout before 0.2). Everything is
+        checked before anything changes: a checkpoint that does not fit these parameters
+        raises ValueError or TypeError and leaves the optimizer untouched."""
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            state_dict = hook(self, state_dict) or state_dict
+        inner, step, sorted_inits = optim_state.unpack(state_dict, self.param_groups)
+        self.optimizer.load_state_dict(inner)  # checks its own part first
+        # Optimizer.load_state_dict rebinds the inner param_groups and state: share them
         # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
         self.param_groups = self.optimizer.param_groups
-        for p in params:
-            self.state.pop(p, None)
-        for p, s in restored.items():
-            self.state[p]["sorted_init"] = s.contiguous()
-            if self.track_changes:
-                self.state[p]["last_synced"] = _local(p).detach().clone()
+        self.state = self.optimizer.state
+        self.sorted_inits = sorted_inits
+        self._last_synced = {}
+        if self.track_changes:
+            for p in sorted_inits:
+                self._last_synced[p] = local_tensor(
+                    p, _row_dim_of(p, self.param_groups)).detach().clone()
         self._step = step
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    # deepcopy and pickle: like torch.optim.Optimizer, hooks are not copied; unlike its
+    # __getstate__ (defaults, state and param_groups only), everything else is.
+    def __getstate__(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _HOOKS}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_hooks()
 
     def __repr__(self) -> str:
-        permuted = sum(1 for p in self._all_params() if "sorted_init" in self.state.get(p, {}))
         return (f"LaPerm(sync_period={self.sync_period!r}, permute={self.permute!r}, "
-                f"backend={self.backend!r}, permuted_tensors={permuted},\n"
+                f"backend={self.backend!r}, permuted_tensors={len(self.sorted_inits)},\n"
                 f"  inner={self.optimizer!r})")
 
 
-def _local(p: torch.Tensor) -> torch.Tensor:
-    """The rows a rank sees. A DTensor sharded on dim 0 (FSDP2's layout) or replicated
-    holds whole rows: permute the local tensor, no communication needed. Any other
-    placement would split rows across ranks, and is refused."""
-    placements = getattr(p, "placements", None)
-    if placements is None:
-        return p
-    for placement in placements:
-        if not (placement.is_replicate() or (placement.is_shard() and placement.dim == 0)):
-            raise ValueError(f"LaPerm permutes whole rows; a DTensor parameter placed as "
-                             f"{tuple(placements)} splits them across ranks (only Shard(0) "
-                             "and Replicate() keep rows whole)")
-    return p.to_local()
+_HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+          "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+          "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
+
+
+def _row_dim_of(p: torch.Tensor, groups) -> int:
+    return next(g.get("row_dim", 0) for g in groups if any(q is p for q in g["params"]))
 
 
 def _is_period(k) -> bool:

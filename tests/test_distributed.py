@@ -50,8 +50,8 @@ def _ddp_scenario(rank, backend):
                     backend=backend)
     data = torch.Generator().manual_seed(100 + rank)  # different data on every rank
     out = {"init": init, "syncs": [], "local_grad": None,
-           "S": {n: opt.state[p]["sorted_init"].clone()
-                 for n, p in model.named_parameters() if "sorted_init" in opt.state[p]}}
+           "S": {n: opt.sorted_inits[p].clone()
+                 for n, p in model.named_parameters() if p in opt.sorted_inits}}
     for t in range(1, DDP_STEPS + 1):
         x = torch.randn(16, 20, generator=data)
         y = torch.randint(0, 10, (16,), generator=data)
@@ -90,9 +90,9 @@ def _dtensor_scenario(rank, backend):
     out = {"full_init": fulls, "records": [],
            "is_dtensor": [isinstance(p, DTensor) for p in params],
            "placements": [str(p.placements) for p in params],
-           "S": [opt.state[p]["sorted_init"].clone() for p in params],
-           "S_types": [type(opt.state[p]["sorted_init"]).__name__ for p in params],
-           "bias_permuted": "sorted_init" in opt.state.get(bias, {}),
+           "S": [opt.sorted_inits[p].to_local().clone() for p in params],
+           "S_types": [type(opt.sorted_inits[p]).__name__ for p in params],
+           "bias_permuted": bias in opt.sorted_inits,
            "storage": [p.to_local().data_ptr() for p in params]}
     captured = {}
 
@@ -115,8 +115,9 @@ def _dtensor_scenario(rank, backend):
     out["is_dtensor_after"] = [isinstance(p, DTensor) for p in params]
     out["placements_after"] = [str(p.placements) for p in params]
     out["storage_after"] = [p.to_local().data_ptr() for p in params]
-    out["state_dict_shapes"] = {i: tuple(s.shape)
-                                for i, s in opt.state_dict()["laperm"]["sorted_inits"].items()}
+    out["state_dict_shapes"] = {i: tuple(st["sorted_init"].shape)
+                                for i, st in opt.state_dict()["state"].items()
+                                if "sorted_init" in st}
     # Shard(1) splits every row across ranks: LaPerm must refuse it, not permute halves.
     split = nn.Parameter(distribute_tensor(torch.randn(4, 6), mesh, [Shard(1)]))
     try:
@@ -237,12 +238,12 @@ if __name__ != "__main__":
             assert res["is_dtensor"] == res["is_dtensor_after"] == [True, True]
             assert res["placements"] == res["placements_after"] == ["(Shard(dim=0),)"] * 2
             assert res["storage"] == res["storage_after"]  # permuted in place
-            assert res["S_types"] == ["Tensor", "Tensor"]  # S is local, plain
+            assert res["S_types"] == ["DTensor", "DTensor"]  # S is sharded like its weight
             assert not res["bias_permuted"]  # 1-D, replicated: skipped by default
             expected_S = [sort_rows_reference(f.chunk(WORLD, 0)[rank]) for f in res["full_init"]]
             assert [tuple(s.shape) for s in expected_S] == \
                 [(4 - rank, 5), (2, 3, 2, 2)]  # 7 rows split 4 + 3
-            assert res["state_dict_shapes"] == {0: (4 - rank, 5), 1: (2, 3, 2, 2)}
+            assert res["state_dict_shapes"] == {0: (7, 5), 1: (4, 3, 2, 2)}  # whole shapes
             assert res["shard1_error"] and "whole rows" in res["shard1_error"]
             for s, e in zip(res["S"], expected_S):
                 assert_bitwise_equal(s, e, f"rank {rank}: S of the local shard")

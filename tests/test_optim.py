@@ -127,9 +127,9 @@ def test_matches_plain_reimplementation(backend, model_name, inner_name, k):
     # The wrapper's S equals the reference's.
     for (name, p) in model.named_parameters():
         if p.dim() >= 2:
-            assert_bitwise_equal(opt.state[p]["sorted_init"], ref_S[name], f"S of {name}")
+            assert_bitwise_equal(opt.sorted_inits[p], ref_S[name], f"S of {name}")
         else:
-            assert "sorted_init" not in opt.state.get(p, {})
+            assert p not in opt.sorted_inits
 
     data = batches(steps, IN_FEATURES[model_name], seed=1)
     syncs_that_moved = 0
@@ -178,7 +178,7 @@ def test_default_permutes_weights_only_and_leaves_1d_params_free():
     model = norm_net()
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=5e-2), sync_period=3)
-    permuted = {n for n, p in model.named_parameters() if "sorted_init" in opt.state.get(p, {})}
+    permuted = {n for n, p in model.named_parameters() if p in opt.sorted_inits}
     assert permuted == {"fc1.weight", "fc2.weight"}
     one_d = [n for n, p in model.named_parameters() if p.dim() == 1]
     assert set(one_d) == {"fc1.bias", "norm.weight", "norm.bias", "fc2.bias"}
@@ -197,7 +197,7 @@ def test_permute_true_includes_1d_params():
     model = norm_net()
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=5e-2), sync_period=3, permute=True)
-    assert all("sorted_init" in opt.state[p] for p in model.parameters())
+    assert all(p in opt.sorted_inits for p in model.parameters())
     for t, (x, y) in enumerate(batches(6), start=1):
         train_step(model, opt, x, y)
         for n, p in model.named_parameters():
@@ -211,7 +211,7 @@ def test_permute_false_is_plain_inner_optimizer():
     model, plain = norm_net(), norm_net()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=5e-2), sync_period=2, permute=False)
     plain_opt = torch.optim.Adam(plain.parameters(), lr=5e-2)
-    assert not any("sorted_init" in opt.state.get(p, {}) for p in model.parameters())
+    assert not any(p in opt.sorted_inits for p in model.parameters())
     for x, y in batches(6):
         train_step(model, opt, x, y)
         train_step(plain, plain_opt, x, y)
@@ -232,7 +232,7 @@ def test_permute_predicate():
 
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), 2, permute=only_first_layer)
     assert len(seen) == 4  # asked about every parameter, once
-    assert [p for p in model.parameters() if "sorted_init" in opt.state.get(p, {})] == [w0]
+    assert [p for p in model.parameters() if p in opt.sorted_inits] == [w0]
     for x, y in batches(4):
         train_step(model, opt, x, y)
     assert is_permutation_of(w0, s0)
@@ -248,7 +248,7 @@ def test_permute_per_param_group():
         {"params": [model.fc2.weight, model.fc2.bias], "permute": "auto"},
     ]
     opt = lk.LaPerm(torch.optim.Adam(groups, lr=5e-2), sync_period=2, permute=True)
-    permuted = {n for n, p in model.named_parameters() if "sorted_init" in opt.state.get(p, {})}
+    permuted = {n for n, p in model.named_parameters() if p in opt.sorted_inits}
     assert permuted == {"norm.weight", "norm.bias", "fc2.weight"}
     for x, y in batches(4):
         train_step(model, opt, x, y)
@@ -355,25 +355,25 @@ def test_sync_forces_a_sync_now():
 def test_reset_sorted_init_retakes_S():
     model = mlp(act=nn.Tanh)
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=2)
-    old_s0 = opt.state[model[0].weight]["sorted_init"].clone()
+    old_s0 = opt.sorted_inits[model[0].weight].clone()
     with torch.no_grad():
         torch.manual_seed(5)
         nn.init.uniform_(model[0].weight, -3, 3)
         nn.init.uniform_(model[2].weight, -3, 3)
     new_s0, new_s2 = reference_sort(model[0].weight), reference_sort(model[2].weight)
-    old_s2 = opt.state[model[2].weight]["sorted_init"].clone()
+    old_s2 = opt.sorted_inits[model[2].weight].clone()
 
     opt.reset_sorted_init_([model[0].weight])  # only the tensors given
-    assert_bitwise_equal(opt.state[model[0].weight]["sorted_init"], new_s0)
-    assert_bitwise_equal(opt.state[model[2].weight]["sorted_init"], old_s2)
+    assert_bitwise_equal(opt.sorted_inits[model[0].weight], new_s0)
+    assert_bitwise_equal(opt.sorted_inits[model[2].weight], old_s2)
     opt.reset_sorted_init_()  # all of them
-    assert_bitwise_equal(opt.state[model[2].weight]["sorted_init"], new_s2)
+    assert_bitwise_equal(opt.sorted_inits[model[2].weight], new_s2)
     assert not torch.equal(old_s0, new_s0)
     for x, y in batches(2):
         train_step(model, opt, x, y)
     assert is_permutation_of(model[0].weight, new_s0)
     assert is_permutation_of(model[2].weight, new_s2)
-    assert "sorted_init" not in opt.state.get(model[0].bias, {})
+    assert model[0].bias not in opt.sorted_inits
 
 
 def test_add_param_group_snapshots_and_permutes_new_params():
@@ -384,8 +384,8 @@ def test_add_param_group_snapshots_and_permutes_new_params():
     s_head = reference_sort(head.weight)
     opt.add_param_group({"params": head.parameters(), "sync_period": 3})
     assert opt.param_groups is opt.optimizer.param_groups and len(opt.param_groups) == 2
-    assert_bitwise_equal(opt.state[head.weight]["sorted_init"], s_head)
-    assert "sorted_init" not in opt.state.get(head.bias, {})
+    assert_bitwise_equal(opt.sorted_inits[head.weight], s_head)
+    assert head.bias not in opt.sorted_inits
     assert opt.param_groups[1]["lr"] == 1e-2  # inner defaults filled in
     full = nn.Sequential(model, nn.Tanh(), head)
     synced = []
@@ -433,7 +433,7 @@ def test_track_changes_off_records_nothing():
     for x, y in batches(2):
         train_step(model, opt, x, y)
     assert opt.last_sync_changes == {}
-    assert all("last_synced" not in st for st in opt.state.values())
+    assert opt._last_synced == {}
 
 
 def test_zero_grad_delegates():

@@ -37,7 +37,7 @@ def _setup(k):
     model = nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 10))
     adam = torch.optim.Adam(model.parameters(), lr=1e-2)
     opt = lk.LaPerm(adam, sync_period=k)
-    S = [opt.state[model[0].weight]["sorted_init"], opt.state[model[2].weight]["sorted_init"]]
+    S = [opt.sorted_inits[model[0].weight], opt.sorted_inits[model[2].weight]]
     return model, adam, opt, S
 
 

@@ -1,8 +1,9 @@
 """LaPerm checkpoints: resuming continues bit for bit; a wrong checkpoint changes nothing.
 
-The state dict holds the inner optimizer's state, LaPerm's step counter (syncs are
-scheduled by it) and the sorted initial rows S (which cannot be recomputed from the
-weights once training has moved them).
+The state dict is the inner optimizer's, in torch.optim's layout, with LaPerm's state
+merged in: the sorted initial rows S beside each permuted parameter's inner state (they
+cannot be recomputed once training has moved the weights), and in every param group the
+step counter (syncs are scheduled by it) and the parameters' shapes.
 """
 
 from __future__ import annotations
@@ -72,9 +73,9 @@ def assert_same_training_state(model, opt, ref_model, ref_opt):
         assert set(st) == set(ref) == {"step", "exp_avg", "exp_avg_sq"}
         for key in st:
             assert_bitwise_equal(st[key], ref[key], f"Adam {key}")
-        assert ("sorted_init" in opt.state.get(p, {})) == ("sorted_init" in ref_opt.state.get(q, {}))
-        if "sorted_init" in opt.state.get(p, {}):
-            assert_bitwise_equal(opt.state[p]["sorted_init"], ref_opt.state[q]["sorted_init"], "S")
+        assert (p in opt.sorted_inits) == (q in ref_opt.sorted_inits)
+        if p in opt.sorted_inits:
+            assert_bitwise_equal(opt.sorted_inits[p], ref_opt.sorted_inits[q], "S")
     for g, rg in zip(opt.optimizer.param_groups, ref_opt.optimizer.param_groups):
         assert g["lr"] == rg["lr"]
 
@@ -84,8 +85,8 @@ def snapshot(model, opt):
     return {"model": copy.deepcopy(model.state_dict()),
             "opt": copy.deepcopy(opt.state_dict()),
             "step": opt.step_count,
-            "S": {p: opt.state[p]["sorted_init"] for p in model.parameters()
-                  if "sorted_init" in opt.state.get(p, {})},
+            "S": {p: opt.sorted_inits[p] for p in model.parameters()
+                  if p in opt.sorted_inits},
             "groups": opt.param_groups,
             "inner_groups": opt.optimizer.param_groups,
             "groups_copy": [{k: v for k, v in g.items() if k != "params"}
@@ -97,23 +98,20 @@ def assert_unchanged(model, opt, snap):
     assert opt.param_groups is snap["groups"] and opt.optimizer.param_groups is snap["inner_groups"]
     assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == \
         snap["groups_copy"]
-    now_S = {p: opt.state[p]["sorted_init"] for p in model.parameters()
-             if "sorted_init" in opt.state.get(p, {})}
+    now_S = {p: opt.sorted_inits[p] for p in model.parameters()
+             if p in opt.sorted_inits}
     assert list(now_S) == list(snap["S"])
     for p in now_S:
         assert now_S[p] is snap["S"][p]  # the very same tensors
     for name, t in model.state_dict().items():
         assert_bitwise_equal(t, snap["model"][name], name)
     sd, old = opt.state_dict(), snap["opt"]
-    assert sd["laperm"]["step"] == old["laperm"]["step"]
-    assert sd["laperm"]["sorted_inits"].keys() == old["laperm"]["sorted_inits"].keys()
-    for i, s in sd["laperm"]["sorted_inits"].items():
-        assert_bitwise_equal(s, old["laperm"]["sorted_inits"][i], f"sorted_inits[{i}]")
-    assert sd["inner"]["param_groups"] == old["inner"]["param_groups"]
-    assert sd["inner"]["state"].keys() == old["inner"]["state"].keys()
-    for i, st in sd["inner"]["state"].items():
+    assert sd["param_groups"] == old["param_groups"]
+    assert sd["state"].keys() == old["state"].keys()
+    for i, st in sd["state"].items():
+        assert st.keys() == old["state"][i].keys()
         for key, v in st.items():
-            assert_bitwise_equal(v, old["inner"]["state"][i][key], f"inner state[{i}][{key}]")
+            assert_bitwise_equal(v, old["state"][i][key], f"state[{i}][{key}]")
 
 
 @pytest.mark.parametrize("with_scheduler", [False, True])
@@ -129,21 +127,21 @@ def test_resume_is_bit_identical(with_scheduler):
     if sched is not None:
         ckpt["sched"] = sched.state_dict()
     ckpt = roundtrip(ckpt)
-    assert ckpt["opt"]["laperm"]["step"] == FIRST
-    assert sorted(ckpt["opt"]["laperm"]["sorted_inits"]) == [0, 2]  # the two weights
+    assert [g["laperm_step"] for g in ckpt["opt"]["param_groups"]] == [FIRST]
+    assert sorted(i for i, st in ckpt["opt"]["state"].items() if "sorted_init" in st) == [0, 2]
     del model, opt, sched
 
     # A fresh process, in effect: another init (so its own S differs), then the checkpoint.
     model = mlp(seed=123)
     opt, sched = build(model, with_scheduler)
-    fresh_S = opt.state[model[0].weight]["sorted_init"].clone()
+    fresh_S = opt.sorted_inits[model[0].weight].clone()
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["opt"])
     if sched is not None:
         sched.load_state_dict(ckpt["sched"])
     assert opt.step_count == FIRST
     assert opt.param_groups is opt.optimizer.param_groups  # schedulers still reach Adam
-    assert not torch.equal(opt.state[model[0].weight]["sorted_init"], fresh_S)
+    assert not torch.equal(opt.sorted_inits[model[0].weight], fresh_S)
     train(model, opt, sched, SECOND, start=FIRST + 1)
 
     assert_same_training_state(model, opt, ref_model, ref_opt)
@@ -173,13 +171,46 @@ def test_resume_reaches_the_same_syncs():
 def test_state_dict_contents():
     model = mlp(seed=0)
     opt, _ = build(model)
-    S0 = opt.state[model[0].weight]["sorted_init"].clone()
+    S0 = opt.sorted_inits[model[0].weight].clone()
     train(model, opt, None, 3)
     sd = opt.state_dict()
-    assert set(sd) == {"inner", "laperm"}
-    assert sd["laperm"]["step"] == 3
-    assert_bitwise_equal(sd["laperm"]["sorted_inits"][0], S0)
-    assert set(sd["inner"]) == {"state", "param_groups"}
+    assert set(sd) == {"state", "param_groups"}  # torch.optim's layout
+    [group] = sd["param_groups"]
+    assert group["laperm_step"] == 3 and group["params"] == [0, 1, 2, 3]
+    assert group["laperm_shapes"] == [[32, 20], [32], [10, 32], [10]]
+    assert group["lr"] == 1e-2
+    assert set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq", "sorted_init"}
+    assert set(sd["state"][1]) == {"step", "exp_avg", "exp_avg_sq"}  # a bias: not permuted
+    assert_bitwise_equal(sd["state"][0]["sorted_init"], S0)
+    assert "sorted_init" not in opt.optimizer.state[model[0].weight]  # merged into a copy
+    assert "laperm_step" not in opt.param_groups[0]
+
+
+def test_earlier_layout_still_loads():
+    """Checkpoints of versions before 0.2: {"inner": ..., "laperm": {...}}."""
+    model = mlp(seed=0)
+    opt, _ = build(model)
+    train(model, opt, None, FIRST)
+    sd = opt.state_dict()
+    earlier = {"inner": {"state": {i: {k: v for k, v in st.items() if k != "sorted_init"}
+                                   for i, st in sd["state"].items()},
+                         "param_groups": [{k: v for k, v in g.items()
+                                           if k not in ("laperm_step", "laperm_shapes")}
+                                          for g in sd["param_groups"]]},
+               "laperm": {"step": FIRST,
+                          "sorted_inits": {i: st["sorted_init"] for i, st in sd["state"].items()
+                                           if "sorted_init" in st},
+                          "param_shapes": [tuple(p.shape) for p in model.parameters()]}}
+    earlier = roundtrip({"model": model.state_dict(), "opt": earlier})
+    resumed = mlp(seed=5)
+    resumed.load_state_dict(earlier["model"])
+    ropt, _ = build(resumed)
+    ropt.load_state_dict(earlier["opt"])
+    _continues_like_uninterrupted(resumed, ropt, FIRST)
+    bad = copy.deepcopy(earlier["opt"])
+    bad["laperm"]["param_shapes"][0] = (16, 20)
+    with pytest.raises(ValueError, match=r"parameter 0 has shape \(16, 20\)"):
+        ropt.load_state_dict(bad)
 
 
 def _trained_other_model():
@@ -205,7 +236,7 @@ def test_mismatched_shapes_raise_and_change_nothing():
     train(model, opt, None, 10)
     snap = snapshot(model, opt)
     bad = _trained_other_model()
-    assert len(bad["inner"]["param_groups"][0]["params"]) == 4  # same count, other shapes
+    assert len(bad["param_groups"][0]["params"]) == 4  # same count, other shapes
     with pytest.raises(ValueError, match=r"shape \(16, 20\).*\(32, 20\)"):
         opt.load_state_dict(bad)
     assert_unchanged(model, opt, snap)
@@ -222,7 +253,7 @@ def test_more_parameters_raise_and_change_nothing():
     deeper = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU(),
                            nn.Linear(10, 10))
     deeper_opt = lk.LaPerm(torch.optim.Adam(deeper.parameters()), K)
-    with pytest.raises(ValueError, match="checkpoint is of 6 parameters, this optimizer has 4"):
+    with pytest.raises(ValueError, match="param group 0 has 6 parameters, this optimizer's has 4"):
         opt.load_state_dict(deeper_opt.state_dict())
     assert_unchanged(model, opt, snap)
 
@@ -244,19 +275,26 @@ def test_wrong_keys_raise_and_change_nothing():
     train(model, opt, None, 4)
     snap = snapshot(model, opt)
     good = opt.state_dict()
+    group = good["param_groups"][0]
     bad_dicts = [
         opt.optimizer.state_dict(),                       # a plain Adam state dict
         {},
-        {"inner": good["inner"]},
-        {"inner": good["inner"], "laperm": good["laperm"], "extra": 1},
-        {"inner": good["inner"], "laperm": {"step": 4}},  # no sorted_inits
-        {"inner": good["inner"], "laperm": {"sorted_inits": good["laperm"]["sorted_inits"]}},
-        {"inner": good["inner"], "laperm": {**good["laperm"], "step": "four"}},
-        {"inner": good["inner"], "laperm": {**good["laperm"], "step": -1}},
-        {"inner": good["inner"], "laperm": None},
+        {"state": good["state"]},
+        {"param_groups": good["param_groups"]},
+        {"state": [], "param_groups": good["param_groups"]},
+        {**good, "param_groups": [{**group, "laperm_step": "four"}]},
+        {**good, "param_groups": [{**group, "laperm_step": -1}]},
+        {**good, "param_groups": [{k: v for k, v in group.items() if k != "laperm_shapes"}]},
+        {**good, "param_groups": [None]},
+        {**good, "state": {**good["state"], 7: {}}},      # a parameter no group lists
+        {**good, "state": {**good["state"], 0: None}},
+        {**good, "state": {**good["state"], 0: {**good["state"][0], "sorted_init": "S"}}},
+        {**good, "state": {**good["state"], 0: {**good["state"][0],
+                                                "sorted_init": torch.zeros(32, 21)}}},
+        {"inner": good, "laperm": None},                  # the earlier layout, broken
     ]
     for bad in bad_dicts:
-        with pytest.raises(ValueError, match="load_state_dict"):
+        with pytest.raises((ValueError, TypeError), match="checkpoint|load_state_dict"):
             opt.load_state_dict(bad)
         assert_unchanged(model, opt, snap)
     with pytest.raises(ValueError):

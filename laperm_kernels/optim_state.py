@@ -1,0 +1,175 @@
+"""LaPerm's state dict, in torch.optim's layout.
+
+    {"state": {index: {...inner state..., "sorted_init": S}},
+     "param_groups": [{...inner group..., "laperm_step": step,
+                       "laperm_shapes": [shape of each parameter]}]}
+
+The inner optimizer's state dict with LaPerm's additions merged in, as timm's Lookahead
+keeps its slow weights in its base optimizer's state: every permuted parameter's sorted
+initial rows S beside its inner state; in every param group, the step counter (by which
+syncs are scheduled) and the shapes of its parameters (so that a checkpoint of another
+model is refused, whatever its inner state holds). So ``torch.save``, ``torch.distributed.checkpoint``
+(``get/set_optimizer_state_dict``, ``dcp.save/load``), Hugging Face and Lightning handle
+it like any optimizer's. S of a DTensor parameter is a DTensor on its mesh: a distributed
+checkpoint saves every shard and reshards on load, onto another world size too.
+
+:func:`unpack` checks everything before anything changes, and reads the layout of
+earlier versions (``{"inner": ..., "laperm": {...}}``) too.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from .layouts import like_param, local_tensor, rows_shape
+
+SORTED_INIT = "sorted_init"
+STEP = "laperm_step"
+SHAPES = "laperm_shapes"
+
+
+def pack(inner: Dict[str, Any], groups: List[Dict[str, Any]],
+         sorted_inits: Dict[torch.Tensor, torch.Tensor], step: int) -> Dict[str, Any]:
+    """``inner`` (the inner optimizer's fresh state dict, for param groups ``groups``)
+    with LaPerm's state merged in. ``inner``'s per-parameter dicts are the inner
+    optimizer's own: they are copied, never changed."""
+    state = dict(inner["state"])
+    for i, p in enumerate(p for g in groups for p in g["params"]):
+        if p in sorted_inits:
+            state[i] = {**state.get(i, {}), SORTED_INIT: sorted_inits[p]}
+    return {**inner, "state": state,
+            "param_groups": [{**saved, STEP: step, SHAPES: [list(p.shape) for p in g["params"]]}
+                             for saved, g in zip(inner["param_groups"], groups)]}
+
+
+def unpack(state_dict: Any, groups: List[Dict[str, Any]]
+           ) -> Tuple[Dict[str, Any], int, Dict[torch.Tensor, torch.Tensor]]:
+    """(the inner optimizer's state dict, the step counter, {parameter: S}) of a state dict
+    from :func:`pack` for an optimizer with param groups ``groups``. S comes back as the
+    parameter holds it (device, dtype, DTensor placement). Raises ValueError or TypeError,
+    naming what is wrong, for anything that does not fit these parameters."""
+    if isinstance(state_dict, dict) and set(state_dict) == {"inner", "laperm"}:
+        state_dict = _from_earlier_layout(state_dict, groups)
+    if not (isinstance(state_dict, dict) and isinstance(state_dict.get("state"), dict)
+            and isinstance(state_dict.get("param_groups"), list)):
+        raise ValueError("LaPerm.load_state_dict expects a dict from LaPerm.state_dict(), with "
+                         "'state' (a dict) and 'param_groups' (a list)")
+    saved_groups = state_dict["param_groups"]
+    if len(saved_groups) != len(groups):
+        raise ValueError(f"the checkpoint has {len(saved_groups)} param groups, this "
+                         f"optimizer has {len(groups)}")
+    for i, (saved, group) in enumerate(zip(saved_groups, groups)):
+        if not isinstance(saved, dict) or not isinstance(saved.get("params"), list):
+            raise ValueError(f"the checkpoint's param group {i} is not a dict with a "
+                             "'params' list")
+        if len(saved["params"]) != len(group["params"]):
+            raise ValueError(f"the checkpoint's param group {i} has {len(saved['params'])} "
+                             f"parameters, this optimizer's has {len(group['params'])}")
+        shapes = [list(p.shape) for p in group["params"]]
+        saved_shapes = saved.get(SHAPES)
+        if not isinstance(saved_shapes, list) or len(saved_shapes) != len(shapes):
+            raise ValueError(f"the checkpoint's param group {i} has no '{SHAPES}' list of "
+                             "its parameters' shapes (LaPerm.state_dict() writes it)")
+        for j, (a, b) in enumerate(zip(saved_shapes, shapes)):
+            if list(a) != b:
+                raise ValueError(f"the checkpoint's parameter {j} of param group {i} has "
+                                 f"shape {tuple(a)} but this optimizer's has {tuple(b)}")
+    steps = {g.get(STEP) for g in saved_groups}
+    step = steps.pop() if len(steps) == 1 else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"the checkpoint's param groups must each hold the same "
+                         f"'{STEP}' (an int >= 0; LaPerm.state_dict() writes it); got "
+                         f"{sorted(map(repr, {g.get(STEP) for g in saved_groups}))}")
+
+    where = {key: (p, group) for key, (p, group) in zip(
+        chain.from_iterable(g["params"] for g in saved_groups),
+        ((p, g) for g in groups for p in g["params"]))}
+    inner_state, sorted_inits = {}, {}
+    for key, entry in state_dict["state"].items():
+        if key not in where:
+            raise ValueError(f"the checkpoint has state for parameter {key!r}, which none "
+                             "of its param groups lists")
+        if not isinstance(entry, dict):
+            raise ValueError(f"the checkpoint's state for parameter {key!r} is a "
+                             f"{type(entry).__name__}, not a dict")
+        entry = dict(entry)
+        if SORTED_INIT in entry:
+            p, group = where[key]
+            sorted_inits[p] = _restore(entry.pop(SORTED_INIT), p, group.get("row_dim", 0), key)
+        if entry:
+            inner_state[key] = entry
+    inner = {**state_dict, "state": inner_state,
+             "param_groups": [{k: v for k, v in g.items() if k not in (STEP, SHAPES)}
+                              for g in saved_groups]}
+    return inner, step, sorted_inits
+
+
+def _restore(s: Any, p: torch.Tensor, row_dim: int, key) -> torch.Tensor:
+    """Saved S checked against parameter ``p`` and made like a fresh one."""
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"the checkpoint's sorted_init of parameter {key!r} is a "
+                        f"{type(s).__name__}, not a tensor")
+    if not s.is_floating_point():
+        raise TypeError(f"the checkpoint's sorted_init of parameter {key!r} has dtype "
+                        f"{s.dtype}, not a floating dtype")
+    want = rows_shape(tuple(p.shape), row_dim)
+    local = local_tensor(p, row_dim)
+    if getattr(s, "placements", None) is not None:  # a DTensor: its shape is the whole's
+        if tuple(s.shape) != want or getattr(p, "placements", None) is None:
+            raise ValueError(f"the checkpoint's sorted_init of parameter {key!r} is a "
+                             f"DTensor of shape {tuple(s.shape)}; the parameter is a "
+                             f"{type(p).__name__} whose rows have shape {want}")
+        target = like_param(torch.empty(0), p, row_dim)
+        if tuple(s.placements) != tuple(target.placements):
+            s = s.redistribute(s.device_mesh, target.placements)
+        return like_param(s.to_local().to(device=local.device, dtype=local.dtype)
+                          .contiguous(), p, row_dim)
+    local_want = rows_shape(tuple(local.shape), row_dim)
+    if tuple(s.shape) not in (want, local_want):
+        raise ValueError(f"the checkpoint's sorted_init of parameter {key!r} has shape "
+                         f"{tuple(s.shape)}, but the parameter's rows have shape {want}")
+    if tuple(s.shape) != local_want:  # a whole S for a sharded parameter: take our rows
+        from torch.distributed.tensor import distribute_tensor
+        return distribute_tensor(s.to(device=local.device, dtype=local.dtype),
+                                 p.device_mesh, like_param(torch.empty(0), p,
+                                                           row_dim).placements)
+    return like_param(s.to(device=local.device, dtype=local.dtype).contiguous(), p, row_dim)
+
+
+def _from_earlier_layout(state_dict: Dict[str, Any], groups) -> Dict[str, Any]:
+    """``{"inner": ..., "laperm": {"step", "sorted_inits", "param_shapes"}}`` (versions
+    before 0.2) in today's layout, after the checks that layout allowed."""
+    inner, laperm = state_dict["inner"], state_dict["laperm"]
+    if (not isinstance(inner, dict) or not isinstance(laperm, dict)
+            or set(laperm) != {"step", "sorted_inits", "param_shapes"}
+            or not isinstance(laperm["sorted_inits"], dict)
+            or not isinstance(inner.get("state"), dict)
+            or not isinstance(inner.get("param_groups"), list)):
+        raise ValueError("LaPerm.load_state_dict: a checkpoint of the earlier layout needs "
+                         "'inner' (an optimizer state dict) and 'laperm' with keys 'step', "
+                         "'sorted_inits' and 'param_shapes'")
+    params = [p for g in groups for p in g["params"]]
+    # that layout recorded each rank's shapes (a DTensor's local tensor)
+    shapes = [tuple(p.to_local().shape if hasattr(p, "placements") else p.shape)
+              for p in params]
+    saved = [tuple(s) for s in laperm["param_shapes"]]
+    if saved != shapes:
+        diff = next((i for i, (a, b) in enumerate(zip(saved, shapes)) if a != b), None)
+        raise ValueError(
+            f"checkpoint is of {len(saved)} parameters, this optimizer has {len(shapes)}"
+            if diff is None else f"checkpoint's parameter {diff} has shape {saved[diff]} "
+            f"but this optimizer's has {shapes[diff]}")
+    state = {k: dict(v) if isinstance(v, dict) else v for k, v in inner["state"].items()}
+    for i, s in laperm["sorted_inits"].items():
+        if not (isinstance(i, int) and 0 <= i < len(params)):
+            raise ValueError(f"checkpoint has sorted_inits for parameter {i!r}, but the "
+                             f"optimizer has {len(params)} parameters")
+        state.setdefault(i, {})[SORTED_INIT] = s
+    groups_shapes = [[list(p.shape) for p in g["params"]] for g in groups]
+    return {**inner, "state": state,
+            "param_groups": [{**g, STEP: laperm["step"], SHAPES: shapes}
+                             if isinstance(g, dict) else g
+                             for g, shapes in zip(inner["param_groups"], groups_shapes)]}
