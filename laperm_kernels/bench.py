@@ -4,8 +4,8 @@
     python -m laperm_kernels.bench --preset all --repeat 5 --json results.json
 
 Every method runs once to warm up, then `--repeat` times, interleaved with the others
-round by round, each run on weights restored from a pristine copy (untimed); the median
-is reported. On CUDA
+round by round in random order, each run on weights restored from a pristine copy
+(untimed); the median is reported. On CUDA
 (`--device cuda`) a run is timed with CUDA events recorded around it on the current
 stream. Each method's result is compared bit for bit with the PyTorch reference: a
 mismatch is reported as an error and the command exits non-zero, it never shows up as a
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import platform
 import statistics
 import sys
@@ -70,29 +71,37 @@ def make_model(shapes, dtype, device, seed=0):
 def time_methods(fns: List[Callable], pristine: List[torch.Tensor],
                  sorted_inits: List[torch.Tensor], repeat: int):
     """For each method: (median seconds of ``repeat`` timed runs, its last output, the
-    seconds of its first run). Each method first runs once untimed as a warm-up (its
-    first call), then the timed runs go round by round, each round in a rotated order, so
-    a drift of the machine's speed reaches every method alike. Each method works on its
-    own copy of the weights, restored from ``pristine`` before every run (untimed)."""
+    seconds of its first run). Each method first runs once as a warm-up (its first
+    call), then the timed runs go round by round, each round in a new (seeded) random
+    order, so that neither a drift of the machine's speed nor the method run just before
+    favours one method. Every run works on the same buffers, restored from ``pristine``
+    before it (untimed): where a tensor lies in memory moved the C++ kernel's time by ~4%
+    between two copies of the same weights, more than the differences to be measured."""
     device = pristine[0].device
     timer = DeviceTimer(device)
-    works = [[p.clone() for p in pristine] for _ in fns]
+    work = [p.clone() for p in pristine]
     times: List[List[float]] = [[] for _ in fns]
+    outputs: List[List[torch.Tensor]] = [[] for _ in fns]
 
-    def run(i: int) -> None:
-        for w, p in zip(works[i], pristine):
+    def run(i: int, last: bool) -> None:
+        for w, p in zip(work, pristine):
             w.copy_(p)
         synchronize(device)
         timer.start()
-        fns[i](works[i], sorted_inits)
+        fns[i](work, sorted_inits)
         times[i].append(timer.stop())
+        if last:
+            outputs[i] = [w.clone() for w in work]
 
     for i in range(len(fns)):
-        run(i)
+        run(i, last=repeat == 0)
+    shuffle = random.Random(0).shuffle
     for r in range(repeat):
-        for k in range(len(fns)):
-            run((r + k) % len(fns))
-    return [(statistics.median(t[1:]), w, t[0]) for t, w in zip(times, works)]
+        order = list(range(len(fns)))
+        shuffle(order)
+        for i in order:
+            run(i, last=r == repeat - 1)
+    return [(statistics.median(t[1:]), out, t[0]) for t, out in zip(times, outputs)]
 
 
 def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[List[str]]):
