@@ -8,9 +8,9 @@ The inner optimizer's state dict with LaPerm's additions merged in, as timm's Lo
 keeps its slow weights in its base optimizer's state: every permuted parameter's sorted
 initial rows S beside its inner state; in every param group, the step counter (by which
 syncs are scheduled) and the shapes of its parameters (so that a checkpoint of another
-model is refused, whatever its inner state holds). So ``torch.save``, ``torch.distributed.checkpoint``
-(``get/set_optimizer_state_dict``, ``dcp.save/load``), Hugging Face and Lightning handle
-it like any optimizer's. S of a DTensor parameter is a DTensor on its mesh: a distributed
+model is refused, whatever its inner state holds). So ``torch.save``,
+``torch.distributed.checkpoint`` (``get/set_optimizer_state_dict``, ``dcp.save/load``),
+Hugging Face and Lightning handle it like any optimizer's. S of a DTensor parameter is a DTensor on its mesh: a distributed
 checkpoint saves every shard and reshards on load, onto another world size too.
 
 :func:`unpack` checks everything before anything changes, and reads the layout of

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from conftest import assert_bitwise_equal, generator, make_sorted_init, make_values, reference_result
+from conftest import (assert_bitwise_equal, generator, make_sorted_init, make_values,
+                      reference_result)
 from laperm_kernels import backends, dispatch
 from laperm_kernels.reference import rank_match_reference_
 

@@ -15,16 +15,14 @@ each rank saves what it saw, and the tests compare the ranks here in the parent.
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
-import subprocess
 import sys
-import time
 import traceback
-from pathlib import Path
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script too
+from dist_launch import init_worker, launch  # noqa: E402
 
 WORLD = 2
 LAUNCH_TIMEOUT_S = 150
@@ -128,13 +126,11 @@ def _dtensor_scenario(rank, backend):
     return out
 
 
-def _worker(rank: int, outdir: str) -> None:
+def _worker(rank: int, world: int, outdir: str) -> None:
     import torch.distributed as dist
     import laperm_kernels as lk
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    init_worker(rank, world)
     results = {"backends": lk.available_backends("cpu")}
     for backend in results["backends"]:
         for name, scenario in (("ddp", _ddp_scenario), ("dtensor", _dtensor_scenario)):
@@ -155,44 +151,10 @@ if __name__ != "__main__":
     from conftest import BACKENDS, assert_bitwise_equal
     from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
 
-    def _free_port() -> int:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    def _launch(outdir: Path):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                   OMP_NUM_THREADS="1")
-        if os.path.exists("/sys/class/net/lo"):
-            env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's own sockets on loopback
-        procs, logs = [], []
-        for rank in range(WORLD):
-            log = open(outdir / f"rank{rank}.log", "w")
-            logs.append(log)
-            procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--worker", str(rank), str(outdir)],
-                env=env, stdout=log, stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
-        try:
-            for proc in procs:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        finally:
-            for log in logs:
-                log.close()
-        report = "\n".join(f"--- rank {r} (exit {p.returncode}) ---\n"
-                           + (outdir / f"rank{r}.log").read_text()[-3000:]
-                           for r, p in enumerate(procs))
-        return [p.returncode for p in procs], report
-
     @pytest.fixture(scope="module")
     def ranks(tmp_path_factory):
         outdir = tmp_path_factory.mktemp("laperm_dist")
-        codes, report = _launch(outdir)
+        codes, report = launch(__file__, WORLD, outdir, LAUNCH_TIMEOUT_S)
         if any(c != 0 for c in codes):
             pytest.fail(f"distributed workers failed or timed out ({LAUNCH_TIMEOUT_S}s):\n{report}")
         return [torch.load(outdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
@@ -269,4 +231,4 @@ if __name__ != "__main__":
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker(int(sys.argv[2]), sys.argv[3])
+    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -1,0 +1,66 @@
+"""Launching a test file's worker processes for a gloo process group on the CPU.
+
+The test file, run as ``python FILE --worker RANK WORLD OUTDIR [ARG ...]``, joins a
+process group on 127.0.0.1 and writes what it saw into OUTDIR; the parent test compares
+the ranks. Loopback only: gloo's own sockets are pinned to ``lo`` where it exists.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(script: str, world: int, outdir: Path, timeout_s: float,
+           args: Sequence[str] = ()) -> Tuple[List[int], str]:
+    """Runs ``world`` workers of ``script``; returns their exit codes (killed ones past
+    ``timeout_s`` included) and the tail of each rank's log."""
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+               OMP_NUM_THREADS="1")
+    if os.path.exists("/sys/class/net/lo"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    procs, logs = [], []
+    for rank in range(world):
+        log = open(outdir / f"rank{rank}.log", "w")
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, script, "--worker", str(rank), str(world), str(outdir), *args],
+            env=env, stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + timeout_s
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        for log in logs:
+            log.close()
+    report = "\n".join(f"--- rank {r} (exit {p.returncode}) ---\n"
+                       + (outdir / f"rank{r}.log").read_text()[-3000:]
+                       for r, p in enumerate(procs))
+    return [p.returncode for p in procs], report
+
+
+def init_worker(rank: int, world: int) -> None:
+    """Joins the group the parent launched (one intra-op thread per rank)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
