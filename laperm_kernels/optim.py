@@ -19,6 +19,7 @@ state into the inner one's state dict (laperm_kernels/optim_state.py).
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
@@ -48,6 +49,9 @@ class LaPerm(Optimizer):
         track_changes: after each sync, record in ``last_sync_changes`` how many positions
             of each permuted tensor changed value since the previous sync (the paper's
             permutation tracer). Costs one extra copy of the permuted weights.
+        check_finite: warn (once) when a sync meets NaN or inf in the permuted weights,
+            a sign of a diverged run; the sync itself proceeds. Costs one reduction of the
+            weights and one host read per sync.
 
     A param group may override ``sync_period`` and ``permute`` with keys of those names,
     and say which dimension of its weights indexes output units with ``row_dim`` (default
@@ -71,7 +75,7 @@ class LaPerm(Optimizer):
 
     def __init__(self, optimizer: Optimizer, sync_period: SyncPeriod = 20, *,
                  permute: PermuteRule = "auto", backend: str = "auto",
-                 track_changes: bool = False) -> None:
+                 track_changes: bool = False, check_finite: bool = True) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"LaPerm wraps a torch.optim.Optimizer; got {type(optimizer).__name__}")
         _check_sync_period(sync_period, "sync_period")
@@ -85,6 +89,8 @@ class LaPerm(Optimizer):
         self.permute = permute
         self.backend = backend
         self.track_changes = bool(track_changes)
+        self.check_finite = bool(check_finite)
+        self._warned_not_finite = False
         self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = {}
         self.last_sync_changes: Dict[int, int] = {}
         self.sync_backends: Dict[str, str] = {}
@@ -139,6 +145,9 @@ class LaPerm(Optimizer):
         pairs = [(p, g) for g in groups for p in g["params"] if p in self.sorted_inits]
         if not pairs:
             return
+        self._check_layout(pairs)
+        if self.check_finite and not self._warned_not_finite:
+            self._warn_if_not_finite(pairs)
         used = rank_match_groups_([rows_view(p, g.get("row_dim", 0)) for p, g in pairs],
                                   [local_tensor(self.sorted_inits[p]) for p, _ in pairs],
                                   backend=self.backend)
@@ -146,6 +155,47 @@ class LaPerm(Optimizer):
             self.sync_backends[f"{device} {str(dtype).replace('torch.', '')}"] = name
         if self.track_changes:
             self._trace([p for p, _ in pairs])
+
+    def _check_layout(self, pairs) -> None:
+        """Refuses, before anything changes, parameters cast or moved after S was taken
+        (``model.half()``, ``model.to(device)``): S no longer fits them."""
+        index = {p: i for i, p in enumerate(self._all_params())}
+        for p, _ in pairs:
+            s = self.sorted_inits[p]
+            if s.dtype != p.dtype or s.device != p.device:
+                raise ValueError(
+                    f"LaPerm: parameter {index[p]} is now {p.dtype} on {p.device}, but its "
+                    f"sorted initial rows are {s.dtype} on {s.device}: the model was cast "
+                    "or moved after LaPerm was built. Cast or move the model before "
+                    "building the optimizer, or call opt.load_state_dict(opt.state_dict()) "
+                    "to bring LaPerm's and the inner optimizer's state to the parameters' "
+                    "dtype and device")
+
+    @torch.no_grad()
+    def _warn_if_not_finite(self, pairs) -> None:
+        """Warns once if a permuted weight holds NaN or inf (a diverged run): the sync
+        then proceeds as the contract orders (NaN ranks after every number, inf as an
+        ordinary value), so those positions receive initial values and the weights are
+        finite again. One reduction per tensor and one host read a sync; skipped inside
+        CUDA graph capture; ``check_finite=False`` turns it off."""
+        locals_ = [local_tensor(p, g.get("row_dim", 0)) for p, g in pairs]
+        if any(t.is_cuda for t in locals_) and torch.cuda.is_current_stream_capturing():
+            return
+        sums = torch.stack([t.sum(dtype=torch.float64 if t.dtype == torch.float64
+                                  else torch.float32).to(torch.float64).cpu()
+                            for t in locals_])
+        if bool(sums.isfinite().all()):
+            return
+        index = {p: i for i, p in enumerate(self._all_params())}
+        bad = {index[p]: int((~t.isfinite()).sum()) for (p, _), t in zip(pairs, locals_)}
+        bad = {i: n for i, n in bad.items() if n}
+        self._warned_not_finite = True
+        warnings.warn(
+            f"LaPerm: at the sync after step {self._step}, permuted parameters hold NaN or "
+            f"inf ({', '.join(f'parameter {i}: {n}' for i, n in bad.items()) or 'sums overflow'}"
+            "): the run may have diverged. The sync goes on as the contract orders (NaN "
+            "ranks after every number), so those positions now hold initial values. This "
+            "warning is given once.", RuntimeWarning, stacklevel=4)
 
     def _period(self, group, step: int) -> int:
         period = group.get("sync_period", self.sync_period)

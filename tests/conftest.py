@@ -30,6 +30,10 @@ DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # laperm_kernels.backends is all it takes for it to run every test of the suite.
 BACKEND_NAMES = lk.available_backends("cpu")
 BACKENDS = pytest.mark.parametrize("backend", BACKEND_NAMES)
+# The same but the reference itself ("torch"), for tests that compare a backend's result
+# with the reference: tests/test_reference.py holds the reference to an independent oracle.
+KERNEL_NAMES = [b for b in BACKEND_NAMES if b != "torch"]
+KERNELS = pytest.mark.parametrize("backend", KERNEL_NAMES)
 
 needs_extension = pytest.mark.skipif(
     not lk._extension.is_loaded(), reason=f"C++ extension not loaded: {lk._extension.load_error()}"

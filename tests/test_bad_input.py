@@ -283,6 +283,20 @@ def last_on_meta_with_cpu_backend():
     return _last_bad(w, s, ValueError, "backend 'cpu' does not support .* on meta", backend="cpu")
 
 
+@case
+def weights_sharing_exactly_one_element():
+    # a 1-D base: w1 ends on element 9, w2 starts there (the spans' edges must count)
+    base = _w((19,))
+    return _many([base[:10], base[9:]], [_s(base[:10]), _s(base[9:])], ValueError,
+                 r"weights\[0\] and weights\[1\] share memory")
+
+
+@case
+def weight_overlapping_itself_with_positive_strides():
+    w = _w((20,)).as_strided((3, 4), (4, 2))  # rows step 4, columns 2: elements repeat
+    return _single(w, _s(w), ValueError, "weight has elements that share memory")
+
+
 def _check_raises_and_untouched(case: Case) -> None:
     before = [t.clone() for t in case.tensors]
     with pytest.raises(case.error, match=case.match):
@@ -391,3 +405,13 @@ DIRECT_CASES = {
 @pytest.mark.parametrize("name", DIRECT_CASES)
 def test_native_op_checks(name):
     _check_raises_and_untouched(DIRECT_CASES[name]())
+
+
+def test_adjacent_views_sharing_no_element_are_fine():
+    # the complement of weights_sharing_exactly_one_element: touching spans, no overlap
+    base = _w((20,))
+    a, b = base[:10], base[10:]
+    want = [reference_result(t, _s(t)) for t in (a, b)]
+    lk.rank_match_many_([a, b], [_s(a), _s(b)])
+    for got, exp in zip((a, b), want):
+        assert_bitwise_equal(got, exp)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from conftest import assert_bitwise_equal, generator, make_sorted_init, make_values
+from conftest import (assert_bitwise_equal, generator, make_sorted_init, make_values,
+                      reference_result)
 
 pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
                                 reason=f"C++ extension not loaded: {lk._extension.load_error()}")
@@ -54,6 +55,8 @@ def test_torch_compile_matches_eager():
         assert_bitwise_equal(compiled_ws[i], eager_ws[i], f"weight {i}")
         assert_bitwise_equal(compiled_out[i], eager_out[i], f"output {i}")
     assert not all(torch.equal(a, b) for a, b in zip(eager_ws, ws))  # it did permute
+    for i, (w, s) in enumerate(zip(ws, ss)):  # and eager itself is right
+        assert_bitwise_equal(eager_ws[i], reference_result(w, s), f"eager weight {i}")
 
 
 def test_cpu_kernel_isa():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from conftest import (BACKENDS, DTYPES, KINDS, NAN_BITS, assert_bitwise_equal, bits,
+from conftest import (BACKENDS, DTYPES, KERNELS, KINDS, NAN_BITS, assert_bitwise_equal, bits,
                       from_bits, generator, make_sorted_init, make_values, reference_result,
                       run_backend)
 
@@ -39,7 +39,7 @@ PATH_SHAPES = [(5, 7), (4, 32), (4, 33), (3, 257), (2, 1100), (2, 4096), (1, 163
                (70001,)]
 
 
-@BACKENDS
+@KERNELS
 @dtypes
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_shapes_match_reference(backend, dtype, shape):
@@ -49,7 +49,7 @@ def test_shapes_match_reference(backend, dtype, shape):
     assert_bitwise_equal(run_backend(backend, w, s), reference_result(w, s), f"{shape}")
 
 
-@BACKENDS
+@KERNELS
 @dtypes
 @pytest.mark.parametrize("kind", KINDS)
 def test_kinds_of_data_match_reference(backend, dtype, kind):
