@@ -2,6 +2,7 @@
 
     python -m laperm_kernels.bench                       # ResNet-50, fp32, 1 and 2 threads
     python -m laperm_kernels.bench --preset all --repeat 5 --json results.json
+    python -m laperm_kernels.bench --plot bench.png   # and a chart of the results
 
 Every method runs once to warm up, then `--repeat` times, interleaved with the others
 round by round in random order, each run on weights restored from a pristine copy
@@ -69,14 +70,16 @@ def make_model(shapes, dtype, device, seed=0):
 
 
 def time_methods(fns: List[Callable], pristine: List[torch.Tensor],
-                 sorted_inits: List[torch.Tensor], repeat: int):
+                 sorted_inits: List[torch.Tensor], repeat: int,
+                 progress: Optional[Callable[[int], None]] = None):
     """For each method: (median seconds of ``repeat`` timed runs, its last output, the
     seconds of its first run). Each method first runs once as a warm-up (its first
     call), then the timed runs go round by round, each round in a new (seeded) random
     order, so that neither a drift of the machine's speed nor the method run just before
     favours one method. Every run works on the same buffers, restored from ``pristine``
     before it (untimed): where a tensor lies in memory moved the C++ kernel's time by ~4%
-    between two copies of the same weights, more than the differences to be measured."""
+    between two copies of the same weights, more than the differences to be measured.
+    ``progress(i)`` is called after each run of method ``i``."""
     device = pristine[0].device
     timer = DeviceTimer(device)
     work = [p.clone() for p in pristine]
@@ -92,6 +95,8 @@ def time_methods(fns: List[Callable], pristine: List[torch.Tensor],
         times[i].append(timer.stop())
         if last:
             outputs[i] = [w.clone() for w in work]
+        if progress is not None:
+            progress(i)
 
     for i in range(len(fns)):
         run(i, last=repeat == 0)
@@ -121,7 +126,9 @@ def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[Lis
 
 
 def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: int,
-                  repeat: int, backends: Optional[List[str]] = None) -> List[Result]:
+                  repeat: int, backends: Optional[List[str]] = None,
+                  progress: Optional[Callable[[str], None]] = None) -> List[Result]:
+    """Times every method on ``preset``'s weights; ``progress(method)`` after each run."""
     dtype = _DTYPES[dtype_name]
     torch.set_num_threads(threads)
     pristine, sorted_inits = make_model(PRESETS[preset], dtype, device)
@@ -132,7 +139,8 @@ def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: i
         baselines.prepare_sort_keys(pristine)
 
     methods = methods_for(device, dtype, backends)
-    timed = time_methods([fn for _, fn, _ in methods], pristine, sorted_inits, repeat)
+    timed = time_methods([fn for _, fn, _ in methods], pristine, sorted_inits, repeat,
+                         None if progress is None else lambda i: progress(methods[i][0]))
     results, torch_time = [], None
     for (name, _, checked), (median, out, first) in zip(methods, timed):
         auto = {"first_call_s": first, "chosen": _auto_choice(pristine)} if name == "auto" else {}
@@ -202,11 +210,14 @@ def parse_args(argv=None):
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=sorted(_DTYPES))
     p.add_argument("--threads", nargs="+", type=int, default=None,
                    help="intra-op thread counts to measure (default: 1 and all cores)")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per method (median)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--backends", nargs="+", default=None,
                    help="only these backends/baselines (default: all available)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="PATH",
+                   help="also draw throughput per method and thread count as a PNG "
+                        "(needs matplotlib)")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
@@ -222,27 +233,66 @@ def main(argv=None) -> int:
     cores = torch.get_num_threads()
     threads = args.threads or sorted({1, cores})
     info = machine_info()
-    print("laperm-bench: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print("laperm-bench: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     results: List[Result] = []
     for preset in presets:
         for dtype in args.dtype:
             for t in threads:
-                rows = run_benchmark(preset, dtype, device, t, args.repeat, args.backends)
+                title = f"{preset}, {dtype}, {device}, {t} thread{'s' * (t > 1)}"
+                with _Progress(title, len(methods_for(device, _DTYPES[dtype], args.backends))
+                               * (args.repeat + 1)) as progress:
+                    rows = run_benchmark(preset, dtype, device, t, args.repeat,
+                                         args.backends, progress)
                 n = rows[0].elements if rows else 0
                 print(f"\n{preset}: {len(PRESETS[preset])} tensors, {n / 1e6:.2f}M elements, "
                       f"{dtype}, {device}, {t} thread{'s' * (t > 1)}, median of {args.repeat}")
-                print(format_table(rows))
+                print(format_table(rows), flush=True)
                 results.extend(rows)
     torch.set_num_threads(cores)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=1)
         print(f"\nwrote {args.json}")
+    if args.plot:
+        from .bench_plot import plot_results
+        print(plot_results(results, args.plot, info))
     mismatches = [r for r in results if r.check == "MISMATCH"]
     for r in mismatches:
         print(f"ERROR: {r.method} differs from the reference on {r.preset} {r.dtype} "
               f"({r.threads} threads)", file=sys.stderr)
     return 1 if mismatches else 0
+
+
+class _Progress:
+    """A progress bar on stderr while one configuration runs (tqdm, where installed;
+    else one line a method as it finishes its warm-up)."""
+
+    def __init__(self, title: str, total: int):
+        self.title, self.total, self.bar, self.seen = title, total, None, set()
+
+    def __enter__(self):
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, desc=self.title, unit="run", leave=False,
+                            file=sys.stderr)
+        except ImportError:
+            print(f"{self.title}: ", end="", file=sys.stderr, flush=True)
+        return self
+
+    def __call__(self, method: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(method, refresh=False)
+            self.bar.update()
+        elif method not in self.seen:
+            self.seen.add(method)
+            print(method, end=" ", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            print(file=sys.stderr, flush=True)
+        return False
 
 
 if __name__ == "__main__":
