@@ -115,7 +115,7 @@ def parse_agnostic(value: Optional[str], prune: float = 0.0):
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--agnostic takes a number, 'he' or 'mean'; got {value!r}")
+            f"--agnostic takes a number, 'he' or 'mean'; got {value!r}") from None
     if not math.isfinite(v) or v == 0.0:
         raise argparse.ArgumentTypeError(f"--agnostic value must be finite and non-zero; "
                                          f"got {value!r}")

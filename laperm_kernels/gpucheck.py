@@ -250,9 +250,12 @@ def check_copy_bandwidth(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, s
     nbytes = min(1 << 30, props.total_memory // 8)
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    _cuda_seconds(lambda: dst.copy_(src))  # warm-up
-    seconds = statistics.median(_cuda_seconds(lambda: dst.copy_(src)) for _ in range(10))
-    del src, dst
+
+    def copy():
+        dst.copy_(src)
+
+    _cuda_seconds(copy)  # warm-up
+    seconds = statistics.median(_cuda_seconds(copy) for _ in range(10))
     ctx.copy_gb_per_s = 2 * nbytes / seconds / 1e9  # bytes read + bytes written
     ctx.peak_gb_per_s, how = theoretical_peak(props)
     details.update(bytes=nbytes, median_s=seconds, copy_gb_per_s=ctx.copy_gb_per_s,

@@ -106,7 +106,8 @@ def param_groups(model: nn.Module, *, embeddings: str = "skip") -> List[Dict[str
                 if module.groups != 1:
                     warnings.warn(f"laperm_kernels.param_groups: {name} is a ConvTranspose "
                                   f"with groups={module.groups}; its weight's dim 1 mixes "
-                                  "the units of every group, so it is not permuted")
+                                  "the units of every group, so it is not permuted",
+                                  stacklevel=2)
                 claim(weight, 1 if module.groups == 1 else None)
             elif _is_transformers_conv1d(module):
                 claim(weight, 1)

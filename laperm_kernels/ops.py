@@ -188,7 +188,7 @@ def _check_no_shared_memory(weights, sorted_inits, labels) -> None:
             if t.numel() and t.device.type != "meta":
                 spans.append((*_byte_span(t), writes, name))
     spans.sort()
-    for k, (storage, start, end, writes, name) in enumerate(spans):
+    for k, (storage, _, end, writes, name) in enumerate(spans):
         for storage2, start2, _, writes2, name2 in spans[k + 1:]:
             if storage2 != storage or start2 >= end:
                 break

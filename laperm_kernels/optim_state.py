@@ -10,8 +10,9 @@ initial rows S beside its inner state; in every param group, the step counter (b
 syncs are scheduled) and the shapes of its parameters (so that a checkpoint of another
 model is refused, whatever its inner state holds). So ``torch.save``,
 ``torch.distributed.checkpoint`` (``get/set_optimizer_state_dict``, ``dcp.save/load``),
-Hugging Face and Lightning handle it like any optimizer's. S of a DTensor parameter is a DTensor on its mesh: a distributed
-checkpoint saves every shard and reshards on load, onto another world size too.
+Hugging Face and Lightning handle it like any optimizer's. S of a DTensor parameter is a
+DTensor on its mesh: a distributed checkpoint saves every shard and reshards on load,
+onto another world size too.
 
 :func:`unpack` checks everything before anything changes, and reads the layout of
 earlier versions (``{"inner": ..., "laperm": {...}}``) too.

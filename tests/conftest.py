@@ -17,8 +17,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.reference import (bitwise_equal, rank_match_reference_, rows_and_length,
-                                      same_width_int)
+from laperm_kernels.reference import rank_match_reference_, rows_and_length, same_width_int
 
 # backend="auto" remembers its decisions on disk: the suite uses a cache of its own, never
 # the user's (subprocesses inherit it).
@@ -146,7 +145,8 @@ def _near_one(shape, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
     """+-1.0 plus a few ulps: patterns that share their top bits and differ in the low
     ones. The C++ kernel's radix passes sort a coordinate that keeps only the top bits of
     each magnitude (16-22 bits; 32 of fp64's 64 on its wide path): these tie there, so the
-    tie fix-up alone orders them, with duplicates for stability. fp16/bf16 keys are sorted whole; they get the same shape of data."""
+    tie fix-up alone orders them, with duplicates for stability. fp16/bf16 keys are sorted
+    whole; they get the same shape of data."""
     low_bits = {torch.float32: 12, torch.float64: 24, torch.float16: 4, torch.bfloat16: 3}[dtype]
     one = int(torch.tensor(1.0, dtype=dtype).view(int_dtype(dtype)))
     k = torch.randint(0, 1 << low_bits, shape, generator=gen, dtype=torch.int64)

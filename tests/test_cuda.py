@@ -16,8 +16,9 @@ from conftest import (DTYPES, KINDS, assert_bitwise_equal, generator, make_sorte
 from laperm_kernels.backends import cuda
 from laperm_kernels.presets import resnet50, transformer_mlp
 
-pytestmark = pytest.mark.skipif(not cuda.is_available(),
-                                reason=f"needs the CUDA kernels and a GPU: {cuda.unavailable_reason()}")
+pytestmark = pytest.mark.skipif(
+    not cuda.is_available(),
+    reason=f"needs the CUDA kernels and a GPU: {cuda.unavailable_reason()}")
 
 # Every class boundary: warp (<= 64), each block tile (256 ... 8192), large (> 8192).
 LENGTHS = (1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 256, 257, 511, 512, 513, 1000, 1024, 1025,

@@ -112,7 +112,10 @@ def test_gpt2_conv1d_rows_are_output_units():
     assert model.lm_head.weight is named["transformer.wte.weight"]   # tied: one rule
     initial = {n: named[f"{n}.weight"].detach().clone() for n in conv1d}
     opt = lk.LaPerm(torch.optim.Adam(groups, lr=5e-2), sync_period=2)
-    ids = lambda t: torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(t))
+
+    def ids(t):
+        return torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(t))
+
     for t in range(4):
         opt.zero_grad()
         model(input_ids=ids(t), labels=ids(t)).loss.backward()

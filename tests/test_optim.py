@@ -78,8 +78,8 @@ MODELS = {"mlp": mlp, "cnn": tiny_cnn}
 
 def batches(n: int, in_features: int = 20, seed: int = 1, size: int = 16):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, in_features, generator=g), torch.randint(0, 10, (size,), generator=g))
-            for _ in range(n)]
+    return [(torch.randn(size, in_features, generator=g),
+             torch.randint(0, 10, (size,), generator=g)) for _ in range(n)]
 
 
 def train_step(model, opt, x, y, **step_kwargs):
@@ -492,7 +492,7 @@ def test_step_with_closure():
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), 3)
     ref_opt = lk.LaPerm(torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), 3)
     for x, y in data:
-        def closure():
+        def closure(x=x, y=y):
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
@@ -530,8 +530,8 @@ def test_step_hooks_on_the_wrapper_run():
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=2)
     calls = []
     pre = opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", o.step_count)))
-    post = opt.register_step_post_hook(
-        lambda o, a, k: calls.append(("post", o.step_count, is_permutation_of(model[0].weight, s0))))
+    post = opt.register_step_post_hook(lambda o, a, k: calls.append(
+        ("post", o.step_count, is_permutation_of(model[0].weight, s0))))
     for x, y in batches(2):
         train_step(model, opt, x, y)
     assert calls == [("pre", 0), ("post", 1, False), ("pre", 1), ("post", 2, True)]

@@ -43,7 +43,8 @@ def batch(t: int):
 
 def build(model, with_scheduler=False):
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=K)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5) if with_scheduler else None
+    sched = (torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
+             if with_scheduler else None)
     return opt, sched
 
 

@@ -127,7 +127,7 @@ def test_the_gil_is_released_during_the_cpu_kernel():
         control = _other_thread_progress(lambda: sum(range(30_000_000)))
     finally:
         torch.set_num_threads(threads)
-    for count, seconds in (kernel, control):
+    for _, seconds in (kernel, control):
         assert seconds > 0.05, "a call too short to tell"
     def bound(seconds):  # a blocked thread counts for one switch interval; a free one,
         # even sharing its core with busy neighbours, for a good part of the call
