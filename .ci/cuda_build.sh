@@ -14,8 +14,8 @@ if ! command -v nvcc >/dev/null; then
   exit 0
 fi
 # The toolkit's root: the first candidate with the runtime's header and library. torch's
-# auto-detection takes nvcc's grandparent, which on our machines is /usr/local (nvcc there
-# is a wrapper script), where cuda_runtime.h and -lcudart are not found.
+# auto-detection takes nvcc's grandparent, which is /usr/local where /usr/local/bin/nvcc is
+# a wrapper script, and there cuda_runtime.h and -lcudart are not found.
 if [ -z "${CUDA_HOME:-}" ]; then
   for root in "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")" \
               /usr/local/cuda /usr/local/cuda-*; do

@@ -1,8 +1,8 @@
 """The CUDA kernels on a GPU: bit-identical to the reference in every size class.
 
 These run whenever the extension was built against a CUDA torch and a device is present,
-and skip cleanly otherwise (our CI machines have no GPU; tests/test_cuda_plan.py checks the
-host dispatch there). Each test is small enough to take well under a second on a GPU.
+and skip cleanly otherwise (tests/test_cuda_plan.py checks the host dispatch without a
+GPU; `python -m laperm_kernels.gpucheck` runs these on one). Each test is small enough to take well under a second on a GPU.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""laperm_kernels.gpucheck: the whole command on this machine (without a GPU every GPU
-check is SKIPPED and it exits 0), and its pure parts: JUnit parsing, the pytest step on a
+"""laperm_kernels.gpucheck: the whole command, which without a GPU skips every GPU check
+and exits 0, and its pure parts: JUnit parsing, the pytest step on a
 stand-in test file, report formatting, and a failing check making the exit code 1."""
 
 from __future__ import annotations

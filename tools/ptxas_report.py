@@ -2,8 +2,8 @@
 
     python tools/ptxas_report.py build/logs/*.log
 
-The kernels cannot run on our machines, so what the compiler says about them is the
-closest thing to a profile CI can check: a spill to local memory in a hot kernel would
+CI has no GPU to run the kernels on, so what the compiler says about them is the closest
+thing to a profile it can check: a spill to local memory in a hot kernel would
 turn shared-memory sorting into DRAM traffic. Every (kernel, architecture) record is
 printed; the exit status is 1 if a kernel of namespace ``laperm`` spills, or if no record
 was found at all (a silently empty log must not pass). Spills in third-party kernels
