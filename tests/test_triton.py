@@ -7,13 +7,18 @@ Three parts:
   run in ONE subprocess (this file run as a script with ``--worker``), which reports each
   case's result as JSON; each case is then one pytest test. Shapes are small (the
   interpreter runs tl.sort's network in Python) but reach every code path: rows shorter
-  than a block, exactly one block, several rows per program, rows needing several chunks
-  (``max_block``/``chunk`` made small), several scratch batches, the plan cache, every
-  supported dtype, ties, NaN payloads, +-0, +-inf, subnormals.
-* GPU cases: large shapes (ResNet-50, the 4096x11008 MLP, 65,536-element rows) when
-  ``torch.cuda.is_available()``; skipped otherwise.
+  than a block, exactly one block, several rows per program, long rows (``max_block``/
+  ``chunk`` made small) of 2, 3, 4, 5, 7, 8, 13 and 17 chunks, so that every shape of merge
+  pass appears (odd run counts, partial last chunks, rows of different pass counts in one
+  batch), several scratch batches, a failed scratch allocation (nothing modified), the
+  plan cache, every supported dtype, ties, NaN payloads, +-0, +-inf, subnormals.
+* GPU cases: large shapes (ResNet-50, the 4096x11008 MLP, rows of up to 2^22 + 1
+  elements) when ``torch.cuda.is_available()``; skipped otherwise.
 * Without triton: ``import laperm_kernels`` works and ``backend="triton"`` says how to
   install it (runs whether or not triton is installed).
+
+tests/test_triton_limits.py checks the size limits and the order of allocation,
+compilation and launches without running a kernel.
 
 Everything needing triton skips cleanly when it is not installed.
 """
@@ -47,11 +52,20 @@ BLOCK_TENSORS = [((40, 1), "normal"), ((3, 7), "special"), ((5, 64), "ties"),
                  ((2, 30), "two_valued"), ((2, 40), "sorted"), ((2, 40), "reversed"),
                  ((2, 40), "pruned"), ((9,), "special"), ((0, 5), "normal"), ((3, 0), "normal")]
 
-# With max_block=32 and chunk=16: rows up to 32 in one block, longer rows chunked:
-# exactly 2 chunks (32 -> block; 48 -> 3 chunks), a partial last chunk, a 1-element tail.
+# With max_block=32 and chunk=16: rows up to 32 in one block, longer rows merge-sorted in
+# chunks of 16: 3 chunks exactly (48), 4 (64), 7 (100) and 13 (200), partial last chunks,
+# a 1-element tail (33), every data kind.
 CHUNKED_TENSORS = [((2, 48), "special"), ((1, 200), "ties"), ((3, 33), "random_bits"),
                    ((2, 37), "signed_zeros"), ((2, 32), "special"), ((2, 64), "extreme"),
                    ((1, 100), "near_one")]
+
+# With max_block=8 and chunk=8: rows of 2 (13: a short last chunk; 16), 3 (24), 5 (37),
+# 8 (64) and 17 (129, a 1-element tail) chunks: pairs of full runs, a short last run, a
+# lone odd run carried through one pass (3 chunks), two (5) or four (17), and rows of 1,
+# 2, 3 and 5 passes in one batch (later passes launch a prefix of its rows, longest first).
+MERGE_TENSORS = [((2, 5), "special"), ((3, 13), "ties"), ((2, 16), "special"),
+                 ((2, 24), "signed_zeros"), ((2, 37), "special"), ((1, 64), "random_bits"),
+                 ((1, 129), "ties")]
 
 
 def _check(tensors, dtype, seed, run):
@@ -80,17 +94,74 @@ def case_chunked(dtype):
            lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
 
 
+def case_merge_passes():
+    from laperm_kernels.backends import triton as tb
+    _check(MERGE_TENSORS, torch.float32, 6,
+           lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8))
+    # Rows of 2 chunks only: one pass, which scatters straight from the sorted chunks, and
+    # one scratch buffer (segments of 16 keys: 3 x 16).
+    tensors = [((2, 16), "near_one"), ((1, 11), "special")]
+    ws, ss, out, _ = _check(tensors, torch.bfloat16, 7,
+                            lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8))
+    assert tb._plan(tb._kernels(), out, ss, 8, 8).scratch_keys == 48
+
+
 def case_scratch_batches():
-    # Scratch of 64 keys: each 48..200-element row is its own batch (several launches),
-    # and a row longer than the cap still gets a batch of its own.
+    # Scratch of 144 keys (segments of 48 and 208): batches [200] (a row longer than the
+    # cap gets a batch of its own), [48, 48, 33] (rows of two tensors), [33, 33] (a
+    # tensor's rows split across batches); each batch is sort + merge passes.
     from laperm_kernels.backends import triton as tb
     cap = tb.SCRATCH_KEYS
-    tb.SCRATCH_KEYS = 64
+    tb.SCRATCH_KEYS = 144
     try:
         _check(CHUNKED_TENSORS[:3], torch.float32, 3,
                lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
     finally:
         tb.SCRATCH_KEYS = cap
+
+
+def case_scratch_oom():
+    # Groups of block rows and long rows whose scratch allocation fails: OutOfMemoryError
+    # saying what was needed, and every weight bit for bit unchanged (a call launches its
+    # block kernels first). Through the public API with the shipped configuration (rows of
+    # 8,193 are 3 chunks of 4,096; nothing runs), then with small chunks, where the same
+    # call then runs for real.
+    import laperm_kernels as lk
+    from conftest import (assert_bitwise_equal, generator, make_sorted_init, make_values,
+                          reference_result)
+    from laperm_kernels.backends import triton as tb
+
+    def no_memory(keys, device):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    def fails(tensors, run, needed):
+        gen = generator(8)
+        ws = [make_values(kind, shape, torch.float16, gen) for shape, kind in tensors]
+        ss = [make_sorted_init(shape, torch.float16, gen) for shape, _ in tensors]
+        out = [w.clone() for w in ws]
+        allocate, tb._empty_scratch = tb._empty_scratch, no_memory
+        try:
+            run(out, ss)
+        except torch.OutOfMemoryError as e:
+            for part in (needed, "Nothing was modified", "(injected)"):
+                assert part in str(e), str(e)
+        else:
+            raise AssertionError("the injected allocation failure did not raise")
+        finally:
+            tb._empty_scratch = allocate
+        for (shape, kind), o, w in zip(tensors, out, ws):
+            assert_bitwise_equal(o, w, f"after the failed call: {kind} {shape}")
+        return ws, ss, out
+
+    fails([((3, 20), "special"), ((2, 8193), "ties"), ((1, 60), "signed_zeros")],
+          lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"),
+          "256.5 KiB of scratch on cpu for 2 row(s) longer than 8192")
+    tensors = [((3, 20), "special"), ((2, 40), "ties"), ((1, 100), "signed_zeros")]
+    small = lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16)  # noqa: E731
+    ws, ss, out = fails(tensors, small, "3.2 KiB of scratch on cpu for 3 row(s)")
+    small(out, ss)
+    for (shape, kind), o, w, s in zip(tensors, out, ws, ss):
+        assert_bitwise_equal(o, reference_result(w, s), f"{kind} {shape}")
 
 
 def case_bigger_tiles():
@@ -136,7 +207,9 @@ def case_dispatch():
 INTERPRETER_CASES = {
     **{f"block-{d}": (case_block, d) for d in INTERPRETER_DTYPES},
     **{f"chunked-{d}": (case_chunked, d) for d in INTERPRETER_DTYPES},
+    "merge-passes": (case_merge_passes,),
     "scratch-batches": (case_scratch_batches,),
+    "scratch-oom": (case_scratch_oom,),
     "bigger-tiles": (case_bigger_tiles,),
     "single-tensor-api-and-cache": (case_single_tensor_api_and_cache,),
     "dispatch": (case_dispatch,),
@@ -213,7 +286,7 @@ GPU_SHAPES = {
     "mlp-4096x11008": None,
     "buckets": [(1000, 1), (300, 63), (300, 64), (300, 65), (100, 1024), (64, 4096),
                 (16, 8192), (8, 8193), (8, 16384)],
-    "long-rows": [(4, 16385), (4, 65536), (2, 100_000), (3, 20_000)],
+    "long-rows": [(4, 16385), (4, 65536), (2, 100_000), (3, 20_000), (1, (1 << 22) + 1)],
 }
 
 
@@ -243,6 +316,24 @@ def test_gpu_bitwise(preset, dtype, kind):
     assert chosen in lk.available_backends("cuda")
     for shape, a, e in zip(shapes, auto, expected):
         assert_bitwise_equal(a.cpu(), e, f"auto ({chosen}) {preset} {shape}")
+
+
+@needs_gpu
+def test_gpu_failed_scratch_allocation_changes_nothing(monkeypatch):
+    import laperm_kernels as lk
+    from laperm_kernels.backends import triton as tb
+
+    def no_memory(keys, device):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+    monkeypatch.setattr(tb, "_empty_scratch", no_memory)
+    ws = [torch.randn(64, 1000, device="cuda"), torch.randn(8, 20_000, device="cuda")]
+    ss = [lk.sort_rows(w) for w in ws]
+    before = [w.clone() for w in ws]
+    with pytest.raises(torch.OutOfMemoryError, match="Nothing was modified"):
+        lk.rank_match_many_(ws, ss, backend="triton")
+    torch.cuda.synchronize()
+    for w, b in zip(ws, before):
+        assert torch.equal(w.view(torch.int32), b.view(torch.int32))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:

@@ -8,7 +8,8 @@ laperm_kernels.backends.triton can launch, for sm_80 (A100) and sm_90 (H100), wi
 Triton cache (so the times are real compile times), and prints per configuration the
 compile time, registers per thread, shared memory and spill (local memory) bytes, read
 from the cubin with the cuobjdump that ships with Triton. Exits non-zero if any
-configuration fails to compile or spills.
+configuration fails to compile, spills, or needs global scratch at launch (the launcher
+would allocate it mid-call; the backend makes all of a call's allocations up front).
 
 Why: tl.sort unrolls a bitonic network, and ptxas time grows badly when a big tile has
 too few warps (BLOCK=1024 with 4 warps ran > 9 minutes); this proves each shipped
@@ -34,6 +35,8 @@ if _OWN_CACHE:
     os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="laperm-aot-cache-")
 
 ROW_TABLE = {"w_addr": "*i64", "s_addr": "*i64", "lengths": "*i32"}
+# Long rows: each row's scratch offset, then one (row, chunk) pair per program.
+TILE_TABLE = {"key_offsets": "*i64", "tile_row": "*i32", "tile_start": "*i32"}
 
 
 def configurations():
@@ -49,14 +52,14 @@ def configurations():
                          "BLOCK": "constexpr", "ROWS": "constexpr"},
                         {"KIND": kind, "BLOCK": block, "ROWS": rows}, warps))
         out.append((f"sort_chunks {kind_name} CHUNK={tk.CHUNK}", "sort_chunks_kernel",
-                    {"w_addr": "*i64", "lengths": "*i32", "key_offsets": "*i64",
-                     "scratch": "*i64", "KIND": "constexpr", "CHUNK": "constexpr"},
+                    {"w_addr": "*i64", "lengths": "*i32", **TILE_TABLE, "scratch": "*i64",
+                     "KIND": "constexpr", "CHUNK": "constexpr"},
                     {"KIND": kind, "CHUNK": tk.CHUNK}, tk.SORT_WARPS))
-        out.append((f"rank_scatter {kind_name} CHUNK={tk.CHUNK}", "rank_scatter_kernel",
-                    {**ROW_TABLE, "key_offsets": "*i64", "scratch": "*i64",
+        out.append((f"merge_runs {kind_name} CHUNK={tk.CHUNK}", "merge_runs_kernel",
+                    {**ROW_TABLE, **TILE_TABLE, "src": "*i64", "dst": "*i64", "run": "i32",
                      "KIND": "constexpr", "CHUNK": "constexpr", "LOG2_CHUNK": "constexpr"},
                     {"KIND": kind, "CHUNK": tk.CHUNK,
-                     "LOG2_CHUNK": tk.CHUNK.bit_length() - 1}, tk.RANK_WARPS))
+                     "LOG2_CHUNK": tk.CHUNK.bit_length() - 1}, tk.MERGE_WARPS))
     return out
 
 
@@ -89,9 +92,11 @@ def compile_one(job):
     from laperm_kernels import triton_kernels as tk
 
     fn = getattr(tk, kernel_name)
-    # Pointers as the launcher sees fresh torch tensors: 16-byte aligned.
+    # As the launcher specialises them: pointers of fresh torch tensors (and the 128-byte
+    # aligned scratch views) are 16-byte aligned; merge_runs' run (CHUNK << pass) is a
+    # multiple of 16.
     attrs = {(i,): [["tt.divisibility", 16]]
-             for i, (k, v) in enumerate(signature.items()) if v.startswith("*")}
+             for i, (k, v) in enumerate(signature.items()) if v.startswith("*") or k == "run"}
     start = time.perf_counter()
     try:
         kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs),
@@ -99,6 +104,11 @@ def compile_one(job):
                                 options={"num_warps": warps})
         usage = _resource_usage(kernel.asm["cubin"])
         usage["shared_meta"] = kernel.metadata.shared
+        # Global scratch would be allocated by the launcher at every launch, after earlier
+        # launches of the same call wrote weights: the backend's all-or-nothing rule
+        # (all memory up front) needs none.
+        usage["global_scratch"] = sum(getattr(kernel.metadata, f, 0) or 0 for f in
+                                      ("global_scratch_size", "profile_scratch_size"))
         err = None
     except Exception as e:  # reported, and the exit status says so
         usage, err = {}, f"{type(e).__name__}: {e}"
@@ -124,6 +134,8 @@ def main(argv=None) -> int:
         for (name, arch, warps, secs, usage, err), job in zip(pool.map(compile_one, jobs), jobs):
             if err is None and usage.get("LOCAL", 0):
                 err = f"spills {usage['LOCAL']} bytes to local memory"
+            if err is None and usage.get("global_scratch", 0):
+                err = f"needs {usage['global_scratch']} bytes of launch-time global scratch"
             failed += err is not None
             keys = job[3].get("BLOCK", 0) * job[3].get("ROWS", 1) or job[3]["CHUNK"]
             per_key = usage.get("SASS", 0) * warps * 32 / keys

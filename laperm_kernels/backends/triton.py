@@ -7,10 +7,18 @@ available or is run, so ``import laperm_kernels`` never needs it.
 A validated group (contiguous tensors, one device and dtype) becomes few launches:
 rows of all tensors are bucketed by the power-of-two block that holds them, each bucket a
 table of row descriptors (W address, S address, length) and one launch of
-``rank_match_block_kernel``; rows longer than MAX_BLOCK go, all tensors together, through
-the chunked kernels in batches whose scratch stays under SCRATCH_KEYS keys. The tables
+``rank_match_block_kernel``; rows longer than MAX_BLOCK go, all tensors together and
+longest first, through a merge sort in scratch (``sort_chunks_kernel``, then
+``merge_runs_kernel`` once per pass) in batches of at most SCRATCH_KEYS keys. The tables
 depend only on addresses and shapes, so they are cached: an optimizer syncing the same
 parameters every k steps pays no host work beyond the launches.
+
+All or nothing: everything that can fail before the kernels run does so before the first
+launch. ``plan_layout`` checks the size limits (docs/triton.md) and raises ValueError; the
+call's one scratch allocation (both merge buffers of its largest batch) is made before
+the first launch, and if it fails the call raises ``torch.OutOfMemoryError`` saying how
+much it needed, with every weight unchanged. Plans hold row tables only, never scratch,
+so nothing stays allocated between calls.
 
 float64 is not supported (its 64-bit order key leaves no room for the column in an int64
 sort key); ``backend="auto"`` sends float64 CUDA tensors to the ``"torch"`` backend.
@@ -30,15 +38,26 @@ name = "triton"
 
 _KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # triton_kernels/keys.py
 MIN_BLOCK = 64
-SCRATCH_KEYS = 1 << 23           # 64 MiB of int64 keys per batch of long rows
+SCRATCH_KEYS = 1 << 23  # keys of long rows per batch: 2 x 64 MiB of int64 scratch (ping-pong)
+
+# Size limits (docs/triton.md, "Limits"), checked by plan_layout before anything runs.
+MAX_ROW_LENGTH = 2**31 - 1  # columns are packed in 32 bits and read as int32; lengths are int32
+MAX_PROGRAMS = 2**31 - 1    # CUDA's grid.x (every launch uses grid axis 0 only)
+LAUNCH_ROWS = 1 << 30       # rows per block launch: row indices stay int32 inside the kernel
+SEGMENT_KEYS = 16           # each long row's scratch segment starts on a 128-byte line
 
 _import_error: Optional[str] = None
 _imported = False
 
 
 class Plan(NamedTuple):
-    launches: List[Callable[[int], None]]   # each takes the dtype's KIND
-    tables: List[torch.Tensor]              # every device table the launches read
+    # launch(KIND, scratch, warmup=False); warmup=True compiles its kernels, launching none
+    launches: List[Callable[..., None]]
+    tables: List[torch.Tensor]      # every device table the launches read
+    scratch_keys: int               # int64 scratch the launches need (0: none)
+    long_rows: int                  # rows that take the merge sort, for error messages
+    longest_row: int
+    compiled: List[bool]            # [True] once every kernel of the plan was compiled
 
 
 _plans: "PlanCache[Plan]" = PlanCache(16)
@@ -91,8 +110,8 @@ def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tenso
     """Rank-matches contiguous tensors of one device and a supported dtype, in place.
 
     ``max_block`` (longest row done in one block) and ``chunk`` (keys per chunk of longer
-    rows) default to the shipped configuration; tests make them small so the chunked path
-    runs cheaply under the interpreter.
+    rows, and per program of their merge passes) default to the shipped configuration;
+    tests make them small so the long-row path runs cheaply under the interpreter.
     """
     tk = _kernels()
     if tk is None:
@@ -103,11 +122,17 @@ def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tenso
     chunk = tk.CHUNK if chunk is None else chunk
     dtype, device = weights[0].dtype, weights[0].device
     kind = _KINDS[dtype]
-    plan = _plan(tk, weights, sorted_inits, max_block, chunk)
+    plan = _plan(tk, weights, sorted_inits, max_block, chunk)  # may raise ValueError
     guard = torch.cuda.device(device) if device.type == "cuda" else _NoGuard()
     with guard:
+        scratch = _scratch(plan, weights, max_block)  # may raise OutOfMemoryError
+        if not plan.compiled:  # JIT-compile every kernel before the first one writes
+            for launch in plan.launches:
+                launch(kind, scratch, warmup=True)
+            plan.compiled.append(True)
+        # Nothing below allocates or compiles: the first launch is the first write.
         for launch in plan.launches:
-            launch(kind)
+            launch(kind, scratch)
     for w in weights:  # raw-pointer writes: tell autograd W changed, like any in-place op
         torch.autograd.graph.increment_version(w)
 
@@ -120,17 +145,216 @@ class _NoGuard:
         return False
 
 
-# --- planning: row-descriptor tables, cached by addresses and shapes ---------------------
+# --- scratch: one allocation per call, before any launch --------------------------------
+
+def _empty_scratch(keys: int, device: torch.device) -> torch.Tensor:
+    """The call's int64 scratch (its only device allocation; tests make it fail)."""
+    return torch.empty(keys, dtype=torch.int64, device=device)
+
+
+def _scratch(plan: Plan, weights: Sequence[torch.Tensor], max_block: int
+             ) -> Optional[torch.Tensor]:
+    if plan.scratch_keys == 0:
+        return None
+    device = weights[0].device
+    try:
+        return _empty_scratch(plan.scratch_keys, device)
+    except torch.OutOfMemoryError as e:
+        raise torch.OutOfMemoryError(
+            f"rank_match (triton backend): out of memory allocating "
+            f"{_bytes(plan.scratch_keys * 8)} of scratch on {device} for {plan.long_rows} "
+            f"row(s) longer than {max_block} elements (the longest has "
+            f"{plan.longest_row:,}): int64 sort keys of up to {SCRATCH_KEYS:,} elements of "
+            f"such rows at a time (or of one longer row), in two buffers. Nothing was "
+            f"modified in this group ({len(weights)} {weights[0].dtype} tensor(s)). Free "
+            f"that much GPU memory (drop references, torch.cuda.empty_cache()) "
+            f"and call again, or run these tensors with backend='cuda' or backend='torch', or "
+            f"lower laperm_kernels.backends.triton.SCRATCH_KEYS (fewer rows per batch). "
+            f"The allocator said: {e}") from e
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} B" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+
+
+# --- layout: what to launch, from row descriptions alone (no tensors, no device) ---------
+
+# A piece is (W address, S address, rows, n, bytes per row): consecutive rows of a tensor.
+Piece = Tuple[int, int, int, int, int]
+
+
+class BlockLaunch(NamedTuple):
+    block: int                  # BLOCK of rank_match_block_kernel
+    pieces: List[Piece]         # its rows, in table order
+    rows: int
+
+
+class Batch(NamedTuple):
+    """Long rows that share one scratch: one sort_chunks launch, then ``len(programs)``
+    merge passes. ``programs[p]`` is the grid of pass p: the tiles of the rows still
+    unmerged there, a prefix of the tile table since rows go longest first. programs[0]
+    counts every tile, and is the sort's grid too."""
+    pieces: List[Piece]
+    keys: int                   # scratch keys per buffer (segments of SEGMENT_KEYS)
+    programs: List[int]
+
+    @property
+    def buffers(self) -> int:
+        return 2 if len(self.programs) > 1 else 1   # ping-pong once there are two passes
+
+
+class Layout(NamedTuple):
+    blocks: List[BlockLaunch]
+    batches: List[Batch]
+    scratch_keys: int           # the largest batch's keys x buffers: the call's scratch
+
+
+def _segment(n: int) -> int:
+    return -(-n // SEGMENT_KEYS) * SEGMENT_KEYS
+
+
+def _chunks(n: int, chunk: int) -> int:
+    return -(-n // chunk)
+
+
+def _passes(n: int, chunk: int) -> int:
+    """Merge passes of a row of n > chunk elements: ceil(log2(chunks))."""
+    return (_chunks(n, chunk) - 1).bit_length()
+
+
+def _check_programs(programs: int, what: str) -> None:
+    if programs > MAX_PROGRAMS:
+        raise ValueError(f"the triton backend would launch {programs:,} programs for {what}, "
+                         f"more than CUDA's grid allows ({MAX_PROGRAMS:,})")
+
+
+def plan_layout(pieces: Sequence[Piece], max_block: int, chunk: int,
+                block_rows: Dict[int, int]) -> Layout:
+    """The launches for rows described by ``pieces``, checking every size limit first
+    (ValueError). ``block_rows`` maps each BLOCK to its rows per program. Pure: tests
+    plan row shapes far beyond any memory with made-up addresses."""
+    for _, _, rows, n, _ in pieces:
+        if rows and n > MAX_ROW_LENGTH:
+            raise ValueError(
+                f"rows of {n:,} elements are too long for the triton backend: at most "
+                f"{MAX_ROW_LENGTH:,} (2^31 - 1; columns are packed in 32 bits); use "
+                f"backend='torch' for such tensors")
+
+    buckets: Dict[int, List[Piece]] = {}
+    long_pieces: List[Piece] = []
+    for piece in pieces:
+        rows, n = piece[2], piece[3]
+        if rows == 0 or n == 0:
+            continue
+        if n <= max_block:
+            buckets.setdefault(max(MIN_BLOCK, 1 << (n - 1).bit_length()), []).append(piece)
+        else:
+            long_pieces.append(piece)
+
+    blocks = []
+    for block, bucket in sorted(buckets.items()):
+        for part in _split_rows(bucket, LAUNCH_ROWS):
+            rows = sum(p[2] for p in part)
+            _check_programs(-(-rows // block_rows[block]), f"{rows:,} rows of <= {block}")
+            blocks.append(BlockLaunch(block, part, rows))
+
+    long_pieces.sort(key=lambda p: -p[3])  # stable: longest first, then call order
+    batches = [_batch(part, chunk)
+               for part in _split_keys(long_pieces, SCRATCH_KEYS)]
+    scratch = max((b.keys * b.buffers for b in batches), default=0)
+    return Layout(blocks, batches, scratch)
+
+
+def _split_rows(pieces: List[Piece], limit: int) -> List[List[Piece]]:
+    """``pieces`` cut into consecutive parts of at most ``limit`` rows."""
+    parts, part, rows = [], [], 0
+    for wa, sa, count, n, rb in pieces:
+        first = 0
+        while first < count:
+            take = min(count - first, limit - rows)
+            part.append((wa + first * rb, sa + first * rb, take, n, rb))
+            rows += take
+            first += take
+            if rows == limit:
+                parts.append(part)
+                part, rows = [], 0
+    if part:
+        parts.append(part)
+    return parts
+
+
+def _split_keys(pieces: List[Piece], cap: int) -> List[List[Piece]]:
+    """Long rows cut into batches of at most ``cap`` scratch keys, one row at least; a row
+    never straddles two batches."""
+    parts, part, keys = [], [], 0
+    for wa, sa, count, n, rb in pieces:
+        seg = _segment(n)
+        first = 0
+        while first < count:
+            room = (cap - keys) // seg if part else max(1, cap // seg)
+            if room <= 0:
+                parts.append(part)
+                part, keys = [], 0
+                continue
+            take = min(count - first, room)
+            part.append((wa + first * rb, sa + first * rb, take, n, rb))
+            keys += take * seg
+            first += take
+    if part:
+        parts.append(part)
+    return parts
+
+
+def _batch(pieces: List[Piece], chunk: int) -> Batch:
+    keys = sum(rows * _segment(n) for _, _, rows, n, _ in pieces)
+    programs = [0] * _passes(pieces[0][3], chunk)   # the first row is the longest
+    for _, _, rows, n, _ in pieces:
+        for p in range(_passes(n, chunk)):
+            programs[p] += rows * _chunks(n, chunk)
+    _check_programs(programs[0], f"a batch of {sum(p[2] for p in pieces):,} long rows")
+    return Batch(pieces, keys, programs)
+
+
+# --- plans: the layout's tables on the device and its launches, cached -----------------
 
 def _plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
-    return _plans.get((weights[0].device, weights[0].dtype, max_block, chunk), weights,
-                      sorted_inits,
+    settings = (weights[0].device, weights[0].dtype, max_block, chunk, SCRATCH_KEYS)
+    return _plans.get(settings, weights, sorted_inits,
                       lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk),
                       device_tables=lambda plan: plan.tables)
 
 
-# A piece is (W address, S address, rows, n, bytes per row): consecutive rows of a tensor.
-Piece = Tuple[int, int, int, int, int]
+def _check_settings(tk, max_block: int, chunk: int) -> None:
+    if chunk < 2 or chunk & (chunk - 1) or chunk > max_block:
+        raise ValueError(f"chunk must be a power of two, at least 2 and at most max_block "
+                         f"({max_block}), got {chunk}")
+    if max_block > tk.MAX_BLOCK:
+        raise ValueError(f"max_block must be at most {tk.MAX_BLOCK}, got {max_block}")
+
+
+def _build_plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
+    _check_settings(tk, max_block, chunk)
+    device = weights[0].device
+    pieces = []
+    for w, s in zip(weights, sorted_inits):
+        rows, n = rows_and_length(w)
+        pieces.append((w.data_ptr(), s.data_ptr(), rows, n, n * w.element_size()))
+    layout = plan_layout(pieces, max_block, chunk,
+                         {b: rows for b, (rows, _) in tk.BLOCK_CONFIGS.items()})
+
+    plan = Plan([], [], layout.scratch_keys,
+                sum(p[2] for b in layout.batches for p in b.pieces),
+                max((b.pieces[0][3] for b in layout.batches), default=0), [])
+    for launch in layout.blocks:
+        tables = _row_table(launch.pieces, device)
+        plan.launches.append(_block_launch(tk, launch.block, *tables))
+        plan.tables.extend(tables)
+    for batch in layout.batches:
+        plan.launches.append(_merge_sort_launch(tk, batch, chunk, device, plan.tables))
+    return plan
 
 
 def _row_table(pieces: List[Piece], device) -> Tuple[torch.Tensor, ...]:
@@ -144,88 +368,53 @@ def _row_table(pieces: List[Piece], device) -> Tuple[torch.Tensor, ...]:
     return tuple(torch.cat(t).to(device) for t in (w_addr, s_addr, lengths))
 
 
-def _build_plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
-    device = weights[0].device
-    buckets: Dict[int, list] = {}
-    long_rows: list = []
-    for w, s in zip(weights, sorted_inits):
-        rows, n = rows_and_length(w)
-        if rows == 0 or n == 0:
-            continue
-        if n >= 1 << 31:
-            raise ValueError(f"rows of {n} elements are too long for the triton backend "
-                             "(columns are packed in 32 bits)")
-        piece = (w.data_ptr(), s.data_ptr(), rows, n, n * w.element_size())
-        if n <= max_block:
-            block = max(MIN_BLOCK, 1 << (n - 1).bit_length())
-            buckets.setdefault(block, []).append(piece)
-        else:
-            long_rows.append(piece)
-
-    plan = Plan([], [])
-    for block, pieces in sorted(buckets.items()):
-        tables = _row_table(pieces, device)
-        plan.launches.append(_block_launch(tk, block, *tables))
-        plan.tables.extend(tables)
-    if long_rows:
-        _chunked_launches(tk, long_rows, chunk, device, plan)
-    return plan
-
-
 def _block_launch(tk, block: int, w_tab, s_tab, lengths):
     rows_per_program, warps = tk.BLOCK_CONFIGS[block]
     num_rows = lengths.numel()
     grid = (-(-num_rows // rows_per_program),)
 
-    def launch(kind: int) -> None:
-        tk.rank_match_block_kernel[grid](w_tab, s_tab, lengths, num_rows, KIND=kind,
-                                         BLOCK=block, ROWS=rows_per_program, num_warps=warps)
+    def launch(kind: int, scratch, warmup: bool = False) -> None:
+        _launch(tk.rank_match_block_kernel, grid, warmup, w_tab, s_tab, lengths, num_rows,
+                KIND=kind, BLOCK=block, ROWS=rows_per_program, num_warps=warps)
     return launch
 
 
-def _chunked_launches(tk, pieces, chunk: int, device, plan: Plan) -> None:
-    """Long rows in batches of at most SCRATCH_KEYS keys of scratch (at least one row),
-    added to ``plan``."""
-    batches, batch, keys = [], [], 0
-    for wa, sa, rows, n, row_bytes in pieces:
-        padded = -(-n // chunk) * chunk
-        for r in range(rows):  # split tensors by rows: one row never straddles batches
-            if batch and keys + padded > SCRATCH_KEYS:
-                batches.append((batch, keys))
-                batch, keys = [], 0
-            batch.append((wa + r * row_bytes, sa + r * row_bytes, 1, n, row_bytes))
-            keys += padded
-    batches.append((batch, keys))
-
-    scratch_size = max(k for _, k in batches)
-    warps = tk.BLOCK_CONFIGS.get(chunk, (1, tk.SORT_WARPS))[1]
-    for rows, keys in batches:
-        rows = _merge_rows(rows)
-        w_tab, s_tab, lengths = _row_table(rows, device)
-        padded = [-(-n // chunk) * chunk for _, _, r, n, _ in rows for _ in range(r)]
-        offsets = torch.tensor([0] + padded[:-1], dtype=torch.int64).cumsum(0).to(device)
-        grid = (lengths.numel(), max(padded) // chunk)
-
-        def launch(kind, w_tab=w_tab, s_tab=s_tab, lengths=lengths, offsets=offsets,
-                   grid=grid):
-            scratch = torch.empty(scratch_size, dtype=torch.int64, device=device)
-            tk.sort_chunks_kernel[grid](w_tab, lengths, offsets, scratch, KIND=kind,
-                                        CHUNK=chunk, num_warps=warps)
-            tk.rank_scatter_kernel[grid](w_tab, s_tab, lengths, offsets, scratch, KIND=kind,
-                                         CHUNK=chunk, LOG2_CHUNK=chunk.bit_length() - 1,
-                                         num_warps=tk.RANK_WARPS)
-        plan.launches.append(launch)
-        plan.tables.extend((w_tab, s_tab, lengths, offsets))
+def _launch(kernel, grid, warmup: bool, *args, **kwargs) -> None:
+    """``kernel[grid](*args, **kwargs)``, or with ``warmup`` only its compilation (a
+    no-op under the interpreter)."""
+    if warmup:
+        kernel.warmup(*args, grid=grid, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
 
 
-def _merge_rows(rows):
-    """Consecutive single rows of one tensor back into multi-row pieces."""
-    merged: List[Piece] = []
-    for wa, sa, _, n, row_bytes in rows:
-        if merged:
-            pwa, psa, pr, pn, pb = merged[-1]
-            if pn == n and pwa + pr * pb == wa and psa + pr * pb == sa:
-                merged[-1] = (pwa, psa, pr + 1, pn, pb)
-                continue
-        merged.append((wa, sa, 1, n, row_bytes))
-    return merged
+def _merge_sort_launch(tk, batch: Batch, chunk: int, device, tables: List[torch.Tensor]):
+    """The launches of one batch of long rows: sort its chunks into scratch, then merge
+    runs of chunk, 2 chunk, ... keys; the last pass of each row scatters S into W."""
+    w_tab, s_tab, lengths = _row_table(batch.pieces, device)
+    length = torch.cat([torch.full((rows,), n, dtype=torch.int64)
+                        for _, _, rows, n, _ in batch.pieces])
+    segments = -(-length // SEGMENT_KEYS) * SEGMENT_KEYS
+    key_offsets = (segments.cumsum(0) - segments).to(device)
+    chunks = -(-length // chunk)                         # tiles (= chunks) of each row
+    tile_row = torch.repeat_interleave(torch.arange(length.numel()), chunks)
+    first_tile = chunks.cumsum(0) - chunks
+    tile_start = (torch.arange(tile_row.numel()) - first_tile[tile_row]) * chunk
+    tile_row = tile_row.to(torch.int32).to(device)
+    tile_start = tile_start.to(torch.int32).to(device)
+    tables.extend((w_tab, s_tab, lengths, key_offsets, tile_row, tile_start))
+
+    keys, buffers, programs = batch.keys, batch.buffers, batch.programs
+    sort_warps = tk.BLOCK_CONFIGS.get(chunk, (1, tk.SORT_WARPS))[1]
+    log2_chunk = chunk.bit_length() - 1
+
+    def launch(kind: int, scratch: torch.Tensor, warmup: bool = False) -> None:
+        # Two views of the one scratch (keys is a multiple of 16: both 128-byte aligned).
+        runs = (scratch[:keys], scratch[keys:2 * keys] if buffers == 2 else scratch[:keys])
+        _launch(tk.sort_chunks_kernel, (programs[0],), warmup, w_tab, lengths, key_offsets,
+                tile_row, tile_start, runs[0], KIND=kind, CHUNK=chunk, num_warps=sort_warps)
+        for p, grid in enumerate(programs):
+            _launch(tk.merge_runs_kernel, (grid,), warmup, w_tab, s_tab, lengths, key_offsets,
+                    tile_row, tile_start, runs[p % 2], runs[1 - p % 2], chunk << p,
+                    KIND=kind, CHUNK=chunk, LOG2_CHUNK=log2_chunk, num_warps=tk.MERGE_WARPS)
+    return launch

@@ -22,14 +22,16 @@ Rows of many tensors go in one launch: ``w_addr``/``s_addr`` hold each row's abs
 address (int64, cast to a pointer in the kernel) and ``lengths`` its n, so a whole
 model's rows of one dtype and bucket are one launch (the tensors are separate
 allocations; a table of addresses avoids copying them into one buffer). Rows past
-``num_rows`` in the last tile are masked.
+``num_rows`` in the last tile are masked. Row indices are int32: the backend launches at
+most 2^30 rows at a time (a bucket with more is several launches).
 
 Configurations (BLOCK, ROWS, num_warps) live in CONFIGS; tools/aot_compile_triton.py
 compiles every one for sm_80 and sm_90. tl.sort's bitonic network unrolls log2(BLOCK)^2/2
 compare-exchange stages; with too few warps for the tile, ptxas time explodes (measured:
 BLOCK=1024 with 4 warps > 9 min, with 8 warps 3-5 s), so every tile of >= 1024 keys gets
 >= 8 warps. BLOCK=16384 (32 warps, 64 registers, no spills) compiled in 34 s for sm_90
-but 155 s for sm_80, so it is not shipped: longer rows take the chunked kernels.
+but 155 s for sm_80, so it is not shipped: longer rows take the merge sort of
+sort_chunks.py and merge_runs.py.
 """
 
 import triton
