@@ -200,9 +200,9 @@ def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
 def launch_counts(shapes, dtype: torch.dtype, device: torch.device) -> Dict[str, Optional[int]]:
     """Launches per call of each backend for tensors of ``shapes``: cuda, one per size
     class plus one per large batch; triton, one per block bucket plus one per batch of
-    chunked rows. None where the backend cannot plan them. Plans depend on shapes and
-    addresses only, so the tensors are left uninitialised; on the CPU the cuda plan takes
-    sm_90's largest block tile."""
+    long rows (each a chunk sort and its merge passes). None where the backend cannot
+    plan them. Plans depend on shapes and addresses only, so the tensors are left
+    uninitialised; on the CPU the cuda plan takes sm_90's largest block tile."""
     ws = [torch.empty(s, dtype=dtype, device=device) for s in shapes]
     ss = [torch.empty_like(w) for w in ws]
     counts: Dict[str, Optional[int]] = {"cuda": None, "triton": None}
@@ -534,7 +534,8 @@ def _details_md(check: Check) -> List[str]:
                          for r in d["rows"]])
         lines += ["", "cuda: one launch per size class plus one per large batch (a batch is a "
                   "gather, CUB's sort kernels and a scatter); triton: one per block bucket plus "
-                  "one per batch of chunked rows (two kernels each)."]
+                  "one per batch of long rows (a chunk sort, then one merge pass per "
+                  "doubling of the sorted runs)."]
     elif check.name == "copy-bandwidth" and "bytes" in d:
         peak = (f"{d['peak_gb_per_s']:.0f} GB/s ({d['peak_from']})" if d["peak_gb_per_s"]
                 else f"unknown: {d['peak_from']}")
