@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def _extension():
-    cpu_sources = ["csrc/laperm.cpp", "csrc/inplace_version.cpp",
+    cpu_sources = ["csrc/laperm.cpp", "csrc/inplace_version.cpp", "csrc/scratch.cpp",
                    *sorted(glob.glob("csrc/cpu/*.cpp")), *sorted(glob.glob("csrc/cuda/host/*.cpp"))]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []

@@ -33,6 +33,12 @@ TORCH_LIBRARY(laperm, m) {
   // checks and launches, so it can be captured in a CUDA graph.
   m.def("rank_match_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
         "Tensor rows, Tensor segment_offsets) -> ()");
+
+  // Test-only (scratch.h): the k-th scratch allocation (1-based) of the next call of
+  // rank_match_many_ or rank_match_planned_ that reaches its allocations fails as if
+  // memory had run out; that call disarms it, as does k = 0. For tests of the promise
+  // that a call failing for want of memory changes no weight.
+  m.def("_test_fail_allocation(int k) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {

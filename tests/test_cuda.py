@@ -2,7 +2,8 @@
 
 These run whenever the extension was built against a CUDA torch and a device is present,
 and skip cleanly otherwise (tests/test_cuda_plan.py checks the host dispatch without a
-GPU; `python -m laperm_kernels.gpucheck` runs these on one). Each test is small enough to take well under a second on a GPU.
+GPU; `python -m laperm_kernels.gpucheck` runs these on one). Each test is small enough to
+take well under a second on a GPU.
 """
 
 from __future__ import annotations

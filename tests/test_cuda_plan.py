@@ -11,8 +11,6 @@ that executing them is bit-identical to the PyTorch reference.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -167,7 +165,7 @@ def test_row_table_holds_every_row_once_in_its_class(max_block_tile):
 
     covered = []
     for name, begin, count in info["launches"]:  # on-chip classes: every row fits its class
-        for w, s, n, scratch in table[begin:begin + count]:
+        for _, _, n, scratch in table[begin:begin + count]:
             assert expected_class(n, max_block_tile) == name and scratch == -1
         covered += range(begin, begin + count)
     for begin, count, items, longest, first_offset in info["large_batches"]:
@@ -200,8 +198,8 @@ def test_mlp_rows_are_batched_under_the_bound():
     info = cuda.describe_plan(torch.ops.laperm.cuda_row_plan(ws, ss, 8192, limit))
     per_batch = limit // shape[1]
     assert not info["launches"]
-    assert [b[1] for b in info["large_batches"]] == (
-        [per_batch] * (shape[0] // per_batch) + ([shape[0] % per_batch] if shape[0] % per_batch else []))
+    rest = [shape[0] % per_batch] if shape[0] % per_batch else []
+    assert [b[1] for b in info["large_batches"]] == [per_batch] * (shape[0] // per_batch) + rest
     assert info["max_batch_items"] == per_batch * shape[1] <= limit
 
 
@@ -271,6 +269,23 @@ def test_corrupted_plan_words_are_refused(corrupt):
         words[-4] = 10**6                       # last batch's row count
     before = [w.clone() for w in ws]
     with pytest.raises(ValueError, match="not a plan made by laperm::cuda_row_plan"):
+        torch.ops.laperm.rank_match_planned_(ws, ss, words, rows, offsets)
+    assert _unchanged(ws, before)
+
+
+def test_plan_words_beyond_the_launch_limits_are_refused():
+    # A launch of more block rows than a grid holds (2^31 - 1), consistent with forged
+    # table sizes: decode_plan refuses it by the planner's limit, before the tables' check.
+    ws, ss = _pair()
+    words, rows, offsets = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
+    words = words.clone()
+    n_tensors = int(words[2])
+    words[5] = 1 << 32                          # num_rows
+    launch = 8 + 4 * n_tensors                  # the first launch: block tile 256
+    assert int(words[launch]) == 0
+    words[launch + 2] = 1 << 31                 # its row count
+    before = [w.clone() for w in ws]
+    with pytest.raises(ValueError, match="a launch is out of range"):
         torch.ops.laperm.rank_match_planned_(ws, ss, words, rows, offsets)
     assert _unchanged(ws, before)
 
@@ -346,7 +361,8 @@ def test_plan_cache_returns_the_same_plan():
 def test_cuda_backend_is_unavailable_with_a_reason():
     assert "cuda" not in lk.available_backends()
     reason = cuda.unavailable_reason()
-    assert ("no CUDA device" in reason) if cuda.compiled() else ("without the CUDA kernels" in reason)
+    assert (("no CUDA device" in reason) if cuda.compiled()
+            else ("without the CUDA kernels" in reason))
     w = torch.randn(3, 10)
     with pytest.raises(RuntimeError, match="backend 'cuda' is not available"):
         lk.rank_match_(w, lk.sort_rows(w), backend="cuda")

@@ -13,18 +13,23 @@ namespace cpu {
 
 // Per-thread scratch, owned by the driver: two untyped buffers of at least `capacity`
 // 64-bit words each, capacity >= the longest row handed to the kernel. Untyped because a
-// kernel may use them as 32-bit or as 64-bit words, row by row.
+// kernel may use them as 32-bit or as 64-bit words, row by row. Rows of at most one
+// element touch no scratch (capacity 0 and null buffers are fine for them).
 struct RowScratch {
   void* words;
   void* spare;
   int64_t capacity;
 };
+constexpr int64_t kScratchBytesPerElement = 2 * sizeof(uint64_t);
+
+// The longest row the kernels take: the wide path's words hold a 32-bit column.
+constexpr int64_t kMaxRowLength = int64_t(1) << 32;
 
 // Rank-matches `rows` contiguous rows of `row_len` elements in place:
 // for every row, weight[order(weight)[i]] = sorted_init[i]. Elements are raw bit patterns
-// of the dtype named by the table slot.
+// of the dtype named by the table slot. Allocates nothing and never throws.
 using RowsKernel = void (*)(void* weight, const void* sorted_init, int64_t rows,
-                            int64_t row_len, RowScratch scratch);
+                            int64_t row_len, RowScratch scratch) noexcept;
 
 struct KernelTable {
   const char* isa;

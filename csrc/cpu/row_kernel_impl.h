@@ -26,7 +26,8 @@
 // (the top 32 key bits above a 32-bit column), two or three LSD passes of 8-11 bit
 // digits, the same fix-up on 64-bit words. Rows of up to kInsertionSortMaxRow elements
 // take it too, with an insertion sort.
-// Scratch is the driver's two buffers of n 64-bit words; the compact path uses half of each.
+// Scratch is the driver's two buffers of n 64-bit words (row_kernel.h); the compact path
+// uses half of each, but may fall back to the wide path, which uses all of it.
 //
 // This file is compiled once per instruction set (row_kernel_{avx512,avx2,generic}.cpp),
 // each defining LAPERM_ISA as its own namespace, with `#pragma GCC target` in force.
@@ -451,7 +452,7 @@ void rank_match_row(typename Format::Bits* w, const typename Format::Bits* s, in
 
 template <typename Format>
 void rank_match_rows(void* weight, const void* sorted_init, int64_t rows, int64_t row_len,
-                     RowScratch scratch) {
+                     RowScratch scratch) noexcept {
   using Bits = typename Format::Bits;
   auto* w = static_cast<Bits*>(weight);
   const auto* s = static_cast<const Bits*>(sorted_init);

@@ -94,7 +94,7 @@ struct Tile {
 
   static cudaError_t launch(const RowDesc* rows, int64_t num_rows, cudaStream_t stream) {
     if (num_rows <= 0) return cudaSuccess;
-    if (num_rows > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    if (num_rows > kMaxBlockClassRows) return cudaErrorInvalidConfiguration;
     auto* kernel = rank_match_block_rows<Format, kShape.threads, kShape.items>;
     const int smem = static_cast<int>(Rows::kSmemBytes);
     if (smem > 48 * 1024) {  // beyond the default per-block limit: opt in

@@ -6,7 +6,8 @@
 // hence the LaPerm optimizer) caches the plan and its device tables, so a sync is a few
 // host checks and one launch per size class, with nothing allocated and nothing
 // synchronised unless the model has rows longer than the largest block tile (their
-// scratch comes from PyTorch's caching allocator, which CUDA graph capture supports).
+// scratch comes from PyTorch's caching allocator, which CUDA graph capture supports, and
+// is allocated before the first launch, so running out of memory changes no weight).
 // rank_match_many_ plans and uploads the tables on every call (a blocking copy), for
 // direct callers of torch.ops.laperm.rank_match_many_.
 #include <ATen/ATen.h>
@@ -15,10 +16,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 
 #include "cuda/host/row_plan.h"
 #include "cuda/host/tensor_rows.h"
 #include "cuda/kernels.h"
+#include "scratch.h"
 
 namespace laperm {
 namespace cuda {
@@ -34,20 +37,35 @@ class CudaLauncher final : public PlanLauncher {
   CudaLauncher(ElementType type, const at::Tensor& like, cudaStream_t stream)
       : type_(type), like_(like), stream_(stream) {}
 
+  // The large rows' scratch, before any launch: running out of memory leaves every weight
+  // unchanged. Stream-ordered on the current stream by the caching allocator: no sync.
+  void prepare(const LaunchBounds& bounds) override {
+    ScratchCounter counter;
+    if (bounds.max_batch_items == 0) return;
+    size_t bytes = 0;  // CUB's temporary storage grows with items and segments
+    check_cuda(large_rows_scratch_bytes(type_, bounds.max_batch_items, bounds.max_batch_rows,
+                                        &bytes),
+               "sizing the large-row scratch");
+    try {
+      if (counter.next_fails()) throw_out_of_memory("injected by laperm::_test_fail_allocation");
+      scratch_ = at::empty({static_cast<int64_t>(bytes)}, like_.options().dtype(at::kByte));
+    } catch (const c10::OutOfMemoryError& e) {
+      throw_out_of_memory(
+          "laperm cuda backend: out of memory for the large rows' scratch: " +
+          format_bytes(static_cast<int64_t>(bytes)) + " for batches of up to " +
+          std::to_string(bounds.max_batch_items) + " elements (the longest row has " +
+          std::to_string(bounds.max_large_length) + "). No weight was modified. Free GPU "
+          "memory, or plan with a smaller max_batch_items (a longer row is a batch alone). "
+          "The allocator said: " + e.msg());
+    }
+    scratch_bytes_ = bytes;
+  }
   void warp_rows(const RowDesc* rows, int64_t count) override {
     check_cuda(launch_warp_rows(type_, rows, count, stream_), "warp-class launch");
   }
   void block_rows(int tile_index, const RowDesc* rows, int64_t count) override {
     check_cuda(launch_block_rows(type_, tile_index, rows, count, stream_),
                "block-class launch");
-  }
-  void prepare_large(int64_t max_batch_items, int64_t max_batch_rows) override {
-    size_t bytes = 0;  // CUB's temporary storage grows with items and segments
-    check_cuda(large_rows_scratch_bytes(type_, max_batch_items, max_batch_rows, &bytes),
-               "sizing the large-row scratch");
-    scratch_bytes_ = bytes;
-    // Stream-ordered on the current stream by the caching allocator: no device sync.
-    scratch_ = at::empty({static_cast<int64_t>(bytes)}, like_.options().dtype(at::kByte));
   }
   void large_rows(const LargeBatch& batch, const RowDesc* rows,
                   const int32_t* segment_offsets) override {

@@ -39,6 +39,12 @@ constexpr int element_bytes(ElementType t) {
 constexpr int64_t kWarpMaxLength = 64;
 constexpr int kWarpRowsThreads = 256;  // 8 rows per block of the warp kernel
 
+// Rows per launch of the on-chip classes: a grid holds at most 2^31 - 1 blocks in x; the
+// block class runs one block per row, the warp class one warp per row.
+constexpr int64_t kMaxGridBlocks = 0x7fffffff;
+constexpr int64_t kMaxBlockClassRows = kMaxGridBlocks;
+constexpr int64_t kMaxWarpClassRows = kMaxGridBlocks * (kWarpRowsThreads / 32);
+
 struct BlockTile {
   int64_t tile;     // elements per row-tile (threads * items)
   int threads;      // threads per block

@@ -59,7 +59,7 @@ template <typename Format>
 cudaError_t launch(const RowDesc* rows, int64_t num_rows, cudaStream_t stream) {
   if (num_rows <= 0) return cudaSuccess;
   const int64_t blocks = (num_rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  if (blocks > kMaxGridBlocks) return cudaErrorInvalidConfiguration;
   rank_match_warp_rows<Format><<<unsigned(blocks), kWarpRowsThreads, 0, stream>>>(rows, num_rows);
   return cudaGetLastError();
 }

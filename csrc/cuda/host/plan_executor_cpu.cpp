@@ -6,16 +6,19 @@
 // the glue), the warp class's ranking rule (warp_rank.h, shared with the kernel), the
 // block class's padding to its tile, and the large class's scratch segments as
 // DeviceSegmentedRadixSort sees them (bounds from segment_offsets, not from the rows).
-// Tests compare its results bit for bit with the PyTorch reference.
+// Tests compare its results bit for bit with the PyTorch reference. Like the CUDA glue, it
+// allocates all its scratch (scratch.h) before the first launch writes a weight.
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
 #include <numeric>
-#include <vector>
+#include <string>
 
 #include "common/order_key.h"
 #include "cuda/host/tensor_rows.h"
 #include "cuda/warp_rank.h"
+#include "scratch.h"
 
 namespace laperm {
 namespace cuda {
@@ -27,6 +30,19 @@ class CpuEmulation final : public PlanLauncher {
   static constexpr Bits kPad = Bits(~Bits(0));
 
  public:
+  void prepare(const LaunchBounds& bounds) override {
+    bounds_ = bounds;
+    const int64_t key = sizeof(Bits), index = sizeof(int64_t);
+    const int64_t total = (key + index) * (bounds.max_tile + bounds.max_batch_items) +
+                          index * bounds.max_large_length;
+    ScratchCounter counter;
+    allocate(counter, tile_keys_, bounds.max_tile, "block-tile keys", total);
+    allocate(counter, tile_order_, bounds.max_tile, "block-tile order", total);
+    allocate(counter, large_keys_, bounds.max_batch_items, "large-row keys", total);
+    allocate(counter, large_columns_, bounds.max_batch_items, "large-row columns", total);
+    allocate(counter, large_order_, bounds.max_large_length, "large-row order", total);
+  }
+
   void warp_rows(const RowDesc* rows, int64_t count) override {
     for (int64_t r = 0; r < count; ++r) {  // 32 "lanes", each holding columns l, l + 32
       Bits* w = reinterpret_cast<Bits*>(rows[r].w_addr);
@@ -57,45 +73,45 @@ class CpuEmulation final : public PlanLauncher {
   void block_rows(int tile_index, const RowDesc* rows, int64_t count) override {
     TORCH_CHECK(tile_index >= 0 && tile_index < kNumBlockTiles, "tile index ", tile_index);
     const int64_t tile = kBlockTiles[tile_index].tile;
-    std::vector<Bits> keys(tile);
-    std::vector<int64_t> order(tile);
+    TORCH_CHECK(tile <= bounds_.max_tile, "tile ", tile, " exceeds scratch");
+    Bits* keys = tile_keys_.get();
+    int64_t* order = tile_order_.get();
     for (int64_t r = 0; r < count; ++r) {
       Bits* w = reinterpret_cast<Bits*>(rows[r].w_addr);
       const Bits* s = reinterpret_cast<const Bits*>(rows[r].s_addr);
       const int64_t n = rows[r].length;
       TORCH_CHECK(n > kWarpMaxLength && n <= tile, "row of length ", n, " in tile ", tile);
       for (int64_t c = 0; c < tile; ++c) keys[c] = c < n ? order_key<Format>(w[c]) : kPad;
-      sort_stably(keys.data(), order.data(), tile);  // BlockRadixSort over the padded tile
+      sort_stably(keys, order, tile);  // BlockRadixSort over the padded tile
       for (int64_t rank = 0; rank < n; ++rank) w[order[rank]] = s[rank];
     }
   }
 
-  void prepare_large(int64_t max_batch_items, int64_t) override {
-    keys_.resize(max_batch_items);
-    columns_.resize(max_batch_items);
-  }
-
   void large_rows(const LargeBatch& batch, const RowDesc* rows,
                   const int32_t* segment_offsets) override {
-    TORCH_CHECK(batch.items <= static_cast<int64_t>(keys_.size()), "batch exceeds scratch");
+    TORCH_CHECK(batch.items <= bounds_.max_batch_items &&
+                    batch.max_length <= bounds_.max_large_length,
+                "batch exceeds scratch");
+    Bits* keys = large_keys_.get();
+    int64_t* columns = large_columns_.get();
     for (int64_t r = 0; r < batch.row_count; ++r) {  // gather
       const Bits* w = reinterpret_cast<const Bits*>(rows[r].w_addr);
       for (int64_t i = 0; i < rows[r].length; ++i)
-        keys_[rows[r].scratch_offset + i] = order_key<Format>(w[i]);
+        keys[rows[r].scratch_offset + i] = order_key<Format>(w[i]);
     }
-    std::vector<int64_t> order;
     for (int64_t seg = 0; seg < batch.row_count; ++seg) {  // the segmented sort
       const int64_t begin = segment_offsets[seg], end = segment_offsets[seg + 1];
-      TORCH_CHECK(0 <= begin && begin <= end && end <= batch.items, "bad segment offsets");
-      order.resize(end - begin);
-      sort_stably(keys_.data() + begin, order.data(), end - begin);
-      for (int64_t i = 0; i < end - begin; ++i) columns_[begin + i] = order[i];
+      TORCH_CHECK(0 <= begin && begin <= end && end <= batch.items &&
+                      end - begin <= batch.max_length,
+                  "bad segment offsets");
+      sort_stably(keys + begin, large_order_.get(), end - begin);
+      for (int64_t i = 0; i < end - begin; ++i) columns[begin + i] = large_order_[i];
     }
     for (int64_t r = 0; r < batch.row_count; ++r) {  // scatter
       Bits* w = reinterpret_cast<Bits*>(rows[r].w_addr);
       const Bits* s = reinterpret_cast<const Bits*>(rows[r].s_addr);
-      const int64_t* columns = columns_.data() + rows[r].scratch_offset;
-      for (int64_t rank = 0; rank < rows[r].length; ++rank) w[columns[rank]] = s[rank];
+      const int64_t* row_columns = columns + rows[r].scratch_offset;
+      for (int64_t rank = 0; rank < rows[r].length; ++rank) w[row_columns[rank]] = s[rank];
     }
   }
 
@@ -106,8 +122,26 @@ class CpuEmulation final : public PlanLauncher {
     std::stable_sort(order, order + n, [keys](int64_t a, int64_t b) { return keys[a] < keys[b]; });
   }
 
-  std::vector<Bits> keys_;
-  std::vector<int64_t> columns_;
+  // `count` elements into `buffer` (none if count is 0), or torch.OutOfMemoryError.
+  template <typename T>
+  static void allocate(ScratchCounter& counter, std::unique_ptr<T[]>& buffer, int64_t count,
+                       const char* what, int64_t total_bytes) {
+    if (count == 0) return;
+    buffer = try_allocate<T>(counter, count);
+    if (buffer) return;
+    throw_out_of_memory(
+        std::string("laperm::rank_match_planned_ (CPU emulation): out of memory: ") +
+        format_bytes(count * int64_t(sizeof(T))) + " for the " + what + ", " +
+        format_bytes(total_bytes) + " of scratch in all. No weight was modified. Free "
+        "memory, or plan with a smaller max_batch_items.");
+  }
+
+  LaunchBounds bounds_;
+  std::unique_ptr<Bits[]> tile_keys_;
+  std::unique_ptr<int64_t[]> tile_order_;
+  std::unique_ptr<Bits[]> large_keys_;
+  std::unique_ptr<int64_t[]> large_columns_;
+  std::unique_ptr<int64_t[]> large_order_;
 };
 
 void rank_match_planned_cpu(at::TensorList weights, at::TensorList sorted_inits,

@@ -2,7 +2,9 @@
 #include "cuda/host/row_plan.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
+#include <string>
 
 namespace laperm {
 namespace cuda {
@@ -23,6 +25,16 @@ int class_slot(int64_t length, int64_t max_block_tile) {
   for (int t = 0; t < kNumBlockTiles && kBlockTiles[t].tile <= max_block_tile; ++t)
     if (length <= kBlockTiles[t].tile) return 1 + t;  // the smallest tile that holds it
   return kLargeSlot;
+}
+
+// The most rows one launch of class `slot` takes (row_desc.h); large batches have none.
+int64_t max_class_rows(int slot) {
+  return slot == 0 ? kMaxWarpClassRows : slot < kLargeSlot ? kMaxBlockClassRows : INT64_MAX;
+}
+
+std::string class_name(int slot) {
+  if (slot == 0) return "the warp class (<= " + std::to_string(kWarpMaxLength) + " elements)";
+  return "block tile " + std::to_string(kBlockTiles[slot - 1].tile);
 }
 
 void append_rows(std::vector<RowDesc>& out, const TensorRows& t, int64_t row_bytes) {
@@ -49,16 +61,27 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
          std::to_string(limits.max_batch_items));
   const int64_t elem = element_bytes(type);
 
-  // Group tensors by class: every row of a tensor has one length, so one class.
+  // Group tensors by class: every row of a tensor has one length, so one class. Every
+  // limit is checked here, before a table is built.
   std::vector<const TensorRows*> by_class[kLargeSlot + 1];
-  for (const TensorRows& t : tensors) {
+  int64_t class_rows[kLargeSlot + 1] = {};
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorRows& t = tensors[i];
     if (t.rows < 0 || t.length < 0) fail("a tensor has a negative row count or length");
     if (t.rows == 0 || t.length == 0) continue;  // nothing to permute
     if (t.length > kMaxBatchItems)
-      fail("rows of " + std::to_string(t.length) + " elements are too long for the cuda "
-           "backend (at most 2^31 - 1: CUB's segment offsets are int)");
-    by_class[class_slot(t.length, limits.max_block_tile)].push_back(&t);
+      fail("weights[" + std::to_string(i) + "] has rows of " + std::to_string(t.length) +
+           " elements; the cuda backend's limit is " + std::to_string(kMaxBatchItems) +
+           " (2^31 - 1: CUB's item counts and the segment offsets are int32)");
+    const int slot = class_slot(t.length, limits.max_block_tile);
+    by_class[slot].push_back(&t);
+    class_rows[slot] += t.rows;
   }
+  for (int c = 0; c < kLargeSlot; ++c)
+    if (class_rows[c] > max_class_rows(c))
+      fail("the group has " + std::to_string(class_rows[c]) + " rows in " + class_name(c) +
+           "; one launch takes at most " + std::to_string(max_class_rows(c)) +
+           " (CUDA's grid limit): rank-match the tensors in several calls");
 
   RowPlan plan;
   plan.type = type;
@@ -143,7 +166,8 @@ DecodedPlan decode_plan(const int64_t* words, int64_t size) {
   for (int64_t i = 0; i < n_launches; ++i, at += kLaunchWords) {
     const ClassLaunch l{static_cast<int32_t>(at[0]), at[1], at[2]};
     if (l.tile_index < kWarpClass || l.tile_index >= kNumBlockTiles || l.row_begin < 0 ||
-        l.row_count < 1 || l.row_begin + l.row_count > out.num_rows)
+        l.row_count < 1 || l.row_count > max_class_rows(l.tile_index + 1) ||
+        l.row_begin + l.row_count > out.num_rows)
       bad("a launch is out of range");
     p.launches.push_back(l);
   }

@@ -77,7 +77,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan_to_tensors(const RowPlan& pl
   return {host, rows.to(device), offsets.to(device)};
 }
 
-
 DecodedPlan check_plan(const char* op, ElementType type, at::TensorList weights,
                        at::TensorList sorted_inits, const at::Tensor& plan,
                        const at::Tensor& rows, const at::Tensor& segment_offsets) {
@@ -112,18 +111,28 @@ DecodedPlan check_plan(const char* op, ElementType type, at::TensorList weights,
   return decoded;
 }
 
+LaunchBounds launch_bounds(const RowPlan& plan) {
+  LaunchBounds b;
+  for (const ClassLaunch& l : plan.launches)
+    if (l.tile_index != kWarpClass)
+      b.max_tile = std::max(b.max_tile, kBlockTiles[l.tile_index].tile);
+  for (const LargeBatch& batch : plan.batches) {
+    b.max_batch_items = std::max(b.max_batch_items, batch.items);
+    b.max_batch_rows = std::max(b.max_batch_rows, batch.row_count);
+    b.max_large_length = std::max(b.max_large_length, batch.max_length);
+  }
+  return b;
+}
+
 void run_plan(const RowPlan& plan, const RowDesc* rows, const int32_t* segment_offsets,
               PlanLauncher& launcher) {
+  launcher.prepare(launch_bounds(plan));
   for (const ClassLaunch& l : plan.launches) {
     if (l.tile_index == kWarpClass)
       launcher.warp_rows(rows + l.row_begin, l.row_count);
     else
       launcher.block_rows(l.tile_index, rows + l.row_begin, l.row_count);
   }
-  if (plan.batches.empty()) return;
-  int64_t max_rows = 0;
-  for (const LargeBatch& b : plan.batches) max_rows = std::max(max_rows, b.row_count);
-  launcher.prepare_large(plan.max_batch_items, max_rows);
   for (const LargeBatch& b : plan.batches)
     launcher.large_rows(b, rows + b.row_begin, segment_offsets + b.offsets_begin);
 }
