@@ -2,7 +2,7 @@
 // on: the row descriptor, the element types and the size classes.
 //
 // Plain C++ with no dependencies: g++ compiles it into the CPU build, where the planner is
-// unit-tested, and nvcc into the kernels, which cannot run on our machines.
+// unit-tested without a GPU, and nvcc into the kernels.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // The CPU kernel of laperm::rank_match_planned_: runs a plan the way the CUDA kernels are
 // specified to, one emulated launch at a time, on CPU tensors.
 //
-// The CUDA kernels cannot run on our machines; this runs everything around them here:
+// It needs no GPU, so tests on any machine run everything around the CUDA kernels:
 // the plan's classes and tables, its checks, the launch sequence (run_plan, shared with
 // the glue), the warp class's ranking rule (warp_rank.h, shared with the kernel), the
 // block class's padding to its tile, and the large class's scratch segments as

@@ -2,8 +2,8 @@
 // the device table of row descriptors, the batches of large rows and their scratch.
 //
 // It is compiled into every build (CPU-only included) and unit-tested on the CPU through
-// laperm::cuda_row_plan (row_plan_op.cpp): the kernels cannot run on our machines, so
-// everything that decides what they are given is kept where it can be tested.
+// laperm::cuda_row_plan (row_plan_op.cpp): the kernels need a GPU, so everything that
+// decides what they are given is kept where a test without one can reach it.
 #pragma once
 
 #include <cstdint>
