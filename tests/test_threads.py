@@ -89,11 +89,13 @@ def test_cuda_plans_from_many_threads_through_the_emulation():
 
 
 def test_laperm_optimizers_in_parallel_threads_train_as_alone():
-    def train(seed, results):
+    def build(seed):  # in the main thread: initialisation draws from the global RNG
         torch.manual_seed(seed)
         net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(),
                                   torch.nn.Linear(20, 3))
-        opt = lk.LaPerm(torch.optim.SGD(net.parameters(), lr=0.1), sync_period=2)
+        return net, lk.LaPerm(torch.optim.SGD(net.parameters(), lr=0.1), sync_period=2)
+
+    def train(seed, net, opt, results):
         g = torch.Generator().manual_seed(seed)
         for _ in range(6):
             opt.zero_grad()
@@ -103,8 +105,9 @@ def test_laperm_optimizers_in_parallel_threads_train_as_alone():
 
     alone, together = {}, {}
     for seed in range(4):
-        train(seed, alone)
-    _run_threads([lambda s=seed: train(s, together) for seed in range(4)])
+        train(seed, *build(seed), alone)
+    built = {seed: build(seed) for seed in range(4)}
+    _run_threads([lambda s=seed: train(s, *built[s], together) for seed in range(4)])
     for seed in range(4):
         for a, b in zip(together[seed], alone[seed]):
             assert_bitwise_equal(a, b, f"model {seed}")
