@@ -25,13 +25,15 @@ pay the trial again. An unreadable or corrupt file is ignored with a warning; wr
 replace the file atomically (DDP ranks may write at once).
 
 No trial runs inside CUDA graph capture (a cached decision is used there, else a clear
-error asks for one call before capturing) or while torch.compile traces. With
+error asks for one call before capturing), nor while torch.compile traces: ops.py runs
+eagerly (``torch.compiler.disable``), so dynamo never reaches this module. With
 ``LAPERM_AUTOTUNE=0`` no trial runs at all: ``auto`` takes the first available backend of
 ``backends.AUTO_ORDER``. An explicit backend never goes through this module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -133,7 +135,7 @@ def decided(device: torch.device, dtype: torch.dtype,
             _decisions.move_to_end(key)
             return decision.backend
     names = _candidates(device, dtype)
-    if len(names) == 1 or not autotune_enabled() or _tracing():
+    if len(names) == 1 or not autotune_enabled():
         return names[0]  # cheap to find again: not recorded
     loaded = _from_disk(key, device, dtype, weights, names)
     if loaded is not None:
@@ -156,7 +158,7 @@ def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tens
         if name is not None:
             _backends.BACKENDS[name].run(weights, sorted_inits)
             return name
-        guard = torch.cuda.device(device) if device.type == "cuda" else _nullcontext()
+        guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
         with guard:
             decision = _run_trial(device, dtype, list(weights), list(sorted_inits))
         _remember(_key(device, dtype, weights), decision)
@@ -310,7 +312,7 @@ def _identity(device: torch.device) -> str:
         ident = f"{props.name} sm_{props.major}{props.minor}"
     elif device.type == "cpu":
         from .backends import cpu
-        ident = f"{_cpu_model()} isa={cpu.kernel_isa()}"
+        ident = f"{cpu_model()} isa={cpu.kernel_isa()}"
     else:
         ident = device.type
     with _lock:
@@ -318,7 +320,8 @@ def _identity(device: torch.device) -> str:
     return ident
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -327,11 +330,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _tracing() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
 
 
 def _capturing(device: torch.device) -> bool:
@@ -344,14 +342,6 @@ def _remember(key: tuple, decision: Decision) -> None:
         _decisions.move_to_end(key)
         while len(_decisions) > MAX_DECISIONS:
             _decisions.popitem(last=False)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --- the disk cache -------------------------------------------------------------------

@@ -433,21 +433,12 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def machine_info() -> Dict[str, str]:
     root = source_checkout()
     info = {
         "host": platform.node(),
         "python": f"{platform.python_version()} ({sys.executable})",
-        "cpu": f"{_cpu_model()}, {os.cpu_count()} logical CPUs",
+        "cpu": f"{dispatch.cpu_model()}, {os.cpu_count()} logical CPUs",
         "torch": f"{torch.__version__} (CUDA {torch.version.cuda or 'none: a CPU build'})",
         "triton": _version("triton"),
         "laperm-kernels": f"{lk.__version__} ({Path(lk.__file__).parent})",

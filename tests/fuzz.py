@@ -24,6 +24,7 @@ non-contiguous layouts (transposed, strided, channels_last). Backends:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -95,9 +96,7 @@ def make_case(backend: str, index: int, seed: int):
     ws, ss = [], []
     for _ in range(rng.choice((1, 1, 2, 3, 5, 8, 12))):
         shape = _shape(rng, budget)
-        n = 1
-        for d in shape:
-            n *= d
+        n = math.prod(shape)
         if n > budget:
             continue
         budget -= n

@@ -8,12 +8,10 @@ import types
 import pytest
 
 from laperm_kernels import backends, bench
-from laperm_kernels.reference import rank_match_reference_
 
 
 def _off_by_one_row(ws, ss):
-    for w, s in zip(ws, ss):
-        rank_match_reference_(w, s)
+    backends.BACKENDS["torch"].run(ws, ss)
     ws[-1][0] = ws[-1][0].roll(1)   # right values, one row rotated
 
 

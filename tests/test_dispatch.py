@@ -41,9 +41,7 @@ def _stand_in(name, run):
         unavailable_reason=lambda: "", supports=lambda device, dtype: device.type == "cpu")
 
 
-def _reference(ws, ss):
-    for w, s in zip(ws, ss):
-        rank_match_reference_(w, s)
+_reference = backends.BACKENDS["torch"].run  # the reference, tensor by tensor
 
 
 def _wrong(ws, ss):

@@ -26,6 +26,7 @@ sort key); ``backend="auto"`` sends float64 CUDA tensors to the ``"torch"`` back
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -123,7 +124,7 @@ def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tenso
     dtype, device = weights[0].dtype, weights[0].device
     kind = _KINDS[dtype]
     plan = _plan(tk, weights, sorted_inits, max_block, chunk)  # may raise ValueError
-    guard = torch.cuda.device(device) if device.type == "cuda" else _NoGuard()
+    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     with guard:
         scratch = _scratch(plan, weights, max_block)  # may raise OutOfMemoryError
         if not plan.compiled:  # JIT-compile every kernel before the first one writes
@@ -135,14 +136,6 @@ def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tenso
             launch(kind, scratch)
     for w in weights:  # raw-pointer writes: tell autograd W changed, like any in-place op
         torch.autograd.graph.increment_version(w)
-
-
-class _NoGuard:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --- scratch: one allocation per call, before any launch --------------------------------
