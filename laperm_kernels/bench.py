@@ -6,13 +6,13 @@
 
 Every method runs once to warm up, then `--repeat` times, interleaved with the others
 round by round in random order, each run on weights restored from a pristine copy
-(untimed); the median is reported. On CUDA
-(`--device cuda`) a run is timed with CUDA events recorded around it on the current
-stream. Each method's result is compared bit for bit with the PyTorch reference: a
-mismatch is reported as an error and the command exits non-zero, it never shows up as a
-number. ``auto`` is timed like the others; its warm-up call is its first call for these
-shapes, which holds the trial (unless the decision came from the disk cache): that call's
-time is reported beside the backend it chose and the trial's verdicts.
+(untimed); the median is reported. On CUDA (`--device cuda`) a run is timed with CUDA
+events recorded around it on the current stream. Each method's result is compared bit
+for bit with the PyTorch reference: a mismatch is reported as an error and the command
+exits non-zero, it never shows up as a number. ``auto`` is timed like the others; its
+warm-up call is its first call for these shapes, which holds the trial (unless the
+decision came from the disk cache): that call's time is reported beside the backend it
+chose and the trial's verdicts.
 """
 
 from __future__ import annotations

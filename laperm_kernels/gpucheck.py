@@ -58,6 +58,7 @@ from .backends import cuda as cuda_backend
 from .backends import triton as triton_backend
 from .presets import PRESETS
 from .reference import bitwise_equal, rank_match_reference_
+from .timing import DeviceTimer
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -119,13 +120,11 @@ def source_checkout() -> Optional[Path]:
 
 def _cuda_seconds(fn: Callable[[], object], calls: int = 1) -> float:
     """Seconds per call of ``fn`` run ``calls`` times back to back, by CUDA events."""
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    begin.record()
+    timer = DeviceTimer(torch.device("cuda"))
+    timer.start()
     for _ in range(calls):
         fn()
-    end.record()
-    end.synchronize()
-    return begin.elapsed_time(end) / 1e3 / calls
+    return timer.stop() / calls
 
 
 # --- checks: each returns (passed, summary) or raises Skip; details fill the report ---
