@@ -4,12 +4,16 @@
     python -m laperm_kernels.bench --preset all --repeat 5 --json results.json
     python -m laperm_kernels.bench --plot bench.png   # and a chart of the results
 
-Every method runs once to warm up, then `--repeat` times, interleaved with the others
-round by round in random order, each run on weights restored from a pristine copy
-(untimed); the median is reported. On CUDA (`--device cuda`) a run is timed with CUDA
-events recorded around it on the current stream. Each method's result is compared bit
-for bit with the PyTorch reference: a mismatch is reported as an error and the command
-exits non-zero, it never shows up as a number. ``auto`` is timed like the others; its
+Every backend runs once to warm up (the torch reference is warmed up by the run that
+computes the expected result; the baselines have nothing to warm up), then up to
+`--repeat` times, interleaved with the others round by round in random order, each run
+on weights restored from a pristine copy (untimed); the median is reported. A method
+whose timed runs have taken `--budget` seconds runs no more rounds: the slow baselines
+get one or two runs, the kernels all of them, and the table says how many. On CUDA
+(`--device cuda`) a run is timed with CUDA events recorded around it on the current
+stream. Each method's result is compared bit for bit with the PyTorch reference: a
+mismatch is reported as an error and the command exits non-zero, it never shows up as a
+number. ``auto`` is timed like the others; its
 warm-up call is its first call for these shapes, which holds the trial (unless the
 decision came from the disk cache): that call's time is reported beside the backend it
 chose and the trial's verdicts.
@@ -53,6 +57,7 @@ class Result:
     effective_gb_per_s: Optional[float]  # read W, read S, write W: 3 x itemsize a element
     speedup_vs_torch: Optional[float]
     check: str  # "bit-identical", "not checked (sort only)" or "MISMATCH"
+    runs: int = 0                          # timed runs behind the median
     first_call_s: Optional[float] = None  # auto: its first call (the trial, if one ran)
     chosen: Optional[str] = None          # auto: the backend it chose, and how
 
@@ -69,44 +74,62 @@ def make_model(shapes, dtype, device, seed=0):
     return weights, sorted_inits
 
 
-def time_methods(fns: List[Callable], pristine: List[torch.Tensor],
-                 sorted_inits: List[torch.Tensor], repeat: int,
-                 progress: Optional[Callable[[int], None]] = None):
-    """For each method: (median seconds of ``repeat`` timed runs, its last output, the
-    seconds of its first run). Each method first runs once as a warm-up (its first
-    call), then the timed runs go round by round, each round in a new (seeded) random
-    order, so that neither a drift of the machine's speed nor the method run just before
-    favours one method. Every run works on the same buffers, restored from ``pristine``
+@dataclass
+class Timing:
+    median_s: float
+    runs: int
+    output: List[torch.Tensor]
+    first_call_s: Optional[float]  # the warm-up run, if the method had one
+
+
+def time_methods(fns: List[Callable], warm_up: List[bool], pristine: List[torch.Tensor],
+                 sorted_inits: List[torch.Tensor], repeat: int, budget_s: float = math.inf,
+                 progress: Optional[Callable[[int], None]] = None) -> List[Timing]:
+    """Times every method in ``fns`` on the same weights.
+
+    Methods with ``warm_up[i]`` first run once untimed-for-the-median (their first call:
+    kernels compile, allocate or, for ``auto``, hold the trial). Then the timed runs go
+    round by round, each round in a new (seeded) random order, so that neither a drift of
+    the machine's speed nor the method run just before favours one method; a method
+    whose timed runs add up to ``budget_s`` sits out the remaining rounds (every method
+    gets at least one). Every run works on the same buffers, restored from ``pristine``
     before it (untimed): where a tensor lies in memory moved the C++ kernel's time by ~4%
     between two copies of the same weights, more than the differences to be measured.
-    ``progress(i)`` is called after each run of method ``i``."""
+    The output checked is that of each method's first timed run. ``progress(i)`` is
+    called after each run of method ``i``."""
     device = pristine[0].device
     timer = DeviceTimer(device)
     work = [p.clone() for p in pristine]
+    first: List[Optional[float]] = [None] * len(fns)
     times: List[List[float]] = [[] for _ in fns]
     outputs: List[List[torch.Tensor]] = [[] for _ in fns]
 
-    def run(i: int, last: bool) -> None:
+    def run(i: int) -> float:
         for w, p in zip(work, pristine):
             w.copy_(p)
         synchronize(device)
         timer.start()
         fns[i](work, sorted_inits)
-        times[i].append(timer.stop())
-        if last:
-            outputs[i] = [w.clone() for w in work]
+        seconds = timer.stop()
         if progress is not None:
             progress(i)
+        return seconds
 
     for i in range(len(fns)):
-        run(i, last=repeat == 0)
+        if warm_up[i]:
+            first[i] = run(i)
     shuffle = random.Random(0).shuffle
     for r in range(repeat):
         order = list(range(len(fns)))
         shuffle(order)
         for i in order:
-            run(i, last=r == repeat - 1)
-    return [(statistics.median(t[1:]), out, t[0]) for t, out in zip(times, outputs)]
+            if r > 0 and sum(times[i]) >= budget_s:
+                continue
+            times[i].append(run(i))
+            if r == 0:
+                outputs[i] = [w.clone() for w in work]
+    return [Timing(statistics.median(t), len(t), out, f)
+            for t, out, f in zip(times, outputs, first)]
 
 
 def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[List[str]]):
@@ -127,34 +150,40 @@ def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[Lis
 
 def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: int,
                   repeat: int, backends: Optional[List[str]] = None,
-                  progress: Optional[Callable[[str], None]] = None) -> List[Result]:
+                  progress: Optional[Callable[[str], None]] = None,
+                  budget_s: float = math.inf) -> List[Result]:
     """Times every method on ``preset``'s weights; ``progress(method)`` after each run."""
     dtype = _DTYPES[dtype_name]
     torch.set_num_threads(threads)
     pristine, sorted_inits = make_model(PRESETS[preset], dtype, device)
     elements = sum(w.numel() for w in pristine)
     expected = [w.clone() for w in pristine]
-    rank_match_many_(expected, sorted_inits, backend="torch")
+    rank_match_many_(expected, sorted_inits, backend="torch")  # also torch's warm-up
     if device.type == "cpu":  # the NumPy baselines run on CPU tensors only
         baselines.prepare_sort_keys(pristine)
 
     methods = methods_for(device, dtype, backends)
-    timed = time_methods([fn for _, fn, _ in methods], pristine, sorted_inits, repeat,
+    warm_up = [name != "torch" and name not in baselines.BASELINES for name, _, _ in methods]
+    timed = time_methods([fn for _, fn, _ in methods], warm_up, pristine, sorted_inits,
+                         repeat, budget_s,
                          None if progress is None else lambda i: progress(methods[i][0]))
     results, torch_time = [], None
-    for (name, _, checked), (median, out, first) in zip(methods, timed):
-        auto = {"first_call_s": first, "chosen": _auto_choice(pristine)} if name == "auto" else {}
-        if checked and not all(bitwise_equal(a, b) for a, b in zip(out, expected)):
+    for (name, _, checked), t in zip(methods, timed):
+        common = dict(runs=t.runs)
+        if name == "auto":
+            common.update(first_call_s=t.first_call_s, chosen=_auto_choice(pristine))
+        if checked and not all(bitwise_equal(a, b) for a, b in zip(t.output, expected)):
             results.append(Result(preset, dtype_name, str(device), threads, name, elements,
-                                  None, None, None, None, "MISMATCH", **auto))
+                                  None, None, None, None, "MISMATCH", **common))
             continue
         if name == "torch":
-            torch_time = median
+            torch_time = t.median_s
         results.append(Result(
-            preset, dtype_name, str(device), threads, name, elements, median,
-            elements / median, elements * 3 * pristine[0].element_size() / median / 1e9,
-            torch_time / median if torch_time else None,
-            "bit-identical" if checked else "not checked (sort only)", **auto))
+            preset, dtype_name, str(device), threads, name, elements, t.median_s,
+            elements / t.median_s,
+            elements * 3 * pristine[0].element_size() / t.median_s / 1e9,
+            torch_time / t.median_s if torch_time else None,
+            "bit-identical" if checked else "not checked (sort only)", **common))
     return results
 
 
@@ -175,15 +204,15 @@ def _auto_choice(weights: List[torch.Tensor]) -> str:
 
 
 def format_table(results: List[Result]) -> str:
-    head = f"{'method':<18} {'M elem/s':>10} {'GB/s':>8} {'vs torch':>9}  check"
+    head = f"{'method':<18} {'M elem/s':>10} {'GB/s':>8} {'vs torch':>9} {'runs':>4}  check"
     lines = [head, "-" * len(head)]
     for r in results:
         if r.median_s is None:
-            lines.append(f"{r.method:<18} {'-':>10} {'-':>8} {'-':>9}  {r.check}")
+            lines.append(f"{r.method:<18} {'-':>10} {'-':>8} {'-':>9} {r.runs:>4}  {r.check}")
             continue
         ratio = f"{r.speedup_vs_torch:.2f}x" if r.speedup_vs_torch else "-"
         lines.append(f"{r.method:<18} {r.elements_per_s / 1e6:>10.1f} "
-                     f"{r.effective_gb_per_s:>8.2f} {ratio:>9}  {r.check}")
+                     f"{r.effective_gb_per_s:>8.2f} {ratio:>9} {r.runs:>4}  {r.check}")
     for r in results:
         if r.chosen is not None:
             lines.append(f"auto chose {r.chosen}; its first call took "
@@ -210,7 +239,11 @@ def parse_args(argv=None):
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=sorted(_DTYPES))
     p.add_argument("--threads", nargs="+", type=int, default=None,
                    help="intra-op thread counts to measure (default: 1 and all cores)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timed runs per method, at most (median; default 3)")
+    p.add_argument("--budget", type=float, default=2.5, metavar="SECONDS",
+                   help="a method whose timed runs took this long runs no more (it has "
+                        "run at least once; default 2.5)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--backends", nargs="+", default=None,
                    help="only these backends/baselines (default: all available)")
@@ -221,6 +254,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if not args.budget > 0:
+        p.error("--budget must be > 0")
     if args.threads is not None and min(args.threads) < 1:
         p.error("--threads must be >= 1")
     return args
@@ -242,10 +277,11 @@ def main(argv=None) -> int:
                 with _Progress(title, len(methods_for(device, _DTYPES[dtype], args.backends))
                                * (args.repeat + 1)) as progress:
                     rows = run_benchmark(preset, dtype, device, t, args.repeat,
-                                         args.backends, progress)
+                                         args.backends, progress, args.budget)
                 n = rows[0].elements if rows else 0
                 print(f"\n{preset}: {len(PRESETS[preset])} tensors, {n / 1e6:.2f}M elements, "
-                      f"{dtype}, {device}, {t} thread{'s' * (t > 1)}, median of {args.repeat}")
+                      f"{dtype}, {device}, {t} thread{'s' * (t > 1)}, median of up to "
+                      f"{args.repeat} runs")
                 print(format_table(rows), flush=True)
                 results.extend(rows)
     torch.set_num_threads(cores)
