@@ -62,5 +62,5 @@ if not torch.cuda.is_available():
 PY
 )
 (cd "$src" && "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-   tests/test_cuda_plan.py tests/test_cuda.py tests/test_rank_match.py)
+   tests/cuda_backend/test_cuda_plan.py tests/cuda_backend/test_cuda.py tests/ops/test_rank_match.py)
 echo "cuda_build: done in $((SECONDS - start)) s"

@@ -63,7 +63,8 @@ from .timing import DeviceTimer
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 # The files with GPU tests, and auto's trials (CPU stand-ins, cheap); the missing are left out.
-GPU_TEST_FILES = ("tests/test_cuda.py", "tests/test_triton.py", "tests/test_dispatch.py")
+GPU_TEST_FILES = ("tests/cuda_backend/test_cuda.py", "tests/triton_backend/test_triton.py",
+                  "tests/dispatch/test_dispatch.py")
 DESELECT = "not test_interpreter"  # test_triton.py's TRITON_INTERPRET=1 cases: CPU tests
 TEST_TIMEOUT_S = 480
 SM90_SMEM_OPTIN = 227 * 1024  # shared memory per block, opt-in, on sm_90 (H100, H200)

@@ -1,0 +1,1 @@
+"""The C++ CPU kernel: each instruction-set build against the reference."""

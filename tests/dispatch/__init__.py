@@ -1,0 +1,1 @@
+"""backend="auto": the trial and its on-disk cache."""

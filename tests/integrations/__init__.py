@@ -1,0 +1,1 @@
+"""Training frameworks (Trainer, accelerate, Lightning) and the real-data examples."""

@@ -1,0 +1,1 @@
+"""The LaPerm optimizer: syncs, AMP, checkpoints, copies, compile, robustness, layouts."""

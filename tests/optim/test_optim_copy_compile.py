@@ -1,0 +1,192 @@
+"""LaPerm copied (deepcopy, pickle) and compiled (torch.compile): twins train alike, and a
+compiled training step compiles once: nothing more at later steps, syncs included."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import laperm_kernels as lk
+from tests.helpers import assert_bitwise_equal
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+K = 3
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 5))
+
+
+def batch(t):
+    g = torch.Generator().manual_seed(t)
+    return torch.randn(8, 12, generator=g), torch.randint(0, 5, (8,), generator=g)
+
+
+def step(model, opt, t):
+    x, y = batch(t)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def train(model, opt, start, steps):
+    for t in range(start, start + steps):
+        step(model, opt, t)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def build(model):
+    return lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=K,
+                     track_changes=True)
+
+
+def _assert_twins(model, opt, twin_model, twin_opt):
+    assert twin_opt.step_count == opt.step_count
+    assert twin_opt.param_groups is twin_opt.optimizer.param_groups
+    assert twin_opt.state is twin_opt.optimizer.state
+    twin_params = list(twin_model.parameters())
+    assert twin_opt.param_groups[0]["params"] == twin_params  # the twin's own parameters
+    assert set(twin_opt.sorted_inits) == {twin_params[0], twin_params[2]}
+    for p, q in zip(model.parameters(), twin_params):
+        assert q.data_ptr() != p.data_ptr()
+        if p in opt.sorted_inits:
+            assert_bitwise_equal(twin_opt.sorted_inits[q], opt.sorted_inits[p], "S")
+    a = train(model, opt, 5, 2 * K + 1)
+    b = train(twin_model, twin_opt, 5, 2 * K + 1)
+    for x, y in zip(a, b):
+        assert_bitwise_equal(x, y, "after training both")
+    assert twin_opt.last_sync_changes == opt.last_sync_changes
+
+
+def test_deepcopy_of_model_and_optimizer_trains_identically():
+    model = mlp()
+    opt = build(model)
+    train(model, opt, 1, 4)  # mid-way between syncs, with Adam state
+    twin_model, twin_opt = copy.deepcopy((model, opt))
+    _assert_twins(model, opt, twin_model, twin_opt)
+
+
+def test_pickled_model_and_optimizer_train_identically():
+    model = mlp()
+    opt = build(model)
+    train(model, opt, 1, 4)
+    twin_model, twin_opt = pickle.loads(pickle.dumps((model, opt)))
+    _assert_twins(model, opt, twin_model, twin_opt)
+
+
+def test_deepcopy_of_the_optimizer_alone_owns_its_parameters():
+    model = mlp()
+    opt = build(model)
+    train(model, opt, 1, 2)
+    twin = copy.deepcopy(opt)
+    own = twin.param_groups[0]["params"]
+    assert all(q is not p for q, p in zip(own, model.parameters()))
+    for q, p in zip(own, model.parameters()):
+        assert_bitwise_equal(q.detach(), p.detach(), "copied parameter")
+    twin.sync()  # works on its own copies; the model is untouched
+    train(model, opt, 3, 1)
+    assert twin.step_count == 2 and opt.step_count == 3
+
+
+def test_hooks_are_not_copied_but_still_run_on_the_twin():
+    model = mlp()
+    opt = build(model)
+    calls = []
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append(o))
+    twin_model, twin_opt = copy.deepcopy((model, opt))
+    twin_opt.register_step_post_hook(lambda o, args, kwargs: calls.append(o))
+    step(twin_model, twin_opt, 1)
+    assert calls == [twin_opt]
+
+
+# --- torch.compile -----------------------------------------------------------------------
+
+def deep_mlp():
+    # many parameters: a check that dynamo traced would recompile once per parameter
+    torch.manual_seed(0)
+    return nn.Sequential(*[nn.Linear(12, 12) for _ in range(10)])
+
+
+def frames_compiled() -> int:
+    """Frames dynamo has compiled so far in this process (recompiles included)."""
+    from torch._dynamo.utils import counters
+    return counters["frames"]["total"]
+
+
+def _cheap_backend():
+    from torch._dynamo.testing import CompileCounter
+    return CompileCounter()  # runs the captured graphs as they are: no code generation
+
+
+def _assert_synced(opt):
+    """Every permuted row is a permutation of its sorted initial row."""
+    for p, s in opt.sorted_inits.items():
+        rows = p.detach().reshape(p.shape[0], -1).sort(dim=1).values
+        assert torch.equal(rows, s.reshape(rows.shape))
+
+
+def test_compiled_training_step_compiles_once():
+    torch._dynamo.reset()
+    model = deep_mlp()
+    opt = build(model)
+    initial = [p.detach().clone() for p in model.parameters()]
+
+    @torch.compile(backend=_cheap_backend())
+    def compiled_step(x):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    frames = []
+    for t in range(1, 4 * K + 1):
+        compiled_step(batch(t)[0])
+        frames.append(frames_compiled())
+    assert frames == [frames[0]] * len(frames), frames  # syncs at steps 3, 6, 9, 12
+    assert opt.step_count == 4 * K
+    # (compiled Adam rounds differently from eager Adam: compare invariants, not bits)
+    _assert_synced(opt)
+    assert all(not torch.equal(p, q) for p, q in zip(model.parameters(), initial))
+
+
+def test_compiled_optimizer_step_compiles_once():
+    # the form torch.compile(lambda: opt.step()), the backward outside it
+    torch._dynamo.reset()
+    model = deep_mlp()
+    opt = build(model)
+    compiled = torch.compile(lambda: opt.step(), backend=_cheap_backend())
+    frames = []
+    for t in range(1, 4 * K + 1):
+        opt.zero_grad()
+        model(batch(t)[0]).square().mean().backward()
+        compiled()
+        frames.append(frames_compiled())
+    assert frames == [frames[0]] * len(frames), frames
+    _assert_synced(opt)
+
+
+def test_ops_called_in_a_compiled_region_do_not_recompile():
+    torch._dynamo.reset()
+    ws = [torch.randn(8, 30), torch.randn(4, 3, 3, 3), torch.randn(16)]
+    ws += [torch.randn(5, 7) for _ in range(10)]
+    ss = [lk.sort_rows(w) for w in ws]
+
+    @torch.compile(backend=_cheap_backend())
+    def sync(ws, ss):
+        lk.rank_match_many_(ws, ss)
+        return ws[0].sum()
+
+    sync(ws, ss)
+    first = frames_compiled()
+    for _ in range(5):
+        for w in ws:
+            w.copy_(torch.randn_like(w))
+        sync(ws, ss)
+    assert frames_compiled() == first
+    with pytest.raises(ValueError, match=r"sorted_inits\[1\] has shape"):  # still validated
+        sync(ws, [ss[0], ss[0], *ss[2:]])

@@ -1,0 +1,1 @@
+"""Threads, long soak runs, fuzzing, memory limits."""

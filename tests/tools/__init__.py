@@ -1,0 +1,1 @@
+"""The repository's tools: the benchmark's check, gpucheck, ptxas_report."""

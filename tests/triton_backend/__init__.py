@@ -1,0 +1,1 @@
+"""The triton backend: interpreter and GPU cases, size limits."""
