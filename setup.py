@@ -6,9 +6,10 @@ extensions; an isolated build would fetch some other torch and compile against i
     pip install --no-build-isolation -e .
 
 The CUDA backend's plan (csrc/cuda/host/) and the test-only CPU emulation of its kernels
-(csrc/testing/) are in every build, where their tests run. Its kernels (csrc/cuda/*.cu) and their torch glue (csrc/cuda/*.cpp) join
-the build when the installed torch is a CUDA build and CUDA_HOME points at a toolkit (set
-it to the toolkit's root); LAPERM_NO_CUDA=1 forces a CPU-only build.
+(csrc/testing/) are in every build, where their tests run. Its kernels (csrc/cuda/*.cu)
+and their torch glue (csrc/cuda/*.cpp) join the build when the installed torch is a CUDA
+build and CUDA_HOME points at a toolkit (set it to the toolkit's root); LAPERM_NO_CUDA=1
+forces a CPU-only build.
 TORCH_CUDA_ARCH_LIST picks the GPU architectures (e.g. "8.0;9.0").
 """
 

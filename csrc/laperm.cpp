@@ -34,6 +34,10 @@ TORCH_LIBRARY(laperm, m) {
         "int[] block_threads, int[] block_items, int default_batch_items, "
         "int max_batch_items, int max_batch_rows, int device_sort_min_length, "
         "int max_warp_class_rows, int max_block_class_rows)");
+  // The layout of a plan's host words (cuda/host/plan_encoding.h), for tests that forge
+  // plans: the magic word, then the words of the header, of a tensor, launch and batch.
+  m.def("cuda_plan_layout() -> (int magic, int header_words, int tensor_words, "
+        "int launch_words, int batch_words)");
   // A plan's host words, decoded and checked: its dtype, row and segment-offset counts,
   // largest batch, and one int64 row per tensor [w_addr, s_addr, rows, length], launch
   // [tile_index (-1: warp class), row_begin, row_count] and large batch [row_begin,

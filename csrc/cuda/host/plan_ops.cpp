@@ -4,6 +4,7 @@
 //   laperm::cuda_row_plan           a group's plan (host words and device tables)
 //   laperm::cuda_largest_block_tile the largest tile a device's shared memory allows
 //   laperm::cuda_size_classes       size_classes.h's constants: Python reads them here
+//   laperm::cuda_plan_layout        plan_encoding.h's word layout
 //   laperm::cuda_decode_plan        a plan's launches and batches, for inspection
 // and the CPU kernel of laperm::rank_match_planned_, which only says that the op runs the
 // CUDA kernels (tests run plans on the CPU through laperm::_test_emulate_planned_).
@@ -56,6 +57,10 @@ SizeClasses cuda_size_classes() {
           kMaxBatchRows, kDeviceSortMinLength, kMaxWarpClassRows, kMaxBlockClassRows};
 }
 
+std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t> cuda_plan_layout() {
+  return {kPlanMagic, kPlanHeaderWords, kTensorWords, kLaunchWords, kBatchWords};
+}
+
 // [n, words] int64 rows of the plan's records, copied out of its words.
 at::Tensor records(const std::vector<std::vector<int64_t>>& rows, int64_t words) {
   at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), words},
@@ -96,6 +101,7 @@ TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
   m.impl("cuda_row_plan", cuda_row_plan);
   m.impl("cuda_largest_block_tile", cuda_largest_block_tile);
   m.impl("cuda_size_classes", cuda_size_classes);
+  m.impl("cuda_plan_layout", cuda_plan_layout);
   m.impl("cuda_decode_plan", cuda_decode_plan);
 }
 
