@@ -5,10 +5,11 @@ extensions; an isolated build would fetch some other torch and compile against i
 
     pip install --no-build-isolation -e .
 
-The CUDA backend's host dispatch (csrc/cuda/host/, plain C++) is in every build, where
-its tests run. Its kernels (csrc/cuda/*.cu) and their torch glue (csrc/cuda/*.cpp) join
-the build when the installed torch is a CUDA build and CUDA_HOME points at a toolkit (set
-it to the toolkit's root); LAPERM_NO_CUDA=1 forces a CPU-only build.
+The CUDA backend's plan (csrc/cuda/host/) and the test-only CPU emulation of its kernels
+(csrc/testing/) are in every build, where their tests run. Its kernels (csrc/cuda/*.cu)
+and their torch glue (csrc/cuda/*.cpp) join the build when the installed torch is a CUDA
+build and CUDA_HOME points at a toolkit (set it to the toolkit's root); LAPERM_NO_CUDA=1
+forces a CPU-only build.
 TORCH_CUDA_ARCH_LIST picks the GPU architectures (e.g. "8.0;9.0").
 """
 
@@ -36,7 +37,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def _extension():
     cpu_sources = ["csrc/laperm.cpp", "csrc/inplace_version.cpp", "csrc/scratch.cpp",
-                   *sorted(glob.glob("csrc/cpu/*.cpp")), *sorted(glob.glob("csrc/cuda/host/*.cpp"))]
+                   *sorted(glob.glob("csrc/cpu/*.cpp")), *sorted(glob.glob("csrc/cuda/host/*.cpp")),
+                   *sorted(glob.glob("csrc/testing/*.cpp"))]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
     # No -std: cpp_extension adds the standard the installed torch's headers need (C++20;

@@ -1,7 +1,7 @@
 // Every operator schema of the `laperm` library, in one place.
 //
 // Backends register kernels for these schemas in their own files (cpu/rank_match_cpu.cpp,
-// cuda/rank_match_cuda.cpp, cuda/host/row_plan_op.cpp, cuda/host/plan_executor_cpu.cpp).
+// cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp, testing/emulated_launcher.cpp).
 // The Python package registers the fake (meta) kernels used by torch.compile and
 // torch.library.opcheck.
 #include <Python.h>
@@ -21,14 +21,29 @@ TORCH_LIBRARY(laperm, m) {
   // --- the CUDA backend (csrc/cuda) ---
   // Which native backends this build contains: ["cpu"] or ["cpu", "cuda"].
   m.def("compiled_backends() -> str[]");
-  // Host dispatch, in every build (cuda/host/row_plan.h): the plan of a group of tensors
-  // (one dtype and device) as (host words, row-descriptor table [rows, 4] int64 and
-  // large-row segment offsets int32, both on the tensors' device). Depends only on
-  // addresses and shapes: callers cache it while the tensors live.
+  // The plan, in every build (cuda/host/plan.h): a group's plan (one dtype and device) as
+  // (host words, row-descriptor table [rows, 4] int64 and large-row segment offsets int32,
+  // both on the tensors' device). Depends only on addresses and shapes: callers cache it
+  // while the tensors live.
   m.def("cuda_row_plan(Tensor[] weights, Tensor[] sorted_inits, int max_block_tile, "
         "int max_batch_items) -> (Tensor, Tensor, Tensor)");
   // The largest block tile whose kernel fits smem_optin_bytes of shared memory per block.
   m.def("cuda_largest_block_tile(ScalarType dtype, int smem_optin_bytes) -> int");
+  // The size classes' constants (cuda/size_classes.h), named: the one source Python reads.
+  m.def("cuda_size_classes() -> (int warp_max_length, int[] block_tiles, "
+        "int[] block_threads, int[] block_items, int default_batch_items, "
+        "int max_batch_items, int max_batch_rows, int device_sort_min_length, "
+        "int max_warp_class_rows, int max_block_class_rows)");
+  // The layout of a plan's host words (cuda/host/plan_encoding.h), for tests that forge
+  // plans: the magic word, then the words of the header, of a tensor, launch and batch.
+  m.def("cuda_plan_layout() -> (int magic, int header_words, int tensor_words, "
+        "int launch_words, int batch_words)");
+  // A plan's host words, decoded and checked: its dtype, row and segment-offset counts,
+  // largest batch, and one int64 row per tensor [w_addr, s_addr, rows, length], launch
+  // [tile_index (-1: warp class), row_begin, row_count] and large batch [row_begin,
+  // row_count, items, max_length, offsets_begin].
+  m.def("cuda_decode_plan(Tensor plan) -> (str dtype, int rows, int segment_offsets, "
+        "int max_batch_items, Tensor tensors, Tensor launches, Tensor batches)");
   // rank_match_many_ with a plan made by cuda_row_plan for exactly these tensors: only
   // checks and launches, so it can be captured in a CUDA graph.
   m.def("rank_match_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
@@ -39,6 +54,10 @@ TORCH_LIBRARY(laperm, m) {
   // memory had run out; that call disarms it, as does k = 0. For tests of the promise
   // that a call failing for want of memory changes no weight.
   m.def("_test_fail_allocation(int k) -> ()");
+  // Test-only (testing/emulated_launcher.cpp): rank_match_planned_ on CPU tensors, through
+  // a CPU emulation of the CUDA kernels, so tests run every step around them without a GPU.
+  m.def("_test_emulate_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
+        "Tensor rows, Tensor segment_offsets) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {

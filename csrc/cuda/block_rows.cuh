@@ -24,7 +24,11 @@
 #include <cub/block/block_load.cuh>
 #include <cub/block/block_radix_sort.cuh>
 
+#include <cstddef>
+#include <utility>
+
 #include "common/order_key.h"
+#include "cuda/block_rows.h"
 #include "cuda/kernels.h"
 
 namespace laperm {
@@ -45,7 +49,7 @@ struct BlockRows {
   };
   static constexpr int64_t kSmemBytes = sizeof(TempStorage);
   static_assert(kSmemBytes <= block_tile_smem_bytes(kTile, THREADS, sizeof(Bits)),
-                "row_desc.h's shared-memory bound is below what this tile needs");
+                "size_classes.h's shared-memory bound is below what this tile needs");
 };
 
 template <typename Format, int THREADS, int ITEMS>
@@ -107,48 +111,40 @@ struct Tile {
   }
 };
 
-// Every tile of one dtype (one .cu file per dtype, so the build compiles them in parallel).
+// Every tile of one dtype: tables of its Tile<Format, t> entry points, indexed by tile.
+template <typename Format, size_t... T>
+cudaError_t launch_tile(int tile_index, const RowDesc* rows, int64_t num_rows,
+                        cudaStream_t stream, std::index_sequence<T...>) {
+  using Launch = cudaError_t (*)(const RowDesc*, int64_t, cudaStream_t);
+  static constexpr Launch kLaunch[] = {&Tile<Format, T>::launch...};
+  if (tile_index < 0 || tile_index >= kNumBlockTiles) return cudaErrorInvalidValue;
+  return kLaunch[tile_index](rows, num_rows, stream);
+}
+
 template <typename Format>
 cudaError_t launch_block_rows_of(int tile_index, const RowDesc* rows, int64_t num_rows,
                                  cudaStream_t stream) {
-  static_assert(kNumBlockTiles == 8, "one case per tile below");
-  switch (tile_index) {
-    case 0: return Tile<Format, 0>::launch(rows, num_rows, stream);
-    case 1: return Tile<Format, 1>::launch(rows, num_rows, stream);
-    case 2: return Tile<Format, 2>::launch(rows, num_rows, stream);
-    case 3: return Tile<Format, 3>::launch(rows, num_rows, stream);
-    case 4: return Tile<Format, 4>::launch(rows, num_rows, stream);
-    case 5: return Tile<Format, 5>::launch(rows, num_rows, stream);
-    case 6: return Tile<Format, 6>::launch(rows, num_rows, stream);
-    case 7: return Tile<Format, 7>::launch(rows, num_rows, stream);
-  }
-  return cudaErrorInvalidValue;
+  return launch_tile<Format>(tile_index, rows, num_rows, stream,
+                             std::make_index_sequence<kNumBlockTiles>());
+}
+
+template <typename Format, size_t... T>
+int64_t tile_smem_bytes(int tile_index, std::index_sequence<T...>) {
+  static constexpr int64_t kBytes[] = {Tile<Format, T>::Rows::kSmemBytes...};
+  return tile_index < 0 || tile_index >= kNumBlockTiles ? -1 : kBytes[tile_index];
 }
 
 template <typename Format>
 int64_t block_rows_smem_bytes_of(int tile_index) {
-  switch (tile_index) {
-    case 0: return Tile<Format, 0>::Rows::kSmemBytes;
-    case 1: return Tile<Format, 1>::Rows::kSmemBytes;
-    case 2: return Tile<Format, 2>::Rows::kSmemBytes;
-    case 3: return Tile<Format, 3>::Rows::kSmemBytes;
-    case 4: return Tile<Format, 4>::Rows::kSmemBytes;
-    case 5: return Tile<Format, 5>::Rows::kSmemBytes;
-    case 6: return Tile<Format, 6>::Rows::kSmemBytes;
-    case 7: return Tile<Format, 7>::Rows::kSmemBytes;
-  }
-  return -1;
+  return tile_smem_bytes<Format>(tile_index, std::make_index_sequence<kNumBlockTiles>());
 }
 
-// Defines the per-dtype entry points block_rows.cu declares and dispatches to.
-#define LAPERM_DEFINE_BLOCK_ROWS(name, Format)                                           \
-  cudaError_t launch_block_rows_##name(int tile_index, const RowDesc* rows,              \
-                                       int64_t num_rows, cudaStream_t stream) {          \
-    return launch_block_rows_of<Format>(tile_index, rows, num_rows, stream);             \
-  }                                                                                      \
-  int64_t block_rows_smem_bytes_##name(int tile_index) {                                 \
-    return block_rows_smem_bytes_of<Format>(tile_index);                                 \
-  }
+// Instantiates every tile of one dtype: block_rows_<dtype>.cu does it for its own dtype,
+// so the build compiles the dtypes in parallel and block_rows.cu only declares them.
+#define LAPERM_INSTANTIATE_BLOCK_ROWS(Format)                                            \
+  template cudaError_t launch_block_rows_of<Format>(int, const RowDesc*, int64_t,        \
+                                                    cudaStream_t);                       \
+  template int64_t block_rows_smem_bytes_of<Format>(int);
 
 }  // namespace cuda
 }  // namespace laperm

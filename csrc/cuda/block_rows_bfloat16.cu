@@ -3,6 +3,6 @@
 
 namespace laperm {
 namespace cuda {
-LAPERM_DEFINE_BLOCK_ROWS(bfloat16, BFloat16Format)
+LAPERM_INSTANTIATE_BLOCK_ROWS(BFloat16Format)
 }  // namespace cuda
 }  // namespace laperm

@@ -3,6 +3,6 @@
 
 namespace laperm {
 namespace cuda {
-LAPERM_DEFINE_BLOCK_ROWS(float16, Float16Format)
+LAPERM_INSTANTIATE_BLOCK_ROWS(Float16Format)
 }  // namespace cuda
 }  // namespace laperm

@@ -3,6 +3,6 @@
 
 namespace laperm {
 namespace cuda {
-LAPERM_DEFINE_BLOCK_ROWS(float32, Float32Format)
+LAPERM_INSTANTIATE_BLOCK_ROWS(Float32Format)
 }  // namespace cuda
 }  // namespace laperm

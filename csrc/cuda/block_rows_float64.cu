@@ -3,6 +3,6 @@
 
 namespace laperm {
 namespace cuda {
-LAPERM_DEFINE_BLOCK_ROWS(float64, Float64Format)
+LAPERM_INSTANTIATE_BLOCK_ROWS(Float64Format)
 }  // namespace cuda
 }  // namespace laperm

@@ -1,4 +1,5 @@
-// The CUDA kernels' host API: launchers over tables of row descriptors (row_desc.h).
+// The CUDA kernels' host API: launchers over tables of row descriptors (row_desc.h), one
+// launcher per size class (size_classes.h), each taking the ElementType of its rows.
 //
 // Plain C++ over the CUDA runtime, with no torch types, so that the .cu files compile
 // standalone (CI compile-checks them without a CUDA torch) and the torch glue
@@ -14,7 +15,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/element_type.h"
 #include "cuda/row_desc.h"
+#include "cuda/size_classes.h"
 
 namespace laperm {
 namespace cuda {

@@ -6,7 +6,7 @@
 //               segment at its scratch_offset (a grid of row chunks x rows);
 //   2. sort:    cub::DeviceSegmentedRadixSort::SortPairs over the keys' bits (one thread
 //               block per segment), or cub::DeviceRadixSort::SortPairs for a batch that is
-//               one row of >= kDeviceSortMinLength (every SM on one row; row_desc.h). Both
+//               one row of >= kDeviceSortMinLength (every SM on one row; size_classes.h). Both
 //               radix sorts are stable and every segment starts in column order, so ties
 //               stay in column order: the contract's order;
 //   3. scatter: W[column] = S[rank] for every rank of every segment (S read coalesced).
@@ -144,31 +144,19 @@ cudaError_t launch(const RowDesc* rows, int64_t num_rows, int64_t max_length,
 
 cudaError_t large_rows_scratch_bytes(ElementType type, int64_t items, int64_t num_rows,
                                      size_t* bytes) {
-  switch (type) {
-    case ElementType::kFloat32: return scratch_bytes<Float32Format>(items, num_rows, bytes);
-    case ElementType::kFloat64: return scratch_bytes<Float64Format>(items, num_rows, bytes);
-    case ElementType::kFloat16: return scratch_bytes<Float16Format>(items, num_rows, bytes);
-    case ElementType::kBFloat16: return scratch_bytes<BFloat16Format>(items, num_rows, bytes);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_element_type(type, cudaErrorInvalidValue, [&](auto format) {
+    return scratch_bytes<decltype(format)>(items, num_rows, bytes);
+  });
 }
 
 cudaError_t launch_large_rows(ElementType type, const RowDesc* rows, int64_t num_rows,
                               int64_t max_length, const int32_t* segment_offsets,
                               int64_t items, void* scratch, size_t scratch_bytes,
                               cudaStream_t stream) {
-  switch (type) {
-#define LAPERM_CASE(T, Format)                                                             \
-    case ElementType::T:                                                                   \
-      return launch<Format>(rows, num_rows, max_length, segment_offsets, items, scratch,  \
-                            scratch_bytes, stream);
-    LAPERM_CASE(kFloat32, Float32Format)
-    LAPERM_CASE(kFloat64, Float64Format)
-    LAPERM_CASE(kFloat16, Float16Format)
-    LAPERM_CASE(kBFloat16, BFloat16Format)
-#undef LAPERM_CASE
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_element_type(type, cudaErrorInvalidValue, [&](auto format) {
+    return launch<decltype(format)>(rows, num_rows, max_length, segment_offsets, items,
+                                    scratch, scratch_bytes, stream);
+  });
 }
 
 }  // namespace cuda

@@ -1,6 +1,7 @@
 // The CUDA kernels of laperm::rank_match_planned_ and laperm::rank_match_many_: checks,
-// device guard, current stream, scratch, then the launches of kernels.h. Built only when
-// the installed torch is a CUDA build (setup.py).
+// device guard, current stream, then the plan run (host/plan_runner.h) through the CUDA
+// launcher, which allocates the scratch and makes the launches of kernels.h. Built only
+// when the installed torch is a CUDA build (setup.py).
 //
 // rank_match_planned_ is the fast path: the caller (laperm_kernels/backends/cuda.py,
 // hence the LaPerm optimizer) caches the plan and its device tables, so a sync is a few
@@ -18,8 +19,10 @@
 #include <algorithm>
 #include <string>
 
-#include "cuda/host/row_plan.h"
-#include "cuda/host/tensor_rows.h"
+#include "cuda/host/plan.h"
+#include "cuda/host/plan_runner.h"
+#include "cuda/host/plan_tensors.h"
+#include "cuda/host/tensor_group.h"
 #include "cuda/kernels.h"
 #include "scratch.h"
 

@@ -1,5 +1,5 @@
 // The warp class's ranking rule, shared by the kernel (warp_rows.cu) and its CPU
-// emulation (host/plan_executor_cpu.cpp), where the tests run it.
+// emulation (testing/emulated_launcher.cpp), where the tests run it.
 //
 // A lane holds the keys of columns `lane` (lo) and `lane + 32` (hi). Seeing the keys of
 // columns `src` (a) and `src + 32` (b) of the same row, it counts those that precede its

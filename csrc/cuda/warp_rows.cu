@@ -68,13 +68,9 @@ cudaError_t launch(const RowDesc* rows, int64_t num_rows, cudaStream_t stream) {
 
 cudaError_t launch_warp_rows(ElementType type, const RowDesc* rows, int64_t num_rows,
                              cudaStream_t stream) {
-  switch (type) {
-    case ElementType::kFloat32: return launch<Float32Format>(rows, num_rows, stream);
-    case ElementType::kFloat64: return launch<Float64Format>(rows, num_rows, stream);
-    case ElementType::kFloat16: return launch<Float16Format>(rows, num_rows, stream);
-    case ElementType::kBFloat16: return launch<BFloat16Format>(rows, num_rows, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_element_type(type, cudaErrorInvalidValue, [&](auto format) {
+    return launch<decltype(format)>(rows, num_rows, stream);
+  });
 }
 
 }  // namespace cuda

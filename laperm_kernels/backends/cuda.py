@@ -1,12 +1,14 @@
 """The ``"cuda"`` backend: the hand-written CUDA C++ kernels of csrc/cuda.
 
 A validated group (contiguous CUDA tensors of one device and dtype) is planned once by
-``laperm::cuda_row_plan`` (host C++, csrc/cuda/host/row_plan.cpp): every row of every
-tensor goes to a size class (warp, one of eight block tiles, large), and each class becomes
-one launch over a device table of row descriptors. The plan depends only on addresses and
-shapes, so it is cached here: the LaPerm optimizer, syncing the same parameters every k
-steps, pays a few host checks and one launch per size class (ResNet-50: 7 launches).
-``laperm::rank_match_planned_`` checks that a plan matches its tensors before launching.
+``laperm::cuda_row_plan`` (host C++, csrc/cuda/host/plan.h describes the pipeline): every
+row of every tensor goes to a size class (warp, one of eight block tiles, large), and each
+class becomes one launch over a device table of row descriptors. The plan depends only on
+addresses and shapes, so it is cached here: the LaPerm optimizer, syncing the same
+parameters every k steps, pays a few host checks and one launch per size class (ResNet-50:
+7 launches). ``laperm::rank_match_planned_`` checks that a plan matches its tensors before
+launching. The size classes' constants live in C++ (csrc/cuda/size_classes.h); Python reads
+them from the extension (:func:`size_classes`).
 
 Available when the extension was built against a CUDA torch (``compiled()``) and a CUDA
 device is present; otherwise ``unavailable_reason()`` says which is missing.
@@ -14,6 +16,8 @@ device is present; otherwise ``unavailable_reason()`` says which is missing.
 
 from __future__ import annotations
 
+import collections
+import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,10 +28,6 @@ from .plan_cache import PlanCache
 name = "cuda"
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-MAX_BATCH_ITEMS = 1 << 22  # large rows per batch, in elements (scratch ~16-24 B each)
-# csrc/cuda/row_desc.h: a row this long is a batch alone, sorted by cub::DeviceRadixSort
-# on the whole GPU (tests/test_cuda_plan.py checks that the planner agrees).
-DEVICE_SORT_MIN_LENGTH = 1 << 18
 Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
 _plans: "PlanCache[Plan]" = PlanCache(16)
 
@@ -64,6 +64,32 @@ def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -
     torch.ops.laperm.rank_match_planned_(weights, sorted_inits, *plan_for(weights, sorted_inits))
 
 
+def _named(op, type_name: str):
+    """``op()``'s results in a named tuple whose fields are the names in its schema."""
+    names = [r.name for r in op._schema.returns]
+    values = [tuple(v) if isinstance(v, list) else v for v in op()]
+    return collections.namedtuple(type_name, names)(*values)
+
+
+@functools.lru_cache(maxsize=None)
+def size_classes():
+    """The size classes' constants as the extension exports them (csrc/cuda/size_classes.h,
+    ``laperm::cuda_size_classes``): ``warp_max_length``, ``block_tiles`` (elements, by
+    tile index), ``block_threads``, ``block_items``, ``default_batch_items``,
+    ``max_batch_items``, ``max_batch_rows``, ``device_sort_min_length``,
+    ``max_warp_class_rows``, ``max_block_class_rows``."""
+    return _named(torch.ops.laperm.cuda_size_classes.default, "SizeClasses")
+
+
+@functools.lru_cache(maxsize=None)
+def plan_layout():
+    """The layout of a plan's host words (csrc/cuda/host/plan_encoding.h,
+    ``laperm::cuda_plan_layout``): ``magic``, ``header_words``, ``tensor_words``,
+    ``launch_words``, ``batch_words``. For tests that forge plans; to read a plan, use
+    :func:`describe_plan`."""
+    return _named(torch.ops.laperm.cuda_plan_layout.default, "PlanLayout")
+
+
 def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:
     """The longest row one thread block sorts on this device (shared memory permitting)."""
     props = torch.cuda.get_device_properties(device)
@@ -73,15 +99,18 @@ def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:
 
 def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
              max_block_tile: Optional[int] = None,
-             max_batch_items: int = MAX_BATCH_ITEMS) -> Plan:
+             max_batch_items: Optional[int] = None) -> Plan:
     """The plan of a group, from the cache when the same addresses and shapes were planned.
 
-    ``max_block_tile`` defaults to what the device's shared memory allows; tests pass it
-    (and ``max_batch_items``) explicitly to plan CPU tensors for the CPU emulation.
+    ``max_block_tile`` defaults to what the device's shared memory allows and
+    ``max_batch_items`` to the planner's default; tests pass them explicitly to plan CPU
+    tensors for the test-only CPU emulation (``laperm::_test_emulate_planned_``).
     """
     device, dtype = weights[0].device, weights[0].dtype
     if max_block_tile is None:
         max_block_tile = largest_block_tile(device, dtype)
+    if max_batch_items is None:
+        max_batch_items = size_classes().default_batch_items
     return _plans.get(
         (device, dtype, max_block_tile, max_batch_items), weights, sorted_inits,
         lambda: torch.ops.laperm.cuda_row_plan(weights, sorted_inits, max_block_tile,
@@ -89,25 +118,19 @@ def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
         device_tables=lambda plan: plan[1:])  # rows, segment offsets; plan[0] is host words
 
 
-# Block tiles in the order of csrc/cuda/row_desc.h's kBlockTiles (tile index -> elements).
-BLOCK_TILES = (256, 512, 1024, 2048, 3072, 4096, 6144, 8192)
-
-
 def describe_plan(plan: Plan) -> Dict[str, object]:
     """A plan's launches, readable: for inspection, the benchmark and tests.
 
-    Returns ``{"dtype_code", "tensors", "rows", "launches": [(class, first row, rows)],
+    Returns ``{"dtype", "tensors", "rows", "launches": [(class, first row, rows)],
     "large_batches": [(first row, rows, items, longest row, first offset)],
-    "max_batch_items"}``; a launch's class is ``"warp"`` or ``"block<tile>"``.
+    "max_batch_items"}``; a launch's class is ``"warp"`` or ``"block<tile>"``. The plan's
+    words are decoded (and checked) by the extension: ``laperm::cuda_decode_plan``.
     """
-    words = plan[0].tolist()
-    n_tensors, n_launches, n_batches, n_rows, _, max_items = words[2:8]
-    at = 8 + 4 * n_tensors
-    launches = []
-    for i in range(n_launches):
-        tile, begin, count = words[at + 3 * i: at + 3 * i + 3]
-        launches.append(("warp" if tile < 0 else f"block{BLOCK_TILES[tile]}", begin, count))
-    at += 3 * n_launches
-    batches = [tuple(words[at + 5 * i: at + 5 * i + 5]) for i in range(n_batches)]
-    return {"dtype_code": words[1], "tensors": n_tensors, "rows": n_rows,
-            "launches": launches, "large_batches": batches, "max_batch_items": max_items}
+    dtype, rows, _, max_items, tensors, launches, batches = \
+        torch.ops.laperm.cuda_decode_plan(plan[0])
+    tiles = size_classes().block_tiles
+    return {"dtype": dtype, "tensors": len(tensors), "rows": rows,
+            "launches": [("warp" if tile < 0 else f"block{tiles[tile]}", begin, count)
+                         for tile, begin, count in launches.tolist()],
+            "large_batches": [tuple(b) for b in batches.tolist()],
+            "max_batch_items": max_items}

@@ -21,9 +21,18 @@ pytestmark = pytest.mark.skipif(
     not cuda.is_available(),
     reason=f"needs the CUDA kernels and a GPU: {cuda.unavailable_reason()}")
 
-# Every class boundary: warp (<= 64), each block tile (256 ... 8192), large (> 8192).
-LENGTHS = (1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 256, 257, 511, 512, 513, 1000, 1024, 1025,
-           2048, 2049, 3072, 3073, 4096, 4097, 4608, 6144, 6145, 8191, 8192, 8193, 11008)
+# Every class boundary (csrc/cuda/size_classes.h, as the extension exports it): warp, each
+# block tile, large; and rows of ResNet-50 (4608) and a LLaMA-sized MLP (11008).
+def _boundary_lengths():
+    if not lk._extension.is_loaded():
+        return ()
+    classes = cuda.size_classes()
+    edges = (classes.warp_max_length, *classes.block_tiles)
+    return tuple(sorted({1, 2, 31, 32, 33, 100, 1000, 4608, 11008,
+                         *(n + d for n in edges for d in (-1, 0, 1))}))
+
+
+LENGTHS = _boundary_lengths()
 
 
 def model(specs, seed=0, kind="normal", device="cuda"):
@@ -89,6 +98,24 @@ def test_unplanned_operator():
     want = expected(ws, ss)
     torch.ops.laperm.rank_match_many_(ws, ss)
     assert_all_equal(ws, want, "rank_match_many_")
+
+
+def test_opcheck_planned_op():
+    ws, ss = model([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8)
+    plan = cuda.plan_for(ws, ss)
+    # The plan holds the tensors' addresses, so only opcheck's tests that run the op on
+    # these very tensors apply; the schema, fake-tensor and AOT-dispatch tests run it on
+    # copies, which a plan rightly refuses.
+    torch.library.opcheck(torch.ops.laperm.rank_match_planned_.default, (ws, ss, *plan),
+                          test_utils=("test_autograd_registration",))
+
+
+def test_planned_op_bumps_version_counters():
+    ws, ss = model([((6, 100), torch.float32)], seed=9)
+    plan = cuda.plan_for(ws, ss)
+    before = ws[0]._version
+    torch.ops.laperm.rank_match_planned_(ws, ss, *plan)
+    assert ws[0]._version > before
 
 
 def test_runs_on_the_current_stream():

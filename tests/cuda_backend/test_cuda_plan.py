@@ -1,12 +1,14 @@
-"""The CUDA backend's host dispatch, tested on the CPU (no GPU needed).
+"""The CUDA backend's plan pipeline, tested on the CPU (no GPU needed).
 
-``laperm::cuda_row_plan`` (csrc/cuda/host/row_plan.cpp) decides everything the CUDA kernels
+``laperm::cuda_row_plan`` (csrc/cuda/host/plan.cpp) decides everything the CUDA kernels
 are given: size classes, the row-descriptor table, large-row batches and their scratch
-offsets. ``laperm::rank_match_planned_`` on CPU tensors runs a plan through a CPU emulation
-of the kernels' specification (csrc/cuda/host/plan_executor_cpu.cpp: the warp class's
-ranking rule is the kernel's own source, the block class pads its tile, the large class
-sorts segments bounded by the offsets table). These tests check the plans' structure and
-that executing them is bit-identical to the PyTorch reference.
+offsets. The test-only ``laperm::_test_emulate_planned_`` runs a plan on CPU tensors
+through a CPU emulation of the kernels' specification (csrc/testing/emulated_launcher.cpp:
+the warp class's ranking rule is the kernel's own source, the block class pads its tile,
+the large class sorts segments bounded by the offsets table), after the same checks as
+``rank_match_planned_``. These tests check the plans' structure and that executing them
+is bit-identical to the PyTorch reference. The size classes are read from the extension
+(``cuda.size_classes()``), the one source of them.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from laperm_kernels.reference import rows_and_length
 pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
                                 reason=f"C++ extension not loaded: {lk._extension.load_error()}")
 
-WARP_MAX = 64
-TILES = cuda.BLOCK_TILES
-# row_desc.h: (tile, threads) of each block tile, for its shared-memory bound.
-TILE_THREADS = {256: 64, 512: 128, 1024: 256, 2048: 256, 3072: 512, 4096: 512, 6144: 512,
-                8192: 512}
+CLASSES = cuda.size_classes() if lk._extension.is_loaded() else None
+WARP_MAX = CLASSES.warp_max_length if CLASSES else 64
+TILES = CLASSES.block_tiles if CLASSES else ()
+LAYOUT = cuda.plan_layout() if lk._extension.is_loaded() else None
+emulate_planned = torch.ops.laperm._test_emulate_planned_ if CLASSES else None
 BOUNDARY_LENGTHS = (1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 256, 257, 300, 600, 1500, 2304,
                     3072, 3073, 4608, 6144, 6145, 8192, 8193, 11008)
 
@@ -56,7 +58,7 @@ def run_planned(ws, ss, max_block_tile=8192, max_batch_items=1 << 22):
     """Rank-matches copies of ws through plan + CPU emulation; returns them and the plan."""
     out = [w.clone() for w in ws]
     plan = torch.ops.laperm.cuda_row_plan(out, ss, max_block_tile, max_batch_items)
-    torch.ops.laperm.rank_match_planned_(out, ss, *plan)
+    emulate_planned(out, ss, *plan)
     return out, plan
 
 
@@ -110,8 +112,8 @@ def test_million_element_row():
 
 def test_rows_sorted_device_wide_are_batches_alone():
     # rows one short of the device-wide sort share batches; rows at it get one each, which
-    # the kernels sort with cub::DeviceRadixSort (row_desc.h: sorts_device_wide)
-    n = cuda.DEVICE_SORT_MIN_LENGTH
+    # the kernels sort with cub::DeviceRadixSort (size_classes.h: sorts_device_wide)
+    n = CLASSES.device_sort_min_length
     ws, ss = model([((3, n - 1), torch.float32), ((2, n), torch.float32),
                     ((2, 9000), torch.float32)], seed=12, kind="ties")
     out, plan = run_planned(ws, ss, max_batch_items=1 << 22)
@@ -137,6 +139,36 @@ def test_model_with_empty_and_1d_tensors():
     out, plan = run_planned(ws, ss)
     assert_all_equal(out, reference(ws, ss))
     assert cuda.describe_plan(plan)["rows"] == 16 + 1 + 1 + 10  # empty tensors: no rows
+
+
+# --- the size classes, as the extension exports them ------------------------------------
+
+def test_size_classes_hang_together():
+    c = CLASSES
+    assert c.warp_max_length == 64                  # two elements a lane of one warp
+    assert list(c.block_tiles) == sorted(set(c.block_tiles)) and c.block_tiles[0] > 64
+    assert all(t == th * it for t, th, it in zip(c.block_tiles, c.block_threads,
+                                                  c.block_items))
+    assert c.block_tiles[-1] <= 65536               # 16-bit columns in the block kernel
+    assert c.max_batch_items == (1 << 31) - 1       # CUB's int item counts
+    assert 0 < c.default_batch_items <= c.max_batch_items
+    assert c.max_warp_class_rows == 8 * c.max_block_class_rows  # 8 warps a block
+    assert c.device_sort_min_length > c.block_tiles[-1]
+    layout = LAYOUT
+    plan = torch.ops.laperm.cuda_row_plan(*model([((2, 100), torch.float32)]), 8192, 1 << 22)
+    assert int(plan[0][0]) == layout.magic
+    assert plan[0].numel() == layout.header_words + layout.tensor_words + layout.launch_words
+
+
+def test_decode_plan_reads_what_the_planner_wrote():
+    ws, ss = model([((4, 40), torch.float16), ((3, 300), torch.float16),
+                    ((2, 20000), torch.float16)], seed=2)
+    plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 30000)
+    info = cuda.describe_plan(plan)
+    assert info["dtype"] == "float16" and info["tensors"] == 3 and info["rows"] == 9
+    assert info["launches"] == [("warp", 0, 4), ("block512", 4, 3)]
+    assert info["large_batches"] == [(7, 1, 20000, 20000, 0), (8, 1, 20000, 20000, 2)]
+    assert info["max_batch_items"] == 20000
 
 
 # --- plan structure ---------------------------------------------------------------------
@@ -177,7 +209,7 @@ def test_row_table_holds_every_row_once_in_its_class(max_block_tile):
         assert offsets[first_offset:first_offset + count + 1].tolist() == prefix + [items]
         assert items == sum(n for _, _, n, _ in batch) and longest == max(n for _, _, n, _ in batch)
         assert items <= max(50000, longest)
-        assert count == 1 or longest < cuda.DEVICE_SORT_MIN_LENGTH  # long rows sort alone
+        assert count == 1 or longest < CLASSES.device_sort_min_length  # long rows sort alone
         covered += range(begin, begin + count)
     assert sorted(covered) == list(range(len(table)))             # each row launched once
 
@@ -215,8 +247,10 @@ def test_many_short_large_rows_respect_the_row_limit():
 def test_largest_block_tile_follows_shared_memory(dtype):
     key_bytes = torch.finfo(dtype).bits // 8
 
-    def need(tile):  # row_desc.h's bound
-        return tile * max(key_bytes, 2) + TILE_THREADS[tile] * 40
+    threads = dict(zip(TILES, CLASSES.block_threads))
+
+    def need(tile):  # size_classes.h's bound
+        return tile * max(key_bytes, 2) + threads[tile] * 40
 
     for smem in (0, 8 * 1024, 48 * 1024, 99 * 1024, 163 * 1024, 227 * 1024):
         fitting = [t for t in TILES if need(t) <= smem]
@@ -244,12 +278,12 @@ def test_plan_for_other_tensors_is_refused():
     clones = [w.clone() for w in ws]
     before = [w.clone() for w in clones]
     with pytest.raises(ValueError, match="plan was made for other tensors"):
-        torch.ops.laperm.rank_match_planned_(clones, ss, *plan)
+        emulate_planned(clones, ss, *plan)
     reshaped = [ws[0].view(2, 200), ws[1]]
     with pytest.raises(ValueError, match="plan was made for other tensors"):
-        torch.ops.laperm.rank_match_planned_(reshaped, [ss[0].view(2, 200), ss[1]], *plan)
+        emulate_planned(reshaped, [ss[0].view(2, 200), ss[1]], *plan)
     with pytest.raises(ValueError, match="plan was made for other tensors"):
-        torch.ops.laperm.rank_match_planned_(ws[:1], ss[:1], *plan)
+        emulate_planned(ws[:1], ss[:1], *plan)
     assert _unchanged(clones, before)
 
 
@@ -258,18 +292,20 @@ def test_corrupted_plan_words_are_refused(corrupt):
     ws, ss = _pair()
     words, rows, offsets = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     words = words.clone()
-    n_tensors = int(words[2])
+    first_launch = LAYOUT.header_words + LAYOUT.tensor_words * len(ws)
     if corrupt == "magic":
         words[0] += 1
     elif corrupt == "truncated":
         words = words[:-1].clone()
     elif corrupt == "launch_range":
-        words[8 + 4 * n_tensors + 2] = 10**6   # first launch's row count
+        words[first_launch + 2] = 10**6         # first launch's row count
     else:
-        words[-4] = 10**6                       # last batch's row count
+        words[-LAYOUT.batch_words + 1] = 10**6  # last batch's row count
     before = [w.clone() for w in ws]
     with pytest.raises(ValueError, match="not a plan made by laperm::cuda_row_plan"):
-        torch.ops.laperm.rank_match_planned_(ws, ss, words, rows, offsets)
+        emulate_planned(ws, ss, words, rows, offsets)
+    with pytest.raises(ValueError, match="not a plan made by laperm::cuda_row_plan"):
+        torch.ops.laperm.cuda_decode_plan(words)
     assert _unchanged(ws, before)
 
 
@@ -279,14 +315,14 @@ def test_plan_words_beyond_the_launch_limits_are_refused():
     ws, ss = _pair()
     words, rows, offsets = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     words = words.clone()
-    n_tensors = int(words[2])
-    words[5] = 1 << 32                          # num_rows
-    launch = 8 + 4 * n_tensors                  # the first launch: block tile 256
+    num_rows = 5                                # header: [magic, type, tensors, launches,
+    words[num_rows] = 1 << 32                   #   batches, rows, offsets, batch items]
+    launch = LAYOUT.header_words + LAYOUT.tensor_words * len(ws)  # first: block tile 256
     assert int(words[launch]) == 0
     words[launch + 2] = 1 << 31                 # its row count
     before = [w.clone() for w in ws]
     with pytest.raises(ValueError, match="a launch is out of range"):
-        torch.ops.laperm.rank_match_planned_(ws, ss, words, rows, offsets)
+        emulate_planned(ws, ss, words, rows, offsets)
     assert _unchanged(ws, before)
 
 
@@ -294,13 +330,13 @@ def test_tables_of_the_wrong_kind_are_refused():
     ws, ss = _pair()
     words, rows, offsets = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     with pytest.raises(ValueError, match="rows must be the plan's int64 row table"):
-        torch.ops.laperm.rank_match_planned_(ws, ss, words, rows[1:], offsets)
+        emulate_planned(ws, ss, words, rows[1:], offsets)
     with pytest.raises(ValueError, match="rows must be"):
-        torch.ops.laperm.rank_match_planned_(ws, ss, words, rows.to(torch.int32), offsets)
+        emulate_planned(ws, ss, words, rows.to(torch.int32), offsets)
     with pytest.raises(ValueError, match="segment_offsets must be the plan's int32 table"):
-        torch.ops.laperm.rank_match_planned_(ws, ss, words, rows, offsets.long())
+        emulate_planned(ws, ss, words, rows, offsets.long())
     with pytest.raises(ValueError, match="plan must be the 1-D int64 CPU tensor"):
-        torch.ops.laperm.rank_match_planned_(ws, ss, words.float(), rows, offsets)
+        emulate_planned(ws, ss, words.float(), rows, offsets)
 
 
 def test_bad_groups_and_limits_are_refused():
@@ -325,27 +361,24 @@ def test_bad_groups_and_limits_are_refused():
 
 # --- the operator ---------------------------------------------------------------------
 
-def test_opcheck_planned_op():
+def test_planned_op_refuses_cpu_tensors():
+    ws, ss = model([((6, 100), torch.float32)], seed=8)
+    plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
+    before = [w.clone() for w in ws]
+    with pytest.raises(ValueError, match="rank_match_planned_ runs the CUDA kernels: weights "
+                                         "must be CUDA tensors"):
+        torch.ops.laperm.rank_match_planned_(ws, ss, *plan)
+    assert _unchanged(ws, before)
+
+
+def test_fake_kernel_of_the_planned_op():
+    # (opcheck of the op itself runs with the GPU tests: it needs the CUDA kernel)
     ws, ss = model([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
-    # The plan holds the tensors' addresses, so only opcheck's tests that run the op on
-    # these very tensors apply; the schema, fake-tensor and AOT-dispatch tests run it on
-    # copies, which a plan rightly refuses (test_plan_for_other_tensors_is_refused).
-    torch.library.opcheck(torch.ops.laperm.rank_match_planned_.default, (ws, ss, *plan),
-                          test_utils=("test_autograd_registration",))
-    # the fake kernel: shapes only, nothing run
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fake = [mode.from_tensor(t) for t in (*ws, *ss, *plan)]
         assert torch.ops.laperm.rank_match_planned_(fake[:2], fake[2:4], *fake[4:]) is None
-
-
-def test_planned_op_bumps_version_counters():
-    ws, ss = model([((6, 100), torch.float32)], seed=9)
-    plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
-    before = ws[0]._version
-    torch.ops.laperm.rank_match_planned_(ws, ss, *plan)
-    assert ws[0]._version > before
 
 
 def test_plan_cache_returns_the_same_plan():

@@ -12,9 +12,10 @@ data of ``tests.helpers.make_values`` (NaN payloads, +-0, +-inf, subnormals, hea
 non-contiguous layouts (transposed, strided, channels_last). Backends:
 
 * ``cpu``: ``rank_match_many_(..., backend="cpu")``, the C++ kernel;
-* ``cuda-plan``: the CUDA backend's host path (planner, plan checks, the CPU emulation of
-  ``rank_match_planned_``) with a random largest tile and large-batch size, so every
-  class and batching shape occurs;
+* ``cuda-plan``: the CUDA backend's host path (planner, plan checks, and the test-only
+  CPU emulation of the kernels, ``_test_emulate_planned_``) with a random largest tile and
+  large-batch size (the tiles as the extension exports them), so every class and batching
+  shape occurs;
 * ``torch``: the reference itself, held to the pure-Python oracle of
   ``tests/ops/test_reference.py`` on small cases.
 
@@ -48,7 +49,6 @@ BOUNDARIES = (0, 1, 2, 31, 32, 33, 63, 64, 65, 255, 256, 257, 511, 512, 1023, 10
               16385, 20000)
 MAX_CASE_ELEMENTS = 400_000
 ORACLE_MAX_ELEMENTS = 2_000    # the torch backend is checked by a Python loop
-BLOCK_TILES = (256, 512, 1024, 2048, 3072, 4096, 6144, 8192)
 
 
 # --- cases ------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def make_case(backend: str, index: int, seed: int):
             s = lk.sort_rows(make_values(rng.choice(KINDS), shape, dtype, gen))
         ws.append(w if backend == "cuda-plan" else _layout(w, rng))
         ss.append(s)
-    settings = {"max_block_tile": rng.choice(BLOCK_TILES),
+    settings = {"max_block_tile": rng.choice(cuda.size_classes().block_tiles),
                 "max_batch_items": rng.choice((1 << 12, 1 << 15, 1 << 18, 1 << 22))}
     return ws, ss, settings
 
@@ -128,7 +128,7 @@ def _run_cuda_plan(ws, ss, settings):
         by_dtype[w.dtype][1].append(s)
     for group_ws, group_ss in by_dtype.values():
         plan = cuda.plan_for(group_ws, group_ss, **settings)
-        torch.ops.laperm.rank_match_planned_(group_ws, group_ss, *plan)
+        torch.ops.laperm._test_emulate_planned_(group_ws, group_ss, *plan)
 
 
 def _run_torch(ws, ss, settings):

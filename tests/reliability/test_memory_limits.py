@@ -5,7 +5,8 @@ an allocation failure raises ``torch.OutOfMemoryError`` saying how much was need
 every weight bit for bit unchanged. ``torch.ops.laperm._test_fail_allocation(k)``
 (test-only) makes the k-th scratch allocation of the next call fail as if memory had run
 out; the tests fail each allocation in turn, for the CPU kernel and for the CUDA
-backend's host path through its CPU emulation (``rank_match_planned_`` on CPU tensors),
+backend's host path through the test-only CPU emulation of its kernels
+(``_test_emulate_planned_``),
 and one test lets a real allocation fail under an address-space cap in a child process.
 
 Size limits are refused with a ``ValueError`` naming the argument, the size and the limit
@@ -34,9 +35,11 @@ pytestmark = needs_extension
 
 SCRATCH_BYTES_PER_ELEMENT = 16  # the CPU kernel's, per row element per thread (row_kernel.h)
 CPU_MAX_ROW = 1 << 32             # csrc/cpu/row_kernel.h: kMaxRowLength
-CUDA_MAX_ROW = (1 << 31) - 1      # csrc/cuda/row_desc.h: kMaxBatchItems
-MAX_BLOCK_CLASS_ROWS = (1 << 31) - 1   # row_desc.h: one block per row, grid x <= 2^31 - 1
-MAX_WARP_CLASS_ROWS = 8 * ((1 << 31) - 1)  # eight rows (warps) per block
+# The CUDA planner's limits, as the extension exports them (csrc/cuda/size_classes.h).
+_CLASSES = cuda.size_classes() if lk._extension.is_loaded() else None
+CUDA_MAX_ROW = _CLASSES.max_batch_items if _CLASSES else 0
+MAX_BLOCK_CLASS_ROWS = _CLASSES.max_block_class_rows if _CLASSES else 0
+MAX_WARP_CLASS_ROWS = _CLASSES.max_warp_class_rows if _CLASSES else 0
 
 
 @pytest.fixture(autouse=True)
@@ -194,7 +197,7 @@ def test_planned_launches_are_all_or_nothing(dtype):
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 20000)
     assert [b[1] for b in cuda.describe_plan(plan)["large_batches"]] == [2, 2, 1, 1]
     messages = fail_each_allocation(
-        lambda: torch.ops.laperm.rank_match_planned_(ws, ss, *plan), ws)
+        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws)
     # block-tile keys and order, large-row keys, columns and order: all before any launch
     assert len(messages) == 5
     assert "large-row keys" in messages[2] and "max_batch_items" in messages[2]
@@ -217,7 +220,7 @@ def test_plan_without_large_rows_allocates_for_its_tiles_only():
     ws, ss = group([(5, 40), (4, 300)], torch.float32)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     messages = fail_each_allocation(
-        lambda: torch.ops.laperm.rank_match_planned_(ws, ss, *plan), ws)
+        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws)
     assert len(messages) == 2 and "block-tile keys" in messages[0]
 
 

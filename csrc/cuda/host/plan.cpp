@@ -1,5 +1,5 @@
-// Host-side dispatch of the CUDA backend (design: row_plan.h, row_desc.h).
-#include "cuda/host/row_plan.h"
+// The CUDA backend's plan (design: plan.h, size_classes.h).
+#include "cuda/host/plan.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -10,12 +10,6 @@ namespace laperm {
 namespace cuda {
 namespace {
 
-constexpr int64_t kPlanMagic = 0x6c6170657201;  // "laper" + format version 1
-constexpr int64_t kHeaderWords = 8;
-constexpr int64_t kTensorWords = 4;
-constexpr int64_t kLaunchWords = 3;
-constexpr int64_t kBatchWords = 5;
-
 [[noreturn]] void fail(const std::string& what) { throw std::invalid_argument(what); }
 
 // Classes in launch order: 0 is the warp class, 1 + t block tile t, kLargeSlot large.
@@ -25,11 +19,6 @@ int class_slot(int64_t length, int64_t max_block_tile) {
   for (int t = 0; t < kNumBlockTiles && kBlockTiles[t].tile <= max_block_tile; ++t)
     if (length <= kBlockTiles[t].tile) return 1 + t;  // the smallest tile that holds it
   return kLargeSlot;
-}
-
-// The most rows one launch of class `slot` takes (row_desc.h); large batches have none.
-int64_t max_class_rows(int slot) {
-  return slot == 0 ? kMaxWarpClassRows : slot < kLargeSlot ? kMaxBlockClassRows : INT64_MAX;
 }
 
 std::string class_name(int slot) {
@@ -43,6 +32,10 @@ void append_rows(std::vector<RowDesc>& out, const TensorRows& t, int64_t row_byt
 }
 
 }  // namespace
+
+int64_t max_class_rows(int32_t tile_index) {
+  return tile_index == kWarpClass ? kMaxWarpClassRows : kMaxBlockClassRows;
+}
 
 int64_t largest_block_tile(ElementType type, int64_t smem_optin_bytes) {
   int64_t best = 0;
@@ -78,9 +71,9 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
     class_rows[slot] += t.rows;
   }
   for (int c = 0; c < kLargeSlot; ++c)
-    if (class_rows[c] > max_class_rows(c))
+    if (class_rows[c] > max_class_rows(c - 1))
       fail("the group has " + std::to_string(class_rows[c]) + " rows in " + class_name(c) +
-           "; one launch takes at most " + std::to_string(max_class_rows(c)) +
+           "; one launch takes at most " + std::to_string(max_class_rows(c - 1)) +
            " (CUDA's grid limit): rank-match the tensors in several calls");
 
   RowPlan plan;
@@ -95,7 +88,7 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
 
   // Large rows: fill batches up to max_batch_items (and kMaxBatchRows rows); a row that
   // alone exceeds the bound gets a batch of its own rather than being refused, and so does
-  // every row long enough to be sorted device-wide (row_desc.h: kDeviceSortMinLength).
+  // every row long enough to be sorted device-wide (size_classes.h: kDeviceSortMinLength).
   LargeBatch batch{static_cast<int64_t>(plan.rows.size()), 0, 0, 0, 0};
   auto close_batch = [&]() {
     if (batch.row_count == 0) return;
@@ -124,63 +117,6 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
   }
   close_batch();
   return plan;
-}
-
-std::vector<int64_t> encode_plan(const RowPlan& plan) {
-  std::vector<int64_t> w = {kPlanMagic,
-                            static_cast<int64_t>(plan.type),
-                            static_cast<int64_t>(plan.tensors.size()),
-                            static_cast<int64_t>(plan.launches.size()),
-                            static_cast<int64_t>(plan.batches.size()),
-                            static_cast<int64_t>(plan.rows.size()),
-                            static_cast<int64_t>(plan.segment_offsets.size()),
-                            plan.max_batch_items};
-  for (const TensorRows& t : plan.tensors) w.insert(w.end(), {t.w_addr, t.s_addr, t.rows, t.length});
-  for (const ClassLaunch& l : plan.launches) w.insert(w.end(), {l.tile_index, l.row_begin, l.row_count});
-  for (const LargeBatch& b : plan.batches)
-    w.insert(w.end(), {b.row_begin, b.row_count, b.items, b.max_length, b.offsets_begin});
-  return w;
-}
-
-DecodedPlan decode_plan(const int64_t* words, int64_t size) {
-  auto bad = [](const std::string& what) { fail("not a plan made by laperm::cuda_row_plan: " + what); };
-  if (size < kHeaderWords || words[0] != kPlanMagic) bad("wrong header");
-  DecodedPlan out;
-  RowPlan& p = out.plan;
-  if (words[1] < 0 || words[1] > 3) bad("unknown element type");
-  p.type = static_cast<ElementType>(words[1]);
-  const int64_t n_tensors = words[2], n_launches = words[3], n_batches = words[4];
-  out.num_rows = words[5];
-  out.num_offsets = words[6];
-  p.max_batch_items = words[7];
-  if (n_tensors < 0 || n_launches < 0 || n_launches > kNumBlockTiles + 1 || n_batches < 0 ||
-      out.num_rows < 0 || out.num_offsets < 0 || p.max_batch_items < 0 ||
-      p.max_batch_items > kMaxBatchItems)
-    bad("counts out of range");
-  if (size != kHeaderWords + n_tensors * kTensorWords + n_launches * kLaunchWords +
-                  n_batches * kBatchWords)
-    bad("its size does not match its counts");
-  const int64_t* at = words + kHeaderWords;
-  for (int64_t i = 0; i < n_tensors; ++i, at += kTensorWords)
-    p.tensors.push_back({at[0], at[1], at[2], at[3]});
-  for (int64_t i = 0; i < n_launches; ++i, at += kLaunchWords) {
-    const ClassLaunch l{static_cast<int32_t>(at[0]), at[1], at[2]};
-    if (l.tile_index < kWarpClass || l.tile_index >= kNumBlockTiles || l.row_begin < 0 ||
-        l.row_count < 1 || l.row_count > max_class_rows(l.tile_index + 1) ||
-        l.row_begin + l.row_count > out.num_rows)
-      bad("a launch is out of range");
-    p.launches.push_back(l);
-  }
-  for (int64_t i = 0; i < n_batches; ++i, at += kBatchWords) {
-    const LargeBatch b{at[0], at[1], at[2], at[3], at[4]};
-    if (b.row_begin < 0 || b.row_count < 1 || b.row_count > kMaxBatchRows ||
-        b.row_begin + b.row_count > out.num_rows || b.items < 1 ||
-        b.items > p.max_batch_items || b.max_length < 1 || b.max_length > b.items ||
-        b.offsets_begin < 0 || b.offsets_begin + b.row_count + 1 > out.num_offsets)
-      bad("a batch is out of range");
-    p.batches.push_back(b);
-  }
-  return out;
 }
 
 }  // namespace cuda

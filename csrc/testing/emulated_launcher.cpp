@@ -1,5 +1,6 @@
-// The CPU kernel of laperm::rank_match_planned_: runs a plan the way the CUDA kernels are
-// specified to, one emulated launch at a time, on CPU tensors.
+// Test-only: laperm::_test_emulate_planned_, which runs a plan on CPU tensors the way the
+// CUDA kernels are specified to, one emulated launch at a time. It is not a backend: no
+// Python API calls it, only the tests (and tests/reliability/fuzz.py).
 //
 // It needs no GPU, so tests on any machine run everything around the CUDA kernels:
 // the plan's classes and tables, its checks, the launch sequence (run_plan, shared with
@@ -16,7 +17,10 @@
 #include <string>
 
 #include "common/order_key.h"
-#include "cuda/host/tensor_rows.h"
+#include "cuda/element_type.h"
+#include "cuda/host/plan_runner.h"
+#include "cuda/host/plan_tensors.h"
+#include "cuda/host/tensor_group.h"
 #include "cuda/warp_rank.h"
 #include "scratch.h"
 
@@ -130,7 +134,7 @@ class CpuEmulation final : public PlanLauncher {
     buffer = try_allocate<T>(counter, count);
     if (buffer) return;
     throw_out_of_memory(
-        std::string("laperm::rank_match_planned_ (CPU emulation): out of memory: ") +
+        std::string("laperm::_test_emulate_planned_: out of memory: ") +
         format_bytes(count * int64_t(sizeof(T))) + " for the " + what + ", " +
         format_bytes(total_bytes) + " of scratch in all. No weight was modified. Free "
         "memory, or plan with a smaller max_batch_items.");
@@ -144,34 +148,29 @@ class CpuEmulation final : public PlanLauncher {
   std::unique_ptr<int64_t[]> large_order_;
 };
 
-void rank_match_planned_cpu(at::TensorList weights, at::TensorList sorted_inits,
-                            const at::Tensor& plan, const at::Tensor& rows,
-                            const at::Tensor& segment_offsets) {
-  const char* op = "laperm::rank_match_planned_";
+void emulate_planned(at::TensorList weights, at::TensorList sorted_inits,
+                     const at::Tensor& plan, const at::Tensor& rows,
+                     const at::Tensor& segment_offsets) {
+  const char* op = "laperm::_test_emulate_planned_";
   const ElementType type = check_group(op, weights, sorted_inits);
+  TORCH_CHECK_VALUE(weights[0].device().is_cpu(), op, ": the tensors must be CPU tensors, "
+                    "got ", weights[0].device());
   const DecodedPlan decoded =
       check_plan(op, type, weights, sorted_inits, plan, rows, segment_offsets);
   const auto* row_table = reinterpret_cast<const RowDesc*>(rows.data_ptr<int64_t>());
   const int32_t* offsets = segment_offsets.data_ptr<int32_t>();
-  switch (type) {
-#define LAPERM_CASE(T, Format)                                   \
-    case ElementType::T: {                                       \
-      CpuEmulation<Format> emulation;                            \
-      run_plan(decoded.plan, row_table, offsets, emulation);     \
-      break;                                                     \
-    }
-    LAPERM_CASE(kFloat32, Float32Format)
-    LAPERM_CASE(kFloat64, Float64Format)
-    LAPERM_CASE(kFloat16, Float16Format)
-    LAPERM_CASE(kBFloat16, BFloat16Format)
-#undef LAPERM_CASE
-  }
+  const bool ran = dispatch_element_type(type, false, [&](auto format) {
+    CpuEmulation<decltype(format)> emulation;
+    run_plan(decoded.plan, row_table, offsets, emulation);
+    return true;
+  });
+  TORCH_CHECK(ran, op, ": unknown element type");
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, CPU, m) {
-  m.impl("rank_match_planned_", &rank_match_planned_cpu);
+  m.impl("_test_emulate_planned_", &emulate_planned);
 }
 
 }  // namespace cuda

@@ -1,16 +1,25 @@
-// The CUDA backend's host-side dispatch, as plain C++: which rows go to which size class,
-// the device table of row descriptors, the batches of large rows and their scratch.
+// The CUDA backend's plan: which rows of a group of tensors go to which size class
+// (size_classes.h), the table of row descriptors the launches read, and the batches of
+// large rows with their scratch bounds. Plain C++, in every build, tested on the CPU.
 //
-// It is compiled into every build (CPU-only included) and unit-tested on the CPU through
-// laperm::cuda_row_plan (row_plan_op.cpp): the kernels need a GPU, so everything that
-// decides what they are given is kept where a test without one can reach it.
+// The pipeline from tensors to launches, one file a step:
+//   plan         host/plan.{h,cpp}           TensorRows -> RowPlan (this file)
+//   encode       host/plan_encoding.{h,cpp}  RowPlan <-> int64 words (the host tensor)
+//   to tensors   host/plan_tensors.{h,cpp}   words + device tables; the check before a run
+//   cache        laperm_kernels/backends/plan_cache.py  (Python: one plan per group)
+//   run          host/plan_runner.{h,cpp}    PlanLauncher: one call per launch, in order
+//   launch       cuda/rank_match_cuda.cpp    the CUDA launcher (kernels.h), CUDA builds
+//                testing/emulated_launcher.cpp  a CPU emulation of the kernels, tests only
+// Torch tensors become TensorRows in host/tensor_group.{h,cpp}; the operators that expose
+// the plan to Python are in host/plan_ops.cpp.
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
+#include "cuda/element_type.h"
 #include "cuda/row_desc.h"
+#include "cuda/size_classes.h"
 
 namespace laperm {
 namespace cuda {
@@ -24,9 +33,9 @@ struct TensorRows {
 };
 
 struct PlanLimits {
-  int64_t max_block_tile = kLargestBlockTile;  // largest block tile the device can run
-  int64_t max_batch_items = int64_t(1) << 22;  // large rows per batch, in elements; a row
-                                               // longer than this is a batch of its own
+  int64_t max_block_tile = kLargestBlockTile;      // largest block tile the device can run
+  int64_t max_batch_items = kDefaultBatchItems;    // large rows per batch, in elements; a
+                                                   // row longer than this is a batch alone
 };
 
 // A launch of the warp class (tile_index == kWarpClass) or of one block tile.
@@ -60,21 +69,12 @@ RowPlan plan_rows(ElementType type, const std::vector<TensorRows>& tensors,
                   const PlanLimits& limits);
 
 // The largest block tile (in elements) whose kernel fits `smem_optin_bytes` of shared
-// memory per block, by row_desc.h's bound; 0 if none does.
+// memory per block, by size_classes.h's bound; 0 if none does.
 int64_t largest_block_tile(ElementType type, int64_t smem_optin_bytes);
 
-// The plan minus its two device tables (rows, segment_offsets), as int64 words: what the
-// launch needs on the host. Tables travel separately, as device tensors.
-std::vector<int64_t> encode_plan(const RowPlan& plan);
-
-// encode_plan's words back, every field checked (std::invalid_argument otherwise);
-// rows and segment_offsets stay empty, their sizes are in num_rows / num_offsets.
-struct DecodedPlan {
-  RowPlan plan;
-  int64_t num_rows = 0;
-  int64_t num_offsets = 0;
-};
-DecodedPlan decode_plan(const int64_t* words, int64_t size);
+// The most rows one launch of a class takes: kMaxWarpClassRows for kWarpClass,
+// kMaxBlockClassRows for a block tile.
+int64_t max_class_rows(int32_t tile_index);
 
 }  // namespace cuda
 }  // namespace laperm

@@ -1,0 +1,109 @@
+// The CUDA backend's plan as operators, registered in every build and for any device, so
+// that the planning the kernels depend on is tested on the CPU with CPU (or meta) tensors
+// standing in:
+//   laperm::cuda_row_plan           a group's plan (host words and device tables)
+//   laperm::cuda_largest_block_tile the largest tile a device's shared memory allows
+//   laperm::cuda_size_classes       size_classes.h's constants: Python reads them here
+//   laperm::cuda_plan_layout        plan_encoding.h's word layout
+//   laperm::cuda_decode_plan        a plan's launches and batches, for inspection
+// and the CPU kernel of laperm::rank_match_planned_, which only says that the op runs the
+// CUDA kernels (tests run plans on the CPU through laperm::_test_emulate_planned_).
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cuda/host/plan.h"
+#include "cuda/host/plan_tensors.h"
+#include "cuda/host/tensor_group.h"
+
+namespace laperm {
+namespace cuda {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_row_plan(
+    at::TensorList weights, at::TensorList sorted_inits, int64_t max_block_tile,
+    int64_t max_batch_items) {
+  const ElementType type = check_group("cuda_row_plan", weights, sorted_inits);
+  RowPlan plan;
+  try {
+    plan = plan_rows(type, describe_rows(weights, sorted_inits),
+                     PlanLimits{max_block_tile, max_batch_items});
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, "cuda_row_plan: ", e.what());
+  }
+  return plan_to_tensors(plan, weights[0].device());
+}
+
+int64_t cuda_largest_block_tile(at::ScalarType dtype, int64_t smem_optin_bytes) {
+  return largest_block_tile(element_type_of(dtype, "dtype"), smem_optin_bytes);
+}
+
+using SizeClasses = std::tuple<int64_t, std::vector<int64_t>, std::vector<int64_t>,
+                               std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
+                               int64_t, int64_t>;
+SizeClasses cuda_size_classes() {
+  std::vector<int64_t> tiles, threads, items;
+  for (const BlockTile& t : kBlockTiles) {
+    tiles.push_back(t.tile);
+    threads.push_back(t.threads);
+    items.push_back(t.items);
+  }
+  // In the schema's order (csrc/laperm.cpp), which names every field for Python.
+  return {kWarpMaxLength, tiles, threads, items, kDefaultBatchItems, kMaxBatchItems,
+          kMaxBatchRows, kDeviceSortMinLength, kMaxWarpClassRows, kMaxBlockClassRows};
+}
+
+std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t> cuda_plan_layout() {
+  return {kPlanMagic, kPlanHeaderWords, kTensorWords, kLaunchWords, kBatchWords};
+}
+
+// [n, words] int64 rows of the plan's records, copied out of its words.
+at::Tensor records(const std::vector<std::vector<int64_t>>& rows, int64_t words) {
+  at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), words},
+                             at::TensorOptions().dtype(at::kLong));
+  int64_t* at = out.data_ptr<int64_t>();
+  for (const auto& r : rows) at = std::copy(r.begin(), r.end(), at);
+  return out;
+}
+
+std::tuple<std::string, int64_t, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor>
+cuda_decode_plan(const at::Tensor& plan) {
+  const DecodedPlan d = decode_plan_tensor("cuda_decode_plan", plan);
+  std::vector<std::vector<int64_t>> tensors, launches, batches;
+  for (const TensorRows& t : d.plan.tensors) tensors.push_back({t.w_addr, t.s_addr, t.rows, t.length});
+  for (const ClassLaunch& l : d.plan.launches) launches.push_back({l.tile_index, l.row_begin, l.row_count});
+  for (const LargeBatch& b : d.plan.batches)
+    batches.push_back({b.row_begin, b.row_count, b.items, b.max_length, b.offsets_begin});
+  return {element_type_name(d.plan.type), d.num_rows, d.num_offsets, d.plan.max_batch_items,
+          records(tensors, kTensorWords), records(launches, kLaunchWords),
+          records(batches, kBatchWords)};
+}
+
+void rank_match_planned_cpu(at::TensorList weights, at::TensorList sorted_inits,
+                            const at::Tensor& plan, const at::Tensor& rows,
+                            const at::Tensor& segment_offsets) {
+  TORCH_CHECK_VALUE(false, "laperm::rank_match_planned_ runs the CUDA kernels: weights must "
+                    "be CUDA tensors, got CPU tensors (laperm::rank_match_many_ takes CPU "
+                    "tensors)");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(laperm, CPU, m) {
+  m.impl("rank_match_planned_", &rank_match_planned_cpu);
+}
+
+TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
+  m.impl("cuda_row_plan", cuda_row_plan);
+  m.impl("cuda_largest_block_tile", cuda_largest_block_tile);
+  m.impl("cuda_size_classes", cuda_size_classes);
+  m.impl("cuda_plan_layout", cuda_plan_layout);
+  m.impl("cuda_decode_plan", cuda_decode_plan);
+}
+
+}  // namespace cuda
+}  // namespace laperm
