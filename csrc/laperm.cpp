@@ -17,6 +17,8 @@ TORCH_LIBRARY(laperm, m) {
   m.def("rank_match_many_(Tensor(a!)[] weights, Tensor[] sorted_inits) -> ()");
   // Which instruction-set build of the CPU kernel this process runs (avx512/avx2/generic).
   m.def("cpu_kernel_isa() -> str");
+  // The CPU kernel's constants (cpu/row_kernel.h), named: the one source Python reads.
+  m.def("cpu_kernel_limits() -> (int max_row_length, int scratch_bytes_per_element)");
 
   // --- the CUDA backend (csrc/cuda) ---
   // Which native backends this build contains: ["cpu"] or ["cpu", "cuda"].

@@ -6,6 +6,7 @@ build, CUDA) kernels. The package still works without it, on the PyTorch referen
 
 from __future__ import annotations
 
+import collections
 from typing import Optional
 
 import torch  # first: _C links against libtorch/libc10, which importing torch loads
@@ -25,6 +26,14 @@ def is_loaded() -> bool:
 def load_error() -> Optional[str]:
     """Why the extension is unavailable, or None when it loaded."""
     return _load_error
+
+
+def named_results(op, type_name: str):
+    """``op()``'s results in a named tuple whose fields are the return names in its
+    schema: how Python reads the constants the C++ sources define (lists become tuples)."""
+    names = [r.name for r in op._schema.returns]
+    values = [tuple(v) if isinstance(v, list) else v for v in op()]
+    return collections.namedtuple(type_name, names)(*values)
 
 
 if _load_error is None:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import tempfile
 
-import pytest
-import torch
-
-import laperm_kernels as lk
-from tests.helpers import BACKEND_NAMES
-
 # backend="auto" remembers its decisions on disk: the suite uses a cache of its own, never
-# the user's (subprocesses inherit it).
+# the user's (subprocesses inherit it). Set before laperm_kernels is first imported.
 os.environ["LAPERM_CACHE_DIR"] = tempfile.mkdtemp(prefix="laperm-test-cache-")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import laperm_kernels as lk  # noqa: E402
+from tests.helpers import BACKEND_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -31,6 +32,15 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
 
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
     torch.ops.laperm.rank_match_many_(list(weights), list(sorted_inits))
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_limits():
+    """The C++ kernel's constants as the extension exports them (csrc/cpu/row_kernel.h,
+    ``laperm::cpu_kernel_limits``): ``max_row_length`` and ``scratch_bytes_per_element``
+    (per element of the longest row a thread gets)."""
+    return _extension.named_results(torch.ops.laperm.cpu_kernel_limits.default,
+                                    "CpuKernelLimits")
 
 
 def kernel_isa() -> str:

@@ -16,7 +16,6 @@ device is present; otherwise ``unavailable_reason()`` says which is missing.
 
 from __future__ import annotations
 
-import collections
 import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -64,13 +63,6 @@ def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -
     torch.ops.laperm.rank_match_planned_(weights, sorted_inits, *plan_for(weights, sorted_inits))
 
 
-def _named(op, type_name: str):
-    """``op()``'s results in a named tuple whose fields are the names in its schema."""
-    names = [r.name for r in op._schema.returns]
-    values = [tuple(v) if isinstance(v, list) else v for v in op()]
-    return collections.namedtuple(type_name, names)(*values)
-
-
 @functools.lru_cache(maxsize=None)
 def size_classes():
     """The size classes' constants as the extension exports them (csrc/cuda/size_classes.h,
@@ -78,7 +70,7 @@ def size_classes():
     tile index), ``block_threads``, ``block_items``, ``default_batch_items``,
     ``max_batch_items``, ``max_batch_rows``, ``device_sort_min_length``,
     ``max_warp_class_rows``, ``max_block_class_rows``."""
-    return _named(torch.ops.laperm.cuda_size_classes.default, "SizeClasses")
+    return _extension.named_results(torch.ops.laperm.cuda_size_classes.default, "SizeClasses")
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,7 +79,7 @@ def plan_layout():
     ``laperm::cuda_plan_layout``): ``magic``, ``header_words``, ``tensor_words``,
     ``launch_words``, ``batch_words``. For tests that forge plans; to read a plan, use
     :func:`describe_plan`."""
-    return _named(torch.ops.laperm.cuda_plan_layout.default, "PlanLayout")
+    return _extension.named_results(torch.ops.laperm.cuda_plan_layout.default, "PlanLayout")
 
 
 def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:

@@ -29,13 +29,15 @@ import torch
 import laperm_kernels as lk
 from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
                            needs_extension, reference_result)
-from laperm_kernels.backends import cuda
+from laperm_kernels.backends import cpu, cuda
 
 pytestmark = needs_extension
 
-SCRATCH_BYTES_PER_ELEMENT = 16  # the CPU kernel's, per row element per thread (row_kernel.h)
-CPU_MAX_ROW = 1 << 32             # csrc/cpu/row_kernel.h: kMaxRowLength
-# The CUDA planner's limits, as the extension exports them (csrc/cuda/size_classes.h).
+# The kernels' limits, as the extension exports them (csrc/cpu/row_kernel.h,
+# csrc/cuda/size_classes.h).
+_CPU = cpu.kernel_limits() if lk._extension.is_loaded() else None
+SCRATCH_BYTES_PER_ELEMENT = _CPU.scratch_bytes_per_element if _CPU else 0
+CPU_MAX_ROW = _CPU.max_row_length if _CPU else 0
 _CLASSES = cuda.size_classes() if lk._extension.is_loaded() else None
 CUDA_MAX_ROW = _CLASSES.max_batch_items if _CLASSES else 0
 MAX_BLOCK_CLASS_ROWS = _CLASSES.max_block_class_rows if _CLASSES else 0
