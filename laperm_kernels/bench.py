@@ -87,8 +87,9 @@ def time_methods(fns: List[Callable], warm_up: List[bool], pristine: List[torch.
                  progress: Optional[Callable[[int], None]] = None) -> List[Timing]:
     """Times every method in ``fns`` on the same weights.
 
-    Methods with ``warm_up[i]`` first run once untimed-for-the-median (their first call:
-    kernels compile, allocate or, for ``auto``, hold the trial). Then the timed runs go
+    Methods with ``warm_up[i]`` first run once outside the median (their first call, in
+    which kernels compile or allocate and ``auto`` holds its trial; its time is returned
+    as ``first_call_s``). Then the timed runs go
     round by round, each round in a new (seeded) random order, so that neither a drift of
     the machine's speed nor the method run just before favours one method; a method
     whose timed runs add up to ``budget_s`` sits out the remaining rounds (every method
