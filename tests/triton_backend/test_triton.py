@@ -4,8 +4,9 @@ Three parts:
 
 * Interpreter cases: the real kernels on CPU tensors under ``TRITON_INTERPRET=1``. The
   variable must be set before triton is imported (``@triton.jit`` reads it), so the cases
-  run in ONE subprocess (this file run as a script with ``--worker``), which reports each
-  case's result as JSON; each case is then one pytest test. Shapes are small (the
+  run in worker subprocesses (this file run as a script with ``--worker``; two where there
+  are two cores), which report each case's result as JSON; each case is then one pytest
+  test. Shapes are small (the
   interpreter runs tl.sort's network in Python) but reach every code path: rows shorter
   than a block, exactly one block, several rows per program, long rows (``max_block``/
   ``chunk`` made small) of 2, 3, 4, 5, 7, 8, 13 and 17 chunks, so that every shape of merge
@@ -239,12 +240,26 @@ def _worker(names) -> None:
 
 @pytest.fixture(scope="module")
 def interpreter_results():
+    # The cases take about a minute in all, evenly spread: one worker a core (at most
+    # two), the cases dealt out alternately, all running while this process waits.
     env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, __file__, "--worker", *INTERPRETER_CASES],
-                          cwd=HERE, env=env, capture_output=True, text=True, timeout=1200)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"interpreter worker failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    names = list(INTERPRETER_CASES)
+    workers = max(1, min(2, len(os.sched_getaffinity(0))))
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", *names[k::workers]],
+                              cwd=HERE, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for k in range(workers)]
+    results = {}
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=1200)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("interpreter worker timed out after 1200 s")
+        if proc.returncode != 0 or not out.strip():
+            pytest.fail(f"interpreter worker failed (rc {proc.returncode}):\n{err[-4000:]}")
+        results.update(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 @needs_triton
