@@ -32,7 +32,9 @@ fi
 echo "cuda_build: CUDA_HOME=$CUDA_HOME"
 venv="$(realpath -m "${LAPERM_CUDA_VENV:-.venv-cuda}")"
 src=$(mktemp -d)
-trap 'rm -rf "$src"' EXIT
+# The build's editable install points into $src: uninstall it with the copy, so the venv
+# is left with torch only, not with a package whose files are gone.
+trap '"$venv/bin/pip" uninstall -q -y laperm-kernels >/dev/null 2>&1 || true; rm -rf "$src"' EXIT
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch; assert torch.version.cuda" 2>/dev/null; then
   rm -rf "$venv"
