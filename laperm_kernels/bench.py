@@ -89,13 +89,13 @@ def time_methods(fns: List[Callable], warm_up: List[bool], pristine: List[torch.
 
     Methods with ``warm_up[i]`` first run once outside the median (their first call, in
     which kernels compile or allocate and ``auto`` holds its trial; its time is returned
-    as ``first_call_s``). Then the timed runs go
-    round by round, each round in a new (seeded) random order, so that neither a drift of
-    the machine's speed nor the method run just before favours one method; a method
-    whose timed runs add up to ``budget_s`` sits out the remaining rounds (every method
-    gets at least one). Every run works on the same buffers, restored from ``pristine``
-    before it (untimed): where a tensor lies in memory moved the C++ kernel's time by ~4%
-    between two copies of the same weights, more than the differences to be measured.
+    as ``first_call_s``). Then the timed runs go round by round, each round in a new
+    (seeded) random order, so that neither a drift of the machine's speed nor the method
+    run just before favours one method; a method whose timed runs add up to ``budget_s``
+    sits out the remaining rounds (every method gets at least one). Every run works on the
+    same buffers, restored from ``pristine`` before it (untimed): where a tensor lies in
+    memory moved the C++ kernel's time by ~4% between two copies of the same weights, more
+    than the differences to be measured.
     The output checked is that of each method's first timed run. ``progress(i)`` is
     called after each run of method ``i``."""
     device = pristine[0].device

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
                                 reason=f"C++ extension not loaded: {lk._extension.load_error()}")
 
 CLASSES = cuda.size_classes() if lk._extension.is_loaded() else None
-WARP_MAX = CLASSES.warp_max_length if CLASSES else 64
+WARP_MAX = CLASSES.warp_max_length if CLASSES else None
 TILES = CLASSES.block_tiles if CLASSES else ()
 LAYOUT = cuda.plan_layout() if lk._extension.is_loaded() else None
 emulate_planned = torch.ops.laperm._test_emulate_planned_ if CLASSES else None

@@ -8,7 +8,6 @@
 //   laperm::cuda_decode_plan        a plan's launches and batches, for inspection
 // and the CPU kernel of laperm::rank_match_planned_, which only says that the op runs the
 // CUDA kernels (tests run plans on the CPU through laperm::_test_emulate_planned_).
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <stdexcept>
@@ -61,26 +60,24 @@ std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t> cuda_plan_layout() {
   return {kPlanMagic, kPlanHeaderWords, kTensorWords, kLaunchWords, kBatchWords};
 }
 
-// [n, words] int64 rows of the plan's records, copied out of its words.
-at::Tensor records(const std::vector<std::vector<int64_t>>& rows, int64_t words) {
-  at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), words},
-                             at::TensorOptions().dtype(at::kLong));
-  int64_t* at = out.data_ptr<int64_t>();
-  for (const auto& r : rows) at = std::copy(r.begin(), r.end(), at);
+// The next `count` records of `width` words of a checked plan, from word `at` on (the
+// layout of plan_encoding.h), as a [count, width] int64 tensor; advances `at`.
+at::Tensor records(const at::Tensor& words, int64_t& at, size_t count, int64_t width) {
+  const int64_t n = static_cast<int64_t>(count);
+  at::Tensor out = words.narrow(0, at, n * width).view({n, width}).clone();
+  at += n * width;
   return out;
 }
 
 std::tuple<std::string, int64_t, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor>
 cuda_decode_plan(const at::Tensor& plan) {
-  const DecodedPlan d = decode_plan_tensor("cuda_decode_plan", plan);
-  std::vector<std::vector<int64_t>> tensors, launches, batches;
-  for (const TensorRows& t : d.plan.tensors) tensors.push_back({t.w_addr, t.s_addr, t.rows, t.length});
-  for (const ClassLaunch& l : d.plan.launches) launches.push_back({l.tile_index, l.row_begin, l.row_count});
-  for (const LargeBatch& b : d.plan.batches)
-    batches.push_back({b.row_begin, b.row_count, b.items, b.max_length, b.offsets_begin});
+  const DecodedPlan d = decode_plan_tensor("cuda_decode_plan", plan);  // checks every word
+  int64_t at = kPlanHeaderWords;
+  at::Tensor tensors = records(plan, at, d.plan.tensors.size(), kTensorWords);
+  at::Tensor launches = records(plan, at, d.plan.launches.size(), kLaunchWords);
+  at::Tensor batches = records(plan, at, d.plan.batches.size(), kBatchWords);
   return {element_type_name(d.plan.type), d.num_rows, d.num_offsets, d.plan.max_batch_items,
-          records(tensors, kTensorWords), records(launches, kLaunchWords),
-          records(batches, kBatchWords)};
+          tensors, launches, batches};
 }
 
 void rank_match_planned_cpu(at::TensorList weights, at::TensorList sorted_inits,
