@@ -7,10 +7,10 @@ asked for, or under ``backend="auto"`` the one ``laperm_kernels.dispatch`` has p
 fastest and bit-identical on such a group (its first call holds the trial).
 
 Non-contiguous weights (say channels_last convolutions) are handled exactly: the rows are
-always the logical ``reshape(shape[0], -1)`` rows, rank-matched in a contiguous copy that
-is then copied back. Weights whose elements overlap one another (``expand``) cannot be
-permuted in place and are refused, as are weights sharing memory with any other tensor
-of the call.
+always the logical ``reshape(shape[0], -1)`` rows, rank-matched in a contiguous buffer
+(laperm_kernels/staging.py) that is then copied back. Weights whose elements overlap one
+another (``expand``) cannot be permuted in place and are refused, as are weights sharing
+memory with any other tensor of the call.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from . import backends as _backends
 from . import dispatch as _dispatch
 from .reference import sort_rows_reference
+from .staging import contiguous_buffer
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _DTYPE_NAMES = "float32, float64, float16 or bfloat16"
@@ -79,18 +80,30 @@ def rank_match_groups_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[t
     _check_no_shared_memory(weights, sorted_inits, labels)
     plan = _plan(weights, sorted_inits, backend)  # may raise: still nothing touched
 
-    used = []
     with torch.no_grad():
+        # Everything that can fail before a kernel runs (staging buffers, launch plans and
+        # their size limits, compilation; during CUDA graph capture, anything an eager call
+        # should have made) is done for every group before the first one is touched.
+        staged = []
         for device, dtype, name, ws, ss in plan:
-            work = [w if w.is_contiguous() else w.contiguous() for w in ws]
-            contiguous_inits = [s.contiguous() for s in ss]
+            work = [contiguous_buffer(w) for w in ws]
+            inits = [contiguous_buffer(s) for s in ss]
+            if name is not None:
+                _backends.prepare(name, work, inits)
+            staged.append((device, dtype, name, ws, ss, work, inits))
+
+        used = []
+        for device, dtype, name, ws, ss, work, inits in staged:
+            for t, buffer in (*zip(ws, work), *zip(ss, inits)):
+                if buffer is not t:
+                    buffer.copy_(t)
             if name is None:  # auto, first time for this signature
-                name = _dispatch.trial(device, dtype, work, contiguous_inits)
+                name = _dispatch.trial(device, dtype, work, inits)
             else:
-                _backends.BACKENDS[name].run(work, contiguous_inits)
-            for w, tmp in zip(ws, work):
-                if tmp is not w:
-                    w.copy_(tmp)
+                _backends.BACKENDS[name].run(work, inits)
+            for w, buffer in zip(ws, work):
+                if buffer is not w:
+                    w.copy_(buffer)
             used.append((device, dtype, name))
     return used
 
