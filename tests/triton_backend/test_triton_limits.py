@@ -225,3 +225,22 @@ def test_failed_compilation_launches_nothing(tb, tk, recorded, monkeypatch):
     with pytest.raises(RuntimeError, match="ptxas"):
         tb.run_rows(ws, ss, max_block=32, chunk=16)
     assert "launch" not in [e[0] for e in recorded]
+
+
+# --- compilation ------------------------------------------------------------------------
+
+# The plain int arguments of each kernel (the others are tables, scratch or constexprs).
+INT_ARGUMENTS = {"rank_match_block_kernel": {"num_rows"}, "sort_chunks_kernel": set(),
+                 "merge_runs_kernel": {"run"}}
+
+
+@pytest.mark.parametrize("kernel", sorted(INT_ARGUMENTS))
+def test_kernels_are_not_specialised_on_row_counts_or_run_lengths(tk, kernel):
+    # Triton specialises a plain int argument on its value (1, multiples of 16, the rest):
+    # a block launch's row count would compile up to three variants of each kernel, which
+    # take seconds each. One compile per (dtype, block) needs do_not_specialize.
+    fn = getattr(tk, kernel)
+    if not hasattr(fn, "params"):
+        pytest.skip("the kernels are interpreted here (TRITON_INTERPRET=1)")
+    unspecialised = {p.name for p in fn.params if p.do_not_specialize}
+    assert unspecialised == INT_ARGUMENTS[kernel]
