@@ -334,10 +334,7 @@ def _ready_plan(tk, weights, sorted_inits, max_block: Optional[int], chunk: Opti
     max_block = tk.MAX_BLOCK if max_block is None else max_block
     chunk = tk.CHUNK if chunk is None else chunk
     device, dtype = weights[0].device, weights[0].dtype
-    settings = (device, dtype, max_block, chunk, SCRATCH_KEYS)
-    plan = _plans.get(settings, weights, sorted_inits,
-                      lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk),
-                      device_tables=lambda plan: plan.tables)
+    plan = _plan(tk, weights, sorted_inits, max_block, chunk)
     if not plan.compiled:
         if graph_capture.capturing(device):  # compiling or loading would synchronise
             raise graph_capture.not_prepared("the triton backend's compiled kernels")
@@ -346,6 +343,14 @@ def _ready_plan(tk, weights, sorted_inits, max_block: Optional[int], chunk: Opti
                 launch(_KINDS[dtype], None, warmup=True)
         plan.compiled.append(True)
     return plan
+
+
+def _plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
+    """The plan from the cache, built on a miss (its kernels not necessarily compiled)."""
+    settings = (weights[0].device, weights[0].dtype, max_block, chunk, SCRATCH_KEYS)
+    return _plans.get(settings, weights, sorted_inits,
+                      lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk),
+                      device_tables=lambda plan: plan.tables)
 
 
 def _check_settings(tk, max_block: int, chunk: int) -> None:

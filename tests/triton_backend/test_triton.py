@@ -105,7 +105,7 @@ def case_merge_passes():
     tensors = [((2, 16), "near_one"), ((1, 11), "special")]
     ws, ss, out, _ = _check(tensors, torch.bfloat16, 7,
                             lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8))
-    assert tb._ready_plan(tb._kernels(), out, ss, 8, 8).scratch_keys == 48
+    assert tb._plan(tb._kernels(), out, ss, 8, 8).scratch_keys == 48
 
 
 def case_scratch_batches():
