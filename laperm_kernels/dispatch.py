@@ -55,7 +55,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -160,14 +160,15 @@ def cache_path() -> str:
 
 # --- what ops.py calls ----------------------------------------------------------------
 
-def decided(device: torch.device, dtype: torch.dtype,
-            weights: Sequence[torch.Tensor]) -> Optional[str]:
+def decided(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
+            shapes_key: Optional[Hashable] = None) -> Optional[str]:
     """The backend for this group if no trial is needed (a decision made or loaded, a
     single candidate, autotuning off, tracing), else None: call :func:`trial`.
 
     Raises ``graph_capture.NotPreparedForCapture`` inside CUDA graph capture when the
-    group has no decision yet, before anything is touched."""
-    key = _key(device, dtype, weights)
+    group has no decision yet, before anything is touched. ``shapes_key`` stands for the
+    weights' shapes (ops.py has a hash of them from the extension)."""
+    key = _key(device, dtype, weights, shapes_key)
     with _lock:
         decision = _decisions.get(key)
         if decision is not None:
@@ -189,19 +190,20 @@ def decided(device: torch.device, dtype: torch.dtype,
 
 
 def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
-          sorted_inits: Sequence[torch.Tensor]) -> str:
+          sorted_inits: Sequence[torch.Tensor], shapes_key: Optional[Hashable] = None) -> str:
     """Runs the trial on a validated group (contiguous tensors, one device and dtype),
     records the decision and leaves the reference result in ``weights``. Returns the
     backend chosen for the next calls."""
     with _trial_lock:
-        name = decided(device, dtype, weights)  # another thread may have decided meanwhile
+        # another thread may have decided meanwhile
+        name = decided(device, dtype, weights, shapes_key)
         if name is not None:
             _backends.BACKENDS[name].run(weights, sorted_inits)
             return name
         guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
         with guard:
             decision = _run_trial(device, dtype, list(weights), list(sorted_inits))
-        _remember(_key(device, dtype, weights), decision)
+        _remember(_key(device, dtype, weights, shapes_key), decision)
         if decision.source == "trial" and decision.complete:
             _to_disk(_disk_key(device, dtype, weights), decision)
         return decision.backend
@@ -349,9 +351,11 @@ def _candidates(device: torch.device, dtype: torch.dtype) -> List[str]:
     return names or ["torch"]
 
 
-def _key(device, dtype, weights) -> tuple:
+def _key(device, dtype, weights, shapes_key=None) -> tuple:
     threads = torch.get_num_threads() if device.type == "cpu" else 0
-    return (device, dtype, threads, tuple(tuple(w.shape) for w in weights))
+    if shapes_key is None:
+        shapes_key = tuple(tuple(w.shape) for w in weights)
+    return (device, dtype, threads, shapes_key)
 
 
 def _signature(device, dtype, weights) -> Dict[str, object]:
