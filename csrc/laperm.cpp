@@ -1,7 +1,7 @@
 // Every operator schema of the `laperm` library, in one place.
 //
 // Backends register kernels for these schemas in their own files (call_check.cpp,
-// cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp,
+// max_abs.cpp, cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp,
 // testing/emulated_launcher.cpp).
 // The Python package registers the fake (meta) kernels used by torch.compile and
 // torch.library.opcheck.
@@ -22,6 +22,9 @@ TORCH_LIBRARY(laperm, m) {
   // contiguous. Raises nothing for bad tensors: Python then says what is wrong.
   m.def("check_call(Tensor[] weights, Tensor[] sorted_inits) -> (bool valid, int[] group_of, "
         "int[] group_keys, bool contiguous)");
+  // max |x| of each tensor as float64 (inf where it holds an inf, NaN where it holds a NaN):
+  // LaPerm's check_finite on the CPU, in one call (max_abs.cpp).
+  m.def("max_abs(Tensor[] tensors) -> Tensor");
   // Which instruction-set build of the CPU kernel this process runs (avx512/avx2/generic).
   m.def("cpu_kernel_isa() -> str");
   // The CPU kernel's constants (cpu/row_kernel.h), named: the one source Python reads.

@@ -1,12 +1,12 @@
 """LaPerm's ``check_finite``: whether a sync met NaN or inf, found without making the host
 wait for the GPU.
 
-Per (device, dtype) group of permuted tensors, one multi-tensor reduction
-(``torch._foreach_norm(tensors, inf)``: max |x| of each tensor, which is NaN if the tensor
-holds a NaN and inf if it holds an inf; one fused kernel on CUDA) and one ``stack`` give a
-vector with a value per tensor, copied to host memory. On the CPU that copy is the vector
-itself and the result is read at once. On CUDA the copy is asynchronous, into pinned
-memory, with an event recorded after it: the result is read once the event has completed,
+The check is max |x| of each permuted tensor, which is NaN if the tensor holds a NaN and
+inf if it holds an inf. On the CPU, all tensors go through one native call
+(``laperm::max_abs``, csrc/max_abs.cpp) and the result is read at once. On CUDA, per
+(device, dtype) group, one fused multi-tensor reduction (``torch._foreach_norm(tensors,
+inf)``) and one ``stack`` give a vector with a value per tensor, copied asynchronously into
+pinned memory, with an event recorded after it: the result is read once the event has completed,
 polled without blocking (LaPerm polls at every step), so the warning comes a step or a few
 after the sync it is about, and names that sync. A new check starts only when the last
 one has been read. Nothing is checked during CUDA graph capture.
@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import graph_capture
+from . import _extension, graph_capture
 
 # (labels, host values, event after the copy or None) for each (device, dtype) group
 _Part = Tuple[List[str], torch.Tensor, Optional["torch.cuda.Event"]]
@@ -41,17 +41,22 @@ class FiniteCheck:
         while an earlier check is unread, or during CUDA graph capture."""
         if self._pending is not None:
             return
-        groups: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = {}
+        native = _extension.is_loaded()
+        groups: Dict[Tuple[torch.device, object], Tuple[list, list]] = {}
         for t, label in zip(tensors, labels):
-            if t.numel():
-                ts, ls = groups.setdefault((t.device, t.dtype), ([], []))
+            if t.numel():  # CPU tensors of every dtype in one native call
+                kind = None if native and t.device.type == "cpu" else t.dtype
+                ts, ls = groups.setdefault((t.device, kind), ([], []))
                 ts.append(t)
                 ls.append(label)
         if any(graph_capture.capturing(device) for device, _ in groups):
             return
         parts: List[_Part] = []
-        for (device, _), (ts, ls) in groups.items():
-            values = torch.stack(torch._foreach_norm(ts, float("inf")))
+        for (device, kind), (ts, ls) in groups.items():
+            if kind is None:
+                values = torch.ops.laperm.max_abs.default(ts)
+            else:
+                values = torch.stack(torch._foreach_norm(ts, float("inf")))
             if device.type == "cuda":
                 host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
                 host.copy_(values, non_blocking=True)

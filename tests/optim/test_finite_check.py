@@ -17,6 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import laperm_kernels as lk
+from tests.helpers import DTYPES, needs_extension
 from laperm_kernels.finite_check import FiniteCheck
 
 HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
@@ -94,3 +95,22 @@ def test_one_check_in_flight_at_a_time():
     assert check.result() is None and not check.pending
     check.start(9, [torch.zeros(3), torch.empty(0)], ["c", "d"])
     assert check.result() == (9, [])
+
+
+@needs_extension
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_cpu_kernel_finds_nan_and_inf_anywhere(dtype):
+    # laperm::max_abs, what the check runs on CPU tensors: tensors long enough to be
+    # reduced in several chunks, a NaN or an inf in the last one, a transposed view.
+    n = 3 << 16
+    clean = torch.randn(n).to(dtype)
+    with_inf, with_nan = clean.clone(), clean.clone()
+    with_inf[-1] = float("-inf")
+    with_nan[n - 7] = float("nan")
+    with_nan[5] = float("inf")                 # NaN wins over inf
+    view = torch.randn(5, 9, dtype=torch.float64).to(dtype).t()
+    out = torch.ops.laperm.max_abs([clean, with_inf, with_nan, view, torch.empty(0, 3)])
+    assert out.dtype == torch.float64
+    assert out[0].item() == clean.abs().max().double().item()
+    assert out[1].item() == float("inf") and out[2].isnan()
+    assert out[3].item() == view.abs().max().double().item() and out[4].item() == 0.0
