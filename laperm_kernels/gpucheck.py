@@ -2,24 +2,29 @@
 auto-dispatch verdicts, written to a report.
 
     python -m laperm_kernels.gpucheck OUTDIR          # or: laperm-gpucheck OUTDIR
+    python -m laperm_kernels.gpucheck --quick OUTDIR  # correctness and ResNet-50 fp32 only
 
-Checks, in order; each ends PASS, FAIL or SKIPPED (with the reason):
+Checks, in order; each ends PASS, FAIL or SKIPPED (with the reason), and each has a time
+cap (CHECK_LIMITS_S): a check still running at its cap is stopped and FAILs:
 
 - backends: with a GPU, the "cuda" and "triton" backends must both be available.
 - gpu-tests: pytest of the GPU test files of the source checkout, in a subprocess (the
   Triton interpreter cases, CPU tests, deselected); counts from OUTDIR/gpu-tests.xml
-  (JUnit), log in OUTDIR/gpu-tests.log.
+  (JUnit), log in OUTDIR/gpu-tests.log. --quick: the cuda and triton backends' files only.
 - launch-plans: launches per call of the cuda and triton backends for every preset and
   dtype (without a GPU, planned on CPU tensors with sm_90's shared memory).
 - copy-bandwidth: a device-to-device copy timed by CUDA events, and the theoretical peak
   when torch exposes the memory clock and bus width.
-- benchmark: ``bench.run_benchmark`` for every preset x dtype on the GPU, every method.
+- benchmark: ``bench.run_benchmark`` for every preset x dtype on the GPU, every method
+  (--quick: ResNet-50, float32).
 - cuda-graph: a planned sync captured in a CUDA graph and replayed, bit for bit against
   the reference on CPU copies; replay vs eager time.
 - laperm-steps: LaPerm(Adam) on a small MLP, backend "auto" vs "torch": parameters
   bit-identical after 7 steps.
 - dispatch: ``laperm_kernels.dispatch_report()``, the decisions of backend="auto" in this
   process; a candidate that mismatched or raised fails it.
+
+--quick skips cuda-graph and laperm-steps (SKIPPED, "--quick").
 
 backend="auto" decides afresh: LAPERM_CACHE_DIR is set to OUTDIR/dispatch-cache, emptied
 first (also for the test subprocess). Writes OUTDIR/report.md and OUTDIR/report.json and
@@ -30,6 +35,7 @@ passes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -37,9 +43,11 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import xml.etree.ElementTree as ET
@@ -62,11 +70,22 @@ from .timing import DeviceTimer
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-# The files with GPU tests, and auto's trials (CPU stand-ins, cheap); the missing are left out.
+# The files with GPU tests, and auto's trials (CPU stand-ins, cheap); the missing are left
+# out. --quick runs the first two: the cuda and triton backends against the reference.
 GPU_TEST_FILES = ("tests/cuda_backend/test_cuda.py", "tests/triton_backend/test_triton.py",
-                  "tests/dispatch/test_dispatch.py")
+                  "tests/cuda_backend/test_graph_capture_gpu.py",
+                  "tests/reliability/test_memory_limits.py", "tests/dispatch/test_dispatch.py")
+QUICK_TEST_FILES = GPU_TEST_FILES[:2]
 DESELECT = "not test_interpreter"  # test_triton.py's TRITON_INTERPRET=1 cases: CPU tests
-TEST_TIMEOUT_S = 480
+QUICK_PRESETS, QUICK_DTYPES = ["resnet50"], ["float32"]
+QUICK_SKIPS = ("cuda-graph", "laperm-steps")
+# Seconds a check may run (full run, --quick), from the budget in docs/cuda.md ("first GPU
+# run"): the full run's checks in 6 minutes, the quick run's in 2.5.
+CHECK_LIMITS_S = {"backends": (30, 30), "gpu-tests": (200, 110), "launch-plans": (30, 15),
+                  "copy-bandwidth": (20, 20), "benchmark": (90, 20), "cuda-graph": (20, 20),
+                  "laperm-steps": (20, 20), "dispatch": (10, 10)}
+DEFAULT_LIMIT_S = 60
+BENCH_BUDGET_S = 1.0  # timed seconds per benchmark method (bench's --budget)
 SM90_SMEM_OPTIN = 227 * 1024  # shared memory per block, opt-in, on sm_90 (H100, H200)
 # warp, block 1024, block 6144, large (segmented sort), large (device-wide sort)
 GRAPH_SHAPES = [(1000, 40), (256, 576), (64, 4608), (8, 20000), (1 << 18,)]
@@ -76,6 +95,11 @@ class Skip(Exception):
     """Raised by a check that cannot run here; the message says why."""
 
 
+class CheckTimeout(BaseException):
+    """Raised in a check that reached its time cap (a BaseException, so that a check's own
+    ``except Exception`` does not swallow it)."""
+
+
 @dataclass
 class Check:
     name: str
@@ -83,6 +107,7 @@ class Check:
     summary: str = ""
     seconds: float = 0.0
     details: Dict[str, Any] = field(default_factory=dict)
+    limit_s: Optional[float] = None  # its time cap
 
 
 @dataclass
@@ -92,6 +117,8 @@ class Context:
     presets: List[str]
     dtypes: List[str]
     run_tests: bool
+    quick: bool = False
+    deadline: Optional[float] = None  # time.monotonic() by which every check has ended
     # set by earlier checks for later ones
     copy_gb_per_s: Optional[float] = None
     peak_gb_per_s: Optional[float] = None
@@ -174,17 +201,21 @@ def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
         raise Skip("no source checkout (no tests/ beside laperm_kernels/)")
     if not ctx.run_tests:
         raise Skip("--skip-tests")
-    files = [f for f in GPU_TEST_FILES if (root / f).is_file()]
+    files = [f for f in (QUICK_TEST_FILES if ctx.quick else GPU_TEST_FILES)
+             if (root / f).is_file()]
     xml, log = ctx.outdir / "gpu-tests.xml", ctx.outdir / "gpu-tests.log"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", DESELECT,
            f"--junitxml={xml}", *files]
     details.update(command=shlex.join(cmd), cwd=str(root), log=log.name, junit=xml.name)
+    # Before the check's own cap, so that the log says what ran (a killed pytest writes
+    # no JUnit file).
+    timeout = max(1.0, check_limit("gpu-tests", ctx.quick) - 5)
     with open(log, "w") as out:
         try:
             rc = subprocess.run(cmd, cwd=root, stdout=out, stderr=subprocess.STDOUT,
-                                timeout=TEST_TIMEOUT_S).returncode
+                                timeout=timeout).returncode
         except subprocess.TimeoutExpired:
-            return False, f"pytest timed out after {TEST_TIMEOUT_S} s (log: {log.name})"
+            return False, f"pytest stopped after {timeout:.0f} s (log: {log.name})"
     details["exit_code"] = rc
     result = parse_junit(xml)
     if result is None:
@@ -279,7 +310,7 @@ def check_benchmark(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
         for dtype in ctx.dtypes:
             try:
                 results = bench.run_benchmark(preset, dtype, device, torch.get_num_threads(),
-                                              ctx.repeat)
+                                              ctx.repeat, budget_s=BENCH_BUDGET_S)
             except Exception as e:  # one broken combination must not hide the others
                 errors.append(f"{preset} {dtype}: {type(e).__name__}: {e}")
                 continue
@@ -399,14 +430,53 @@ CHECKS: List[Tuple[str, Callable[[Context, Dict[str, Any]], Tuple[bool, str]]]] 
 ]
 
 
-def run_check(name: str, fn, ctx: Context) -> Check:
+def check_limit(name: str, quick: bool) -> float:
+    """Seconds the check ``name`` may run."""
+    return CHECK_LIMITS_S.get(name, (DEFAULT_LIMIT_S,) * 2)[1 if quick else 0]
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str):
+    """Raises CheckTimeout in this thread once ``seconds`` have passed (SIGALRM; where
+    there is none, or off the main thread, no limit). The signal interrupts Python code
+    only: a call that never returns (a hung kernel) is for the caller's outer timeout."""
+    if (not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise CheckTimeout(f"{what} reached its time cap of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_check(name: str, fn, ctx: Context, limit_s: Optional[float] = None) -> Check:
     check = Check(name)
     start = time.perf_counter()
+    limit_s = check_limit(name, ctx.quick) if limit_s is None else limit_s
+    if ctx.deadline is not None:
+        limit_s = min(limit_s, ctx.deadline - time.monotonic())
+    limit_s = check.limit_s = round(max(limit_s, 0.0), 1)
     try:
-        passed, check.summary = fn(ctx, check.details)
+        if ctx.quick and name in QUICK_SKIPS:
+            raise Skip("--quick")
+        if limit_s <= 0:
+            raise CheckTimeout(f"{name} did not start: no time left of the --time-budget")
+        with time_limit(limit_s, name):
+            passed, check.summary = fn(ctx, check.details)
         check.status = PASS if passed else FAIL
     except Skip as e:
         check.status, check.summary = SKIPPED, str(e)
+    except CheckTimeout as e:
+        check.status, check.summary = FAIL, str(e)
+        check.details["traceback"] = traceback.format_exc()
     except Exception as e:
         check.status, check.summary = FAIL, f"{type(e).__name__}: {e}"
         check.details["traceback"] = traceback.format_exc()
@@ -573,8 +643,9 @@ def render_markdown(info: Dict[str, str], checks: List[Check], command: str) -> 
              f"checks took {total:.1f} s.", "", "## Machine", ""]
     lines += _table(["", ""], [[k, v] for k, v in info.items()])
     lines += ["", "## Checks", ""]
-    lines += _table(["check", "status", "seconds", "result"],
-                    [[c.name, c.status, f"{c.seconds:.1f}", c.summary] for c in checks])
+    lines += _table(["check", "status", "seconds", "cap s", "result"],
+                    [[c.name, c.status, f"{c.seconds:.1f}", _fmt(c.limit_s, "g"), c.summary]
+                     for c in checks])
     for c in checks:
         body = _details_md(c)
         if body:
@@ -592,13 +663,27 @@ def write_report(outdir: Path, info: Dict[str, str], checks: List[Check], comman
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="laperm-gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("outdir", type=Path, help="where report.md, report.json and logs go")
+    p.add_argument("--quick", action="store_true",
+                   help="correctness (the cuda and triton backends' GPU tests) and the "
+                        "ResNet-50 float32 timing only; cuda-graph and laperm-steps skipped")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per benchmark method (median)")
-    p.add_argument("--preset", nargs="+", default=sorted(PRESETS), choices=sorted(PRESETS))
-    p.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=DTYPES)
+    p.add_argument("--preset", nargs="+", choices=sorted(PRESETS),
+                   help="presets to plan and time (default: all; --quick: resnet50)")
+    p.add_argument("--dtype", nargs="+", choices=DTYPES,
+                   help="dtypes to plan and time (default: all; --quick: float32)")
     p.add_argument("--skip-tests", action="store_true", help="do not run the GPU test files")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="every check ends within this many seconds (with the report written "
+                        "after); each check's cap is also cut to what is left")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.time_budget is not None and not args.time_budget > 0:
+        p.error("--time-budget must be > 0")
+    if args.preset is None:
+        args.preset = list(QUICK_PRESETS) if args.quick else sorted(PRESETS)
+    if args.dtype is None:
+        args.dtype = list(QUICK_DTYPES) if args.quick else list(DTYPES)
     return args
 
 
@@ -608,7 +693,9 @@ def main(argv=None) -> int:
     cache = (args.outdir / "dispatch-cache").resolve()
     shutil.rmtree(cache, ignore_errors=True)  # ours, from an earlier run into OUTDIR
     os.environ["LAPERM_CACHE_DIR"] = str(cache)
-    ctx = Context(args.outdir, args.repeat, args.preset, args.dtype, not args.skip_tests)
+    deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
+    ctx = Context(args.outdir, args.repeat, args.preset, args.dtype, not args.skip_tests,
+                  args.quick, deadline)
     command = shlex.join(["python", "-m", "laperm_kernels.gpucheck",
                           *(sys.argv[1:] if argv is None else argv)])
     info = machine_info()

@@ -3,13 +3,20 @@
     python tools/aot_compile_triton.py [--arch 80 90] [--jobs N] [--only SUBSTRING]
 
 Compiles each (kernel, dtype kind, block/chunk, num_warps) configuration that
-laperm_kernels.backends.triton can launch, for sm_80 (A100) and sm_90 (H100), with
-``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))``, in a fresh
+laperm_kernels.backends.triton can launch, for sm_80 (A100) and sm_90 (H100), in a fresh
 Triton cache (so the times are real compile times), and prints per configuration the
 compile time, registers per thread, shared memory and spill (local memory) bytes, read
 from the cubin with the cuobjdump that ships with Triton. Exits non-zero if any
 configuration fails to compile, spills, or needs global scratch at launch (the launcher
 would allocate it mid-call; the backend makes all of a call's allocations up front).
+
+Each configuration is compiled through a launch's own path, ``kernel.warmup(...)`` (bind
+the arguments, specialise, ``triton.compile``; launch nothing), with Triton's driver
+replaced by one that only names the target GPU (``GPUTarget("cuda", arch, 32)``). So the
+compile is keyed in Triton's cache exactly as a launch on such a GPU keys it (signature,
+constants, attributes and options, whose form differs between Triton versions), and with
+TRITON_CACHE_DIR set the cache is kept: tools/gpu_build_and_check.sh fills it this way,
+in parallel, before the checks launch the kernels.
 
 Why: tl.sort unrolls a bitonic network, and ptxas time grows badly when a big tile has
 too few warps (BLOCK=1024 with 4 warps ran > 9 minutes); this proves each shipped
@@ -19,6 +26,7 @@ configuration compiles in seconds. Needs only `pip install triton` (no CUDA, no 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -28,7 +36,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-# Before triton is imported: real @jit functions (not the interpreter's), a fresh cache.
+# Before triton is imported: real @jit functions (not the interpreter's), a fresh cache
+# unless TRITON_CACHE_DIR names one (which is then kept).
 os.environ.pop("TRITON_INTERPRET", None)
 _OWN_CACHE = "TRITON_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
@@ -83,25 +92,75 @@ def _resource_usage(cubin: bytes) -> dict:
     return usage
 
 
+class TargetOnlyDriver:
+    """Triton's driver as far as a launch's compile path uses it: the target GPU, device 0,
+    stream 0. ``warmup`` compiles and launches nothing, so no device is needed."""
+
+    def __init__(self, arch: int):
+        from triton.backends.compiler import GPUTarget
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+
+@contextlib.contextmanager
+def target_only(arch: int, kernels=()):
+    """Triton's active driver is a TargetOnlyDriver inside; after, the one before it (set
+    back as it was: reset_active() would create the default driver, which needs a GPU),
+    and ``kernels`` forget the binders and binaries they made for the target."""
+    from triton.runtime.driver import driver
+    previous = driver._active
+    driver.set_active(TargetOnlyDriver(arch))
+    try:
+        yield
+    finally:
+        driver._active = previous
+        for k in kernels:
+            k.device_caches.clear()
+
+
+def launch_arguments(fn, signature: dict) -> list:
+    """Arguments as the backend passes them: fresh (16-byte aligned) int64/int32 tensors for
+    the pointers, and for the integers any value, since every kernel marks its integers
+    do_not_specialize (one that does not would compile once per value class: 1, multiples
+    of 16, the rest; the checks could launch any of them)."""
+    unspecialised = {p.name for p in fn.params if p.do_not_specialize}
+    args = []
+    for name, kind in signature.items():
+        if kind == "constexpr":
+            continue
+        if kind.startswith("*"):
+            args.append(torch_zeros(kind[1:]))
+        elif name in unspecialised:
+            args.append(7)
+        else:
+            raise ValueError(f"{fn.__name__}: {name} ({kind}) is specialised by value at "
+                             "launch; mark it do_not_specialize or compile each value class")
+    return args
+
+
+def torch_zeros(kind: str):
+    import torch
+    return torch.zeros(4, dtype={"i64": torch.int64, "i32": torch.int32}[kind])
+
+
 def compile_one(job):
     name, kernel_name, signature, constexprs, warps, arch = job
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from laperm_kernels import triton_kernels as tk
 
     fn = getattr(tk, kernel_name)
-    # As the launcher specialises them: pointers of fresh torch tensors (and the 128-byte
-    # aligned scratch views) are 16-byte aligned; merge_runs' run (CHUNK << pass) is a
-    # multiple of 16.
-    attrs = {(i,): [["tt.divisibility", 16]]
-             for i, (k, v) in enumerate(signature.items()) if v.startswith("*") or k == "run"}
     start = time.perf_counter()
     try:
-        kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs),
-                                target=GPUTarget("cuda", arch, 32),
-                                options={"num_warps": warps})
+        with target_only(arch, [fn]):
+            kernel = fn.warmup(*launch_arguments(fn, signature), grid=(1,), num_warps=warps,
+                               **constexprs)
         usage = _resource_usage(kernel.asm["cubin"])
         usage["shared_meta"] = kernel.metadata.shared
         # Global scratch would be allocated by the launcher at every launch, after earlier

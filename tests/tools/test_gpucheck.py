@@ -7,8 +7,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -213,3 +215,121 @@ def test_gpu_checks_run_their_logic_on_the_cpu(tmp_path, monkeypatch):
     assert "lenet-300-100 float32 on cpu" in checks[3].summary  # auto's trial, reported
     markdown = gpucheck.render_markdown({}, checks, "x")
     assert "| lenet-300-100 | float32 | auto (" in markdown
+
+
+# --- --quick, time caps, --time-budget -----------------------------------------------------
+
+def test_quick_end_to_end(tmp_path):
+    # Without a GPU the GPU checks skip; --quick's selection shows in what was planned.
+    cmd = [sys.executable, "-m", "laperm_kernels.gpucheck", str(tmp_path), "--quick",
+           "--skip-tests", "--repeat", "1", "--time-budget", "300"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    checks = {c["name"]: c for c in report["checks"]}
+    assert list(checks) == [name for name, _ in gpucheck.CHECKS]
+    for name in gpucheck.QUICK_SKIPS:
+        assert (checks[name]["status"], checks[name]["summary"]) == ("SKIPPED", "--quick")
+    assert checks["launch-plans"]["status"] == "PASS"
+    assert [(r["preset"], r["dtype"]) for r in checks["launch-plans"]["details"]["rows"]] == \
+        [("resnet50", "float32")]
+    for c in checks.values():  # every cap within the budget, and what the quick run uses
+        assert 0 < c["limit_s"] <= min(300, gpucheck.check_limit(c["name"], quick=True)), c
+    assert "| cap s |" in (tmp_path / "report.md").read_text()
+
+
+def test_quick_defaults_and_explicit_choices():
+    args = gpucheck.parse_args(["out", "--quick"])
+    assert (args.preset, args.dtype, args.quick) == (["resnet50"], ["float32"], True)
+    args = gpucheck.parse_args(["out", "--quick", "--preset", "conv4", "--dtype", "float16"])
+    assert (args.preset, args.dtype) == (["conv4"], ["float16"])
+    args = gpucheck.parse_args(["out"])
+    assert args.preset == sorted(gpucheck.PRESETS) and args.dtype == list(gpucheck.DTYPES)
+    with pytest.raises(SystemExit):
+        gpucheck.parse_args(["out", "--time-budget", "0"])
+
+
+def test_quick_runs_the_backends_test_files_only(tmp_path, monkeypatch):
+    (tmp_path / "tests").mkdir()
+    for name in ("test_a.py", "test_b.py"):
+        (tmp_path / "tests" / name).write_text("def test_ok(): pass\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(gpucheck, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gpucheck, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(gpucheck, "GPU_TEST_FILES", ("tests/test_a.py", "tests/test_b.py"))
+    monkeypatch.setattr(gpucheck, "QUICK_TEST_FILES", ("tests/test_a.py",))
+    ctx = _context(out, quick=True)
+    check = gpucheck.run_check("gpu-tests", gpucheck.check_gpu_tests, ctx)
+    assert check.status == "PASS", check
+    assert check.details["command"].endswith(" tests/test_a.py")
+    assert check.summary.startswith("1 passed, 0 failed")
+
+
+def test_a_check_past_its_cap_fails_and_the_next_runs(tmp_path, monkeypatch):
+    def sleeps(ctx, details):
+        time.sleep(30)
+        return True, "slept"
+
+    def swallows(ctx, details):  # a check's own `except Exception` does not hide the cap
+        try:
+            while True:
+                time.sleep(0.01)
+        except Exception:
+            return True, "swallowed"
+
+    monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(gpucheck, "CHECKS", [("sleeps", sleeps), ("swallows", swallows),
+                                             ("fine", lambda ctx, d: (True, "ok"))])
+    monkeypatch.setattr(gpucheck, "CHECK_LIMITS_S", {"sleeps": (0.3, 0.3), "swallows": (0.3, 0.3)})
+    start = time.monotonic()
+    assert gpucheck.main([str(tmp_path)]) == 1
+    assert time.monotonic() - start < 10
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no alarm left behind
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(c["status"], c["summary"]) for c in report["checks"]] == [
+        ("FAIL", "sleeps reached its time cap of 0.3 s"),
+        ("FAIL", "swallows reached its time cap of 0.3 s"), ("PASS", "ok")]
+
+
+def test_time_budget_cuts_the_caps(tmp_path, monkeypatch):
+    def sleeps(ctx, details):
+        time.sleep(30)
+        return True, "slept"
+
+    monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(gpucheck, "CHECKS", [("first", sleeps), ("second", sleeps)])
+    start = time.monotonic()
+    assert gpucheck.main([str(tmp_path), "--time-budget", "0.5"]) == 1
+    assert time.monotonic() - start < 10
+    report = json.loads((tmp_path / "report.json").read_text())
+    first, second = report["checks"]
+    assert first["status"] == "FAIL" and "time cap of 0.5" in first["summary"]
+    assert second == {**second, "status": "FAIL", "limit_s": 0.0,
+                      "summary": "second did not start: no time left of the --time-budget"}
+
+
+def test_gpu_tests_past_the_cap_fail_with_the_log(tmp_path, monkeypatch):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_slow.py").write_text(
+        "import time\ndef test_slow(): time.sleep(60)\n")
+    monkeypatch.setattr(gpucheck, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gpucheck, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(gpucheck, "GPU_TEST_FILES", ("tests/test_slow.py",))
+    monkeypatch.setattr(gpucheck, "CHECK_LIMITS_S", {"gpu-tests": (8, 8)})
+    start = time.monotonic()
+    check = gpucheck.run_check("gpu-tests", gpucheck.check_gpu_tests, _context(tmp_path))
+    assert time.monotonic() - start < 20
+    assert (check.status, check.summary) == ("FAIL", "pytest stopped after 3 s (log: "
+                                                     "gpu-tests.log)")
+
+
+def test_the_script_takes_quick_and_refuses_unknown_options(tmp_path):
+    script = os.path.join(ROOT, "tools", "gpu_build_and_check.sh")
+    proc = subprocess.run(["bash", script, "--bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage: bash tools/gpu_build_and_check.sh [--quick] [OUTDIR]" \
+        in proc.stderr
+    if torch.version.cuda is None:  # parsed, then stopped at the first requirement
+        proc = subprocess.run(["bash", script, "--quick", str(tmp_path / "out")],
+                              capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
+        assert proc.returncode == 1 and "has no CUDA build of torch" in proc.stderr, proc.stderr
