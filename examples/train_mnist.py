@@ -241,16 +241,18 @@ def columns(records: List[dict]) -> Dict[str, list]:
 
 def print_summary(summary: Dict[str, dict], ratio: float, invariant: bool) -> None:
     head = (f"{'method':<14}{'final test':>11}{'best test (ep)':>16}{'test@best val':>15}"
-            f"{'train time':>12}{'vs Adam':>9}")
+            f"{'loop time':>11}")
     print("\n" + head + "\n" + "-" * len(head))
     for m in METHODS:
         s = summary[m]
-        rel = s["train_time_s"] / summary["adam"]["train_time_s"]
         print(f"{LABELS[m]:<14}{s['final_test_acc']:>11.2%}"
               f"{s['best_test_acc']:>10.2%} ({s['best_test_epoch']:>2d})"
-              f"{s['test_acc_at_best_val']:>15.2%}{s['train_time_s']:>11.1f}s{rel:>8.3f}x")
-    print(f"LaPerm / Adam wall time (training loops): {ratio:.3f}x; reconnected LaPerm "
-          f"rows hold exactly their initial values: {invariant}")
+              f"{s['test_acc_at_best_val']:>15.2%}{s['train_time_s']:>10.1f}s")
+    print(f"Reconnected LaPerm rows hold exactly their initial values: {invariant}")
+    print(f"Loop times (LaPerm / Adam {ratio:.2f}x) are a record, not a speed comparison: "
+          "each method runs once per epoch, so the machine's load and warm-up land on "
+          "whichever runs then. LaPerm's cost next to Adam's, in paired interleaved "
+          "rounds: python examples/overhead.py")
 
 
 # --- plots -------------------------------------------------------------------------------
