@@ -132,16 +132,16 @@ if __name__ != "__main__":
         r0, r1 = _results(ranks, "ddp_wrong_order")
         for name in r0["init"]:   # DDP's broadcast: rank 0's initialisation everywhere
             assert_bitwise_equal(r1["init"][name], r0["init"][name], name)
-        for name in ("0.weight", "2.weight"):  # S: rank 0's initialisation, on every rank
-            want = sort_rows_reference(r0["init"][name])
-            assert_bitwise_equal(r0["S"][name], want, f"rank 0: S of {name}")
-            assert_bitwise_equal(r1["S"][name], want, f"rank 1: S of {name}")
         assert len(r0["syncs"]) == STEPS // K
         for i, (w0, w1) in enumerate(zip(r0["syncs"], r1["syncs"])):
             for name in w0:
                 diff = (w1[name] - w0[name]).abs().max().item()
                 assert_bitwise_equal(w1[name], w0[name],
                                      f"{name} at sync {i + 1} (max |rank1 - rank0| = {diff})")
+        for name in ("0.weight", "2.weight"):  # S: rank 0's initialisation, on every rank
+            want = sort_rows_reference(r0["init"][name])
+            assert_bitwise_equal(r0["S"][name], want, f"rank 0: S of {name}")
+            assert_bitwise_equal(r1["S"][name], want, f"rank 1: S of {name}")
         assert r0["warnings"] == []                 # rank 0's weights did not change
         [warning] = r1["warnings"]
         assert "parameter '0.weight', parameter '2.weight' changed in place" in warning, warning

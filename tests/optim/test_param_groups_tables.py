@@ -20,11 +20,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def rules(model, **kw):
     """{name: row_dim, or "skip"} by lk.param_groups."""
     groups = lk.param_groups(model, **kw)
+    names = {id(p): n for n, p in model.named_parameters()}
     out = {}
     for g in groups:
-        for name in g["param_names"]:
-            out[name] = "skip" if g.get("permute", True) is False else g["row_dim"]
-    assert sorted(out) == sorted(n for n, _ in model.named_parameters())
+        assert g.get("param_names", [names[id(p)] for p in g["params"]]) == \
+            [names[id(p)] for p in g["params"]]
+        for p in g["params"]:
+            out[names[id(p)]] = "skip" if g.get("permute", True) is False else g["row_dim"]
+    assert sorted(out) == sorted(names.values())
     return out
 
 
