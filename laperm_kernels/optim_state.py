@@ -75,6 +75,13 @@ def unpack(state_dict: Any, groups: List[Dict[str, Any]], inner_class: type
         raise ValueError("LaPerm.load_state_dict expects a dict from LaPerm.state_dict(), with "
                          "'state' (a dict) and 'param_groups' (a list)")
     saved_groups = state_dict["param_groups"]
+    want = class_name(inner_class)
+    saved_classes = {str(g[INNER]) for g in saved_groups
+                     if isinstance(g, dict) and INNER in g}
+    if saved_classes and saved_classes != {want}:
+        raise ValueError(f"the checkpoint is of LaPerm({', '.join(sorted(saved_classes))}), "
+                         f"but this LaPerm wraps {want}: the inner optimizers' states do "
+                         "not fit each other")
     if len(saved_groups) != len(groups):
         raise ValueError(f"the checkpoint has {len(saved_groups)} param groups, this "
                          f"optimizer has {len(groups)}")
@@ -92,14 +99,8 @@ def unpack(state_dict: Any, groups: List[Dict[str, Any]], inner_class: type
                              "its parameters' shapes (LaPerm.state_dict() writes it)")
         for j, (a, b) in enumerate(zip(saved_shapes, shapes)):
             if list(a) != b:
-                raise ValueError(f"the checkpoint's parameter {j} of param group {i} has "
-                                 f"shape {tuple(a)} but this optimizer's has {tuple(b)}")
-    want = class_name(inner_class)
-    saved_classes = {g[INNER] for g in saved_groups if INNER in g}
-    if saved_classes and saved_classes != {want}:
-        raise ValueError(f"the checkpoint is of LaPerm({', '.join(sorted(saved_classes))}), "
-                         f"but this LaPerm wraps {want}: the inner optimizers' states do "
-                         "not fit each other")
+                raise ValueError(f"the checkpoint's {label(groups, i, j)} has shape "
+                                 f"{tuple(a)} but this optimizer's has {tuple(b)}")
     steps = {g.get(STEP) for g in saved_groups}
     step = steps.pop() if len(steps) == 1 else None
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 
 import torch
 
@@ -231,8 +232,12 @@ def _worker(rank: int, world: int, outdir: str) -> None:
     for case in (*CASES, "restores"):
         start = time.perf_counter()
         try:
-            results[case] = _restores(mesh, rank) if case == "restores" else _case(case, mesh,
-                                                                                   outdir)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                results[case] = (_restores(mesh, rank) if case == "restores"
+                                 else _case(case, mesh, outdir))
+            results[case]["laperm_warnings"] = [str(w.message) for w in caught
+                                                if "LaPerm" in str(w.message)]
         except Exception:  # reported by the parent
             results[case] = {"error": traceback.format_exc()}
         results[case]["seconds"] = time.perf_counter() - start
@@ -289,6 +294,7 @@ if __name__ != "__main__":
             assert {r0["row_dim"][n] for n in row_split} == {1}
             assert len(row_split) == 4                       # c_attn, c_proj, c_fc, mlp c_proj
         assert r0["storage"] == r0["storage_after"]          # permuted in place
+        assert r0["laperm_warnings"] == r1["laperm_warnings"] == []  # FSDP2 changed nothing
         assert len(r0["syncs"]) == STEPS // K
         for rec0, rec1 in zip(r0["syncs"], r1["syncs"]):
             for name, pre in rec0["pre"].items():
