@@ -6,6 +6,7 @@
 // overwritten and would silently compute gradients from the new values. Like every
 // in-place ATen op, this kernel runs the backend kernel below it, then bumps each
 // weight's version: backward through a stale graph then fails loudly.
+#include <ATen/core/LegacyTypeDispatch.h>  // at::AutoDispatchBelowADInplaceOrView
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>

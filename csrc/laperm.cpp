@@ -1,7 +1,8 @@
 // Every operator schema of the `laperm` library, in one place.
 //
-// Backends register kernels for these schemas in their own files (cpu/rank_match_cpu.cpp,
-// cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp, testing/emulated_launcher.cpp).
+// Backends register kernels for these schemas in their own files (call_check.cpp,
+// cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp,
+// testing/emulated_launcher.cpp).
 // The Python package registers the fake (meta) kernels used by torch.compile and
 // torch.library.opcheck.
 #include <Python.h>
@@ -15,6 +16,12 @@ TORCH_LIBRARY(laperm, m) {
   // one row): weights[t][r, order(weights[t][r])[i]] = sorted_inits[t][r, i], where order
   // is the ascending stable order of docs/contract.md. In place; sorted_inits are only read.
   m.def("rank_match_many_(Tensor(a!)[] weights, Tensor[] sorted_inits) -> ()");
+  // Whether a call of the public ops is valid (every input rule of rank_match_many_, in
+  // call_check.cpp), its (device, dtype) groups in order of first appearance (group_of:
+  // each pair's group), a hash of each group's shapes, and whether every tensor is
+  // contiguous. Raises nothing for bad tensors: Python then says what is wrong.
+  m.def("check_call(Tensor[] weights, Tensor[] sorted_inits) -> (bool valid, int[] group_of, "
+        "int[] group_keys, bool contiguous)");
   // Which instruction-set build of the CPU kernel this process runs (avx512/avx2/generic).
   m.def("cpu_kernel_isa() -> str");
   // The CPU kernel's constants (cpu/row_kernel.h), named: the one source Python reads.

@@ -9,7 +9,9 @@ See README.md for the contract, the backends and the benchmark.
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops when built)
+from .backends.plan_cache import release_captured as release_captured_plans
 from .dispatch import report as dispatch_report
+from .graph_capture import NotPreparedForCapture
 from .ops import (
     SUPPORTED_DTYPES,
     available_backends,
@@ -26,6 +28,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "LaPerm",
+    "NotPreparedForCapture",
     "SUPPORTED_DTYPES",
     "agnosticize_",
     "available_backends",
@@ -33,6 +36,7 @@ __all__ = [
     "dispatch_report",
     "rank_match_",
     "random_prune_",
+    "release_captured_plans",
     "rank_match_many_",
     "sort_rows",
     "weight_profile",

@@ -196,10 +196,7 @@ def _auto_choice(weights: List[torch.Tensor]) -> str:
         sig = d["signature"]
         if sig["shapes"] == shapes and sig.get("threads", threads) == threads \
                 and sig["device"] == str(weights[0].device):
-            verdicts = ", ".join(
-                f"{c['backend']} {c['verdict']}"
-                + (f" {c['seconds'] * 1e3:.1f} ms" if c["seconds"] is not None else "")
-                for c in d["candidates"])
+            verdicts = "; ".join(dispatch.Verdict(**c).text() for c in d["candidates"])
             return f"{d['backend']} ({d['source']}: {verdicts})"
     return available_backends(weights[0].device)[0] + " (only candidate or LAPERM_AUTOTUNE=0)"
 

@@ -11,21 +11,31 @@ names it, the device, the dtype and the first differing tensor and row (running 
 memory only leaves it out of that trial). The caller's
 tensors end with the reference result, on the trial's call too.
 
-Cost, once per signature: each candidate runs once to warm up (plans, JIT compilation)
-and then at most ``MAX_TIMED_RUNS`` more times within ``TIME_BUDGET_S``; the reference
-runs once per candidate, tensor by tensor, to check it (the sum of those runs is the
-``torch`` backend's time). Memory: one copy of the group, plus one tensor's reference
-(the tensor, its order keys and its int64 sort indices) at a time.
+Timing is warm: each candidate runs once to warm up (plans, JIT compilation, module loads,
+first allocations), timed apart, then at least once and at most ``MAX_TIMED_RUNS`` times
+more, stopping once the timed runs pass ``TIME_BUDGET_S``; its time is their median.
+The reference runs once per candidate, tensor by tensor, to check it; the first of those
+runs is the ``torch`` backend's warm-up and the others its timed runs (when there is no
+other, the run that leaves the reference result in the caller's tensors is timed). Cost,
+once per signature: about two reference runs and two to four runs of each candidate.
+Memory: one copy of the group, plus one tensor's reference (the tensor, its order keys
+and its int64 sort indices) at a time.
 
-Decisions persist across processes in ``dispatch-v1.json`` under ``LAPERM_CACHE_DIR``
+Decisions persist across processes in ``dispatch-v2.json`` under ``LAPERM_CACHE_DIR``
 (default ``$XDG_CACHE_HOME/laperm_kernels``, else ``~/.cache/laperm_kernels``), keyed by the
 device's identity and driver, the versions of torch, triton and this package, a
-fingerprint of the compiled kernels, the dtype and the shapes, so a restarted job does not
-pay the trial again. An unreadable or corrupt file is ignored with a warning; writes
-replace the file atomically (DDP ranks may write at once).
+fingerprint of the compiled kernels, the dtype, the shapes and (on the CPU) the thread
+count, so a restarted job does not pay the trial again. Only complete trials are saved:
+every candidate that could win was timed warm, and none was left out for lack of memory.
+A saved decision carries its verdicts, so a backend banned in an earlier process stays
+banned, and the process that finds the ban warns once, saying when and why, and how to
+test the backend again. An unreadable or corrupt file (anything ``json`` cannot read, or
+not shaped as decisions) is ignored with one warning; writes replace the file atomically
+(DDP ranks may write at once).
 
-No trial runs inside CUDA graph capture (a cached decision is used there, else a clear
-error asks for one call before capturing), nor while torch.compile traces: ops.py runs
+No trial runs inside CUDA graph capture (a cached decision is used there, else
+``graph_capture.NotPreparedForCapture`` asks for one call before capturing), nor while
+torch.compile traces: ops.py runs
 eagerly (``torch.compiler.disable``), so dynamo never reaches this module. With
 ``LAPERM_AUTOTUNE=0`` no trial runs at all: ``auto`` takes the first available backend of
 ``backends.AUTO_ORDER``. An explicit backend never goes through this module.
@@ -42,30 +52,48 @@ import platform
 import statistics
 import tempfile
 import threading
+import time
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import backends as _backends
+from . import graph_capture
+from .backends import plan_cache
 from .reference import rank_match_reference_, rows_and_length, same_width_int
 from .timing import DeviceTimer, synchronize
 
 MAX_TIMED_RUNS = 3
-TIME_BUDGET_S = 0.5      # per candidate, after its warm-up run
+TIME_BUDGET_S = 0.5      # per candidate, after its warm-up run and at least one timed run
 MAX_DECISIONS = 512      # in memory and on disk; the oldest go first
-CACHE_FILE = "dispatch-v1.json"
+CACHE_FILE = "dispatch-v2.json"  # v1 files may hold decisions timed cold: not read
 
 _OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+BANNING = ("mismatch", "error")     # verdicts that ban a backend (out of memory does not)
 
 
 @dataclasses.dataclass
 class Verdict:
     backend: str
-    verdict: str                      # "bit-identical", "reference", "mismatch", "error"
-    seconds: Optional[float] = None   # median of the timed runs
+    verdict: str                      # "bit-identical", "reference", "mismatch", "error",
+    #                                   "out of memory", "not tried"
+    seconds: Optional[float] = None   # median of the timed runs (after the warm-up)
     detail: str = ""
+    warmup_seconds: Optional[float] = None  # the first run: compilation, first use
+    runs: int = 0                     # timed runs
+
+    def text(self) -> str:
+        """One line: verdict, time and warm-up time, detail."""
+        out = f"{self.backend} {self.verdict}"
+        if self.seconds is not None:
+            out += f" {self.seconds * 1e3:.3f} ms (median of {self.runs})"
+        if self.warmup_seconds is not None:
+            out += f", warm-up {self.warmup_seconds * 1e3:.3f} ms"
+        return out + (f": {self.detail}" if self.detail else "")
 
 
 @dataclasses.dataclass
@@ -74,6 +102,15 @@ class Decision:
     backend: str
     source: str                       # "trial", "disk cache", "only candidate", ...
     candidates: List[Verdict] = dataclasses.field(default_factory=list)
+    decided_at: str = ""              # when the trial ran (UTC, ISO 8601)
+
+    @property
+    def complete(self) -> bool:
+        """Every candidate that could have won was timed warm (or was the only one), and
+        none was left out for lack of memory: only such a decision is saved."""
+        able = [v for v in self.candidates if v.verdict in ("bit-identical", "reference")]
+        return (not any(v.verdict in ("out of memory", "not tried") for v in self.candidates)
+                and (len(able) <= 1 or all(v.runs >= 1 for v in able)))
 
     def as_dict(self) -> Dict[str, object]:
         return dataclasses.asdict(self)
@@ -86,6 +123,7 @@ _banned: Dict[Tuple[str, torch.dtype], Dict[str, str]] = {}  # (device id, dtype
 _identities: Dict[torch.device, str] = {}
 _disk: Optional[Dict[str, dict]] = None
 _warned_disk = False
+_warned_bans: set = set()         # (backend, device identity, dtype) announced from disk
 
 
 # --- public ---------------------------------------------------------------------------
@@ -106,6 +144,7 @@ def reset() -> None:
         _banned.clear()
         _disk = None
         _warned_disk = False
+        _warned_bans.clear()
 
 
 def autotune_enabled() -> bool:
@@ -121,48 +160,51 @@ def cache_path() -> str:
 
 # --- what ops.py calls ----------------------------------------------------------------
 
-def decided(device: torch.device, dtype: torch.dtype,
-            weights: Sequence[torch.Tensor]) -> Optional[str]:
+def decided(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
+            shapes_key: Optional[Hashable] = None) -> Optional[str]:
     """The backend for this group if no trial is needed (a decision made or loaded, a
     single candidate, autotuning off, tracing), else None: call :func:`trial`.
 
-    Raises RuntimeError inside CUDA graph capture when the group has no decision yet,
-    before anything is touched."""
-    key = _key(device, dtype, weights)
+    Raises ``graph_capture.NotPreparedForCapture`` inside CUDA graph capture when the
+    group has no decision yet, before anything is touched. ``shapes_key`` stands for the
+    weights' shapes (ops.py has a hash of them from the extension)."""
+    key = _key(device, dtype, weights, shapes_key)
     with _lock:
         decision = _decisions.get(key)
         if decision is not None:
             _decisions.move_to_end(key)
             return decision.backend
-    names = _candidates(device, dtype)
-    if len(names) == 1 or not autotune_enabled():
-        return names[0]  # cheap to find again: not recorded
-    loaded = _from_disk(key, device, dtype, weights, names)
+    if not autotune_enabled():
+        return _candidates(device, dtype)[0]  # cheap to find again: not recorded
+    loaded = _from_disk(key, device, dtype, weights)  # its bans apply from now on
     if loaded is not None:
         return loaded.backend
-    if _capturing(device):
-        raise RuntimeError(
-            f"backend='auto' has not yet chosen a backend for these {dtype} tensors on "
-            f"{device}, and it cannot run its trial during CUDA graph capture: make one call "
-            "(one LaPerm sync) before capturing, or pass an explicit backend")
+    names = _candidates(device, dtype)
+    if len(names) == 1:
+        return names[0]
+    if graph_capture.capturing(device):
+        raise graph_capture.not_prepared(
+            f"backend='auto''s choice for these {dtype} tensors on {device} (its trial "
+            "cannot run in a capture; or pass an explicit backend)")
     return None
 
 
 def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
-          sorted_inits: Sequence[torch.Tensor]) -> str:
+          sorted_inits: Sequence[torch.Tensor], shapes_key: Optional[Hashable] = None) -> str:
     """Runs the trial on a validated group (contiguous tensors, one device and dtype),
     records the decision and leaves the reference result in ``weights``. Returns the
     backend chosen for the next calls."""
     with _trial_lock:
-        name = decided(device, dtype, weights)  # another thread may have decided meanwhile
+        # another thread may have decided meanwhile
+        name = decided(device, dtype, weights, shapes_key)
         if name is not None:
             _backends.BACKENDS[name].run(weights, sorted_inits)
             return name
         guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
         with guard:
             decision = _run_trial(device, dtype, list(weights), list(sorted_inits))
-        _remember(_key(device, dtype, weights), decision)
-        if decision.source == "trial":
+        _remember(_key(device, dtype, weights, shapes_key), decision)
+        if decision.source == "trial" and decision.complete:
             _to_disk(_disk_key(device, dtype, weights), decision)
         return decision.backend
 
@@ -171,66 +213,81 @@ def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tens
 
 def _run_trial(device, dtype, weights, sorted_inits) -> Decision:
     signature = _signature(device, dtype, weights)
+    decided_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     names = _candidates(device, dtype)
     try:
         copies = [w.clone() for w in weights]
     except (_OutOfMemory, MemoryError, RuntimeError) as e:  # no room for a trial: run as is
         _backends.BACKENDS[names[0]].run(weights, sorted_inits)
         return Decision(signature, names[0], "fixed order (no memory for a trial)",
-                        [Verdict(names[0], "not tried", detail=f"{type(e).__name__}: {e}")])
+                        [Verdict(names[0], "not tried", detail=f"{type(e).__name__}: {e}")],
+                        decided_at)
 
     verdicts: List[Verdict] = []
-    reference_times: List[float] = []
+    reference_times: List[float] = []   # the reference's runs: a warm-up, then timed
     copies_hold_reference = False
-    for name in (n for n in names if n != "torch"):
-        verdict = _try(name, device, dtype, weights, sorted_inits, copies, reference_times)
-        verdicts.append(verdict)
-        copies_hold_reference = verdict.verdict == "bit-identical"
-    if copies_hold_reference:   # the last candidate's output, checked bit for bit
-        for w, c in zip(weights, copies):
-            w.copy_(c)
-    else:
-        for w, s in zip(weights, sorted_inits):
-            rank_match_reference_(w, s)
+    try:
+        for name in (n for n in names if n != "torch"):
+            verdict = _try(name, device, dtype, weights, sorted_inits, copies, reference_times)
+            verdicts.append(verdict)
+            copies_hold_reference = verdict.verdict == "bit-identical"
+        # The reference needs a timed run after its warm-up when a rival is to be beaten.
+        rivals = any(v.verdict == "bit-identical" for v in verdicts)
+        time_reference = "torch" in names and rivals and len(reference_times) < 2
+        if copies_hold_reference and not time_reference:
+            for w, c in zip(weights, copies):   # the last candidate's output, checked
+                w.copy_(c)
+        else:  # the caller's result from the reference, timed
+            timer = DeviceTimer(device)
+            synchronize(device)
+            timer.start()
+            for w, s in zip(weights, sorted_inits):
+                rank_match_reference_(w, s)
+            seconds = timer.stop()
+            if time_reference:
+                reference_times.append(seconds)
+    finally:
+        plan_cache.forget(c.data_ptr() for c in copies)  # plans of the copies: dead now
     del copies
 
     if "torch" in names:
-        verdicts.append(Verdict("torch", "reference", min(reference_times)
-                                if reference_times else None,
-                                "sum of its per-tensor runs while checking the others"))
+        verdicts.append(Verdict(
+            "torch", "reference",
+            statistics.median(reference_times[1:]) if len(reference_times) > 1 else None,
+            "its runs while checking the others", reference_times[0] if reference_times
+            else None, max(len(reference_times) - 1, 0)))
     timed = [v for v in verdicts if v.verdict in ("bit-identical", "reference")
              and v.seconds is not None]
     best = min(timed, key=lambda v: v.seconds).backend if timed else "torch"
-    return Decision(signature, best, "trial", verdicts)
+    return Decision(signature, best, "trial", verdicts, decided_at)
 
 
 def _try(name, device, dtype, weights, sorted_inits, copies, reference_times) -> Verdict:
     impl = _backends.BACKENDS[name]
     timer = DeviceTimer(device)
     try:
-        times = []
-        while len(times) <= MAX_TIMED_RUNS:  # the first run warms up: plans, compilation
+        times: List[float] = []   # times[0] is the warm-up; at least one timed run follows
+        while len(times) <= MAX_TIMED_RUNS and (len(times) < 2
+                                                 or sum(times[1:]) <= TIME_BUDGET_S):
             for c, w in zip(copies, weights):
                 c.copy_(w)
             synchronize(device)
             timer.start()
             impl.run(copies, sorted_inits)
             times.append(timer.stop())
-            if sum(times[1:]) > TIME_BUDGET_S or times[0] > TIME_BUDGET_S:
-                break
-        seconds = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        seconds = statistics.median(times[1:])
         mismatch, ref_seconds = _first_mismatch(copies, weights, sorted_inits, timer)
         reference_times.append(ref_seconds)
     except (_OutOfMemory, MemoryError) as e:  # the group's size, not a broken kernel
-        return Verdict(name, "error", None, f"out of memory in the trial: {e}")
+        return Verdict(name, "out of memory", None, f"in the trial: {e}")
     except Exception as e:  # noqa: BLE001  (any other failure disqualifies the backend)
         detail = f"raised {type(e).__name__}: {e}"
         _ban(name, device, dtype, detail)
         return Verdict(name, "error", None, detail)
     if mismatch is not None:
         _ban(name, device, dtype, mismatch)
-        return Verdict(name, "mismatch", seconds, mismatch)
-    return Verdict(name, "bit-identical", seconds)
+        return Verdict(name, "mismatch", seconds, mismatch, times[0], len(times) - 1)
+    return Verdict(name, "bit-identical", seconds, "", times[0], len(times) - 1)
 
 
 def _first_mismatch(outputs, weights, sorted_inits, timer) -> Tuple[Optional[str], float]:
@@ -255,21 +312,29 @@ def _first_mismatch(outputs, weights, sorted_inits, timer) -> Tuple[Optional[str
 
 
 def _ban(name, device, dtype, why) -> None:
-    """Never again ``name`` for this device identity and dtype: also not for the
-    signatures already decided in its favour."""
     ident = _identity(device)
+    _add_ban(name, ident, dtype, why)
+    warnings.warn(
+        f"laperm_kernels: backend {name!r} failed its check on {ident} "
+        f"({device}) for {dtype}: {why}. It will not be used again for {dtype} on this "
+        "device, in this process nor (through the dispatch cache) in later ones; "
+        "backend='auto' uses the others. Please report this with "
+        "laperm_kernels.dispatch_report().", RuntimeWarning, stacklevel=4)
+
+
+def _add_ban(name: str, ident: str, dtype: torch.dtype, why: str) -> bool:
+    """Never again ``name`` for this device identity and dtype: also not for the
+    signatures already decided in its favour. Returns whether it is a new ban."""
     dtype_name = str(dtype).replace("torch.", "")
     with _lock:
-        _banned.setdefault((ident, dtype), {})[name] = why
+        bans = _banned.setdefault((ident, dtype), {})
+        new = name not in bans
+        bans.setdefault(name, why)
         for key in [k for k, d in _decisions.items() if d.backend == name
                     and d.signature["device_identity"] == ident
                     and d.signature["dtype"] == dtype_name]:
             del _decisions[key]
-    warnings.warn(
-        f"laperm_kernels: backend {name!r} failed its check on {ident} "
-        f"({device}) for {dtype}: {why}. It will not be used again in this process for "
-        f"{dtype} on this device; backend='auto' uses the others. Please report this "
-        "with laperm_kernels.dispatch_report().", RuntimeWarning, stacklevel=4)
+    return new
 
 
 # --- candidates and signatures --------------------------------------------------------
@@ -286,9 +351,11 @@ def _candidates(device: torch.device, dtype: torch.dtype) -> List[str]:
     return names or ["torch"]
 
 
-def _key(device, dtype, weights) -> tuple:
+def _key(device, dtype, weights, shapes_key=None) -> tuple:
     threads = torch.get_num_threads() if device.type == "cpu" else 0
-    return (device, dtype, threads, tuple(tuple(w.shape) for w in weights))
+    if shapes_key is None:
+        shapes_key = tuple(tuple(w.shape) for w in weights)
+    return (device, dtype, threads, shapes_key)
 
 
 def _signature(device, dtype, weights) -> Dict[str, object]:
@@ -330,10 +397,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _capturing(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def _remember(key: tuple, decision: Decision) -> None:
@@ -392,44 +455,77 @@ def _read_disk() -> Dict[str, dict]:
     try:
         with open(path) as f:
             data = json.load(f)
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        if not isinstance(data, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("backend"), str)
+                and isinstance(v.get("candidates", []), list) for v in data.values()):
             raise ValueError("not a JSON object of decisions")
         return data
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001  (OSError, ValueError, RecursionError, ...)
         if not _warned_disk:
             _warned_disk = True
-            warnings.warn(f"laperm_kernels: ignoring the dispatch cache {path} ({e}); "
-                          "backend='auto' will run its trials again", RuntimeWarning,
-                          stacklevel=5)
+            warnings.warn(f"laperm_kernels: ignoring the dispatch cache {path} "
+                          f"({type(e).__name__}: {e}); backend='auto' will run its trials "
+                          "again", RuntimeWarning, stacklevel=5)
         return {}
 
 
-def _from_disk(key, device, dtype, weights, names) -> Optional[Decision]:
+def _verdicts(entry: dict) -> List[Verdict]:
+    """A disk entry's verdicts; those that do not parse are left out."""
+    fields = {f.name for f in dataclasses.fields(Verdict)}
+    out = []
+    for v in entry.get("candidates", []):
+        if isinstance(v, dict) and isinstance(v.get("backend"), str) and \
+                isinstance(v.get("verdict"), str):
+            out.append(Verdict(**{k: x for k, x in v.items() if k in fields}))
+    return out
+
+
+def _from_disk(key, device, dtype, weights) -> Optional[Decision]:
+    """The saved decision for this group, if its backend can run here and now. The bans
+    it records apply in this process from now on, each announced once."""
     global _disk
     disk_key = _disk_key(device, dtype, weights)
     with _lock:
         if _disk is None:
             _disk = _read_disk()
         entry = _disk.get(disk_key)
-    if not entry or entry.get("backend") not in names:
-        return None  # none, or its backend is unavailable or banned now
-    try:
-        verdicts = [Verdict(**v) for v in entry.get("candidates", [])]
-    except TypeError:
-        verdicts = []
+    if not entry:
+        return None
+    verdicts = _verdicts(entry)
+    decided_at = entry.get("decided_at") if isinstance(entry.get("decided_at"), str) else ""
+    for v in verdicts:
+        if v.verdict in BANNING:
+            _ban_from_disk(v, device, dtype, decided_at)
+    if entry["backend"] not in _candidates(device, dtype):
+        return None  # unavailable or banned now
     decision = Decision(_signature(device, dtype, weights), entry["backend"], "disk cache",
-                        verdicts)
+                        verdicts, decided_at)
     _remember(key, decision)
     return decision
+
+
+def _ban_from_disk(verdict: Verdict, device, dtype, decided_at: str) -> None:
+    ident = _identity(device)
+    _add_ban(verdict.backend, ident, dtype, verdict.detail)
+    with _lock:
+        announce = (verdict.backend, ident, dtype) not in _warned_bans
+        _warned_bans.add((verdict.backend, ident, dtype))
+    if announce:
+        warnings.warn(
+            f"laperm_kernels: backend {verdict.backend!r} is banned on {ident} ({device}) for "
+            f"{dtype}: a trial on {decided_at or 'an unknown date'} found it "
+            f"{verdict.verdict} ({verdict.detail}); backend='auto' uses the others. To test "
+            f"it again, delete the file {cache_path()} (or its entries naming "
+            f"{verdict.backend!r}) and restart.", RuntimeWarning, stacklevel=6)
 
 
 def _to_disk(disk_key: str, decision: Decision) -> None:
     """Merges the decision into the file and replaces it atomically."""
     global _disk, _warned_disk
     path = cache_path()
-    entry = {"backend": decision.backend,
+    entry = {"backend": decision.backend, "decided_at": decision.decided_at,
              "candidates": [dataclasses.asdict(v) for v in decision.candidates]}
     with _lock:
         data = _read_disk()

@@ -7,22 +7,24 @@ asked for, or under ``backend="auto"`` the one ``laperm_kernels.dispatch`` has p
 fastest and bit-identical on such a group (its first call holds the trial).
 
 Non-contiguous weights (say channels_last convolutions) are handled exactly: the rows are
-always the logical ``reshape(shape[0], -1)`` rows, rank-matched in a contiguous copy that
-is then copied back. Weights whose elements overlap one another (``expand``) cannot be
-permuted in place and are refused, as are weights sharing memory with any other tensor
-of the call.
+always the logical ``reshape(shape[0], -1)`` rows, rank-matched in a contiguous buffer
+(laperm_kernels/staging.py) that is then copied back. Weights whose elements overlap one
+another (``expand``) cannot be permuted in place and are refused, as are weights sharing
+memory with any other tensor of the call.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Hashable, List, NamedTuple, Sequence, Tuple
 
 import torch
 
+from . import _extension
 from . import backends as _backends
 from . import dispatch as _dispatch
 from .reference import sort_rows_reference
+from .staging import contiguous_buffer
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _DTYPE_NAMES = "float32, float64, float16 or bfloat16"
@@ -71,28 +73,95 @@ def rank_match_groups_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[t
                        ) -> List[Tuple[torch.device, torch.dtype, str]]:
     """:func:`rank_match_many_`, returning which backend ran each (device, dtype) group
     (under ``"auto"``: the backend chosen for the next calls, also after a trial)."""
-    w_name, s_name = _names
+    check_backend_name(backend)
+    groups = _checked_groups(weights, sorted_inits, *_names)
+    plan = [(g, _dispatch.decided(g.device, g.dtype, g.weights, g.shapes_key)
+             if backend == "auto" else _check_explicit(backend, g.device, g.dtype))
+            for g in groups]  # may raise: still nothing touched
+
+    with torch.no_grad():
+        # Everything that can fail before a kernel runs (staging buffers, launch plans and
+        # their size limits, compilation; during CUDA graph capture, anything an eager call
+        # should have made) is done for every group before the first one is touched.
+        staged = []
+        for g, name in plan:
+            if g.contiguous:
+                work, inits = g.weights, g.sorted_inits
+            else:
+                work = [contiguous_buffer(w) for w in g.weights]
+                inits = [contiguous_buffer(s) for s in g.sorted_inits]
+            if name is not None:
+                _backends.prepare(name, work, inits)
+            staged.append((g, name, work, inits))
+
+        used = []
+        for g, name, work, inits in staged:
+            if not g.contiguous:
+                for t, buffer in (*zip(g.weights, work), *zip(g.sorted_inits, inits)):
+                    if buffer is not t:
+                        buffer.copy_(t)
+            if name is None:  # auto, first time for this signature
+                name = _dispatch.trial(g.device, g.dtype, work, inits, g.shapes_key)
+            else:
+                _backends.BACKENDS[name].run(work, inits)
+            if not g.contiguous:
+                for w, buffer in zip(g.weights, work):
+                    if buffer is not w:
+                        w.copy_(buffer)
+            used.append((g.device, g.dtype, name))
+    return used
+
+
+class _Group(NamedTuple):
+    """The tensors of one (device, dtype) of a call, validated."""
+    device: torch.device
+    dtype: torch.dtype
+    weights: List[torch.Tensor]
+    sorted_inits: List[torch.Tensor]
+    shapes_key: Hashable    # the weights' shapes, for dispatch.decided
+    contiguous: bool        # every tensor of the call is: no staging needed
+
+
+def _native_check(weights, sorted_inits):
+    return torch.ops.laperm.check_call.default(weights, sorted_inits)
+
+
+def _checked_groups(weights, sorted_inits, w_name: str, s_name: str) -> List[_Group]:
+    """The call's groups, in order of first appearance, once every input rule holds.
+
+    One native call (laperm::check_call, csrc/call_check.cpp) checks the rules and groups
+    the tensors; when it finds the call invalid, or the extension is missing, the Python
+    checks below run and raise the error that names the argument."""
+    if _extension.is_loaded() and isinstance(weights, (list, tuple)) \
+            and isinstance(sorted_inits, (list, tuple)):
+        try:
+            valid, group_of, keys, contiguous = _native_check(weights, sorted_inits)
+        except (RuntimeError, TypeError, ValueError):  # an element that is not a tensor
+            valid = False
+        if valid:
+            if len(keys) == 1:
+                ws, ss = list(weights), list(sorted_inits)
+                return [_Group(ws[0].device, ws[0].dtype, ws, ss, keys[0], contiguous)]
+            members: List[Tuple[list, list]] = [([], []) for _ in keys]
+            for g, w, s in zip(group_of, weights, sorted_inits):
+                members[g][0].append(w)
+                members[g][1].append(s)
+            return [_Group(ws[0].device, ws[0].dtype, ws, ss, key, contiguous)
+                    for (ws, ss), key in zip(members, keys)]
+
     weights, sorted_inits = _check_lists(weights, sorted_inits, w_name, s_name)
     labels = _labels(len(weights), w_name, s_name)
     for i, (w, s) in enumerate(zip(weights, sorted_inits)):
         _check_pair(w, s, *labels[i])
     _check_no_shared_memory(weights, sorted_inits, labels)
-    plan = _plan(weights, sorted_inits, backend)  # may raise: still nothing touched
-
-    used = []
-    with torch.no_grad():
-        for device, dtype, name, ws, ss in plan:
-            work = [w if w.is_contiguous() else w.contiguous() for w in ws]
-            contiguous_inits = [s.contiguous() for s in ss]
-            if name is None:  # auto, first time for this signature
-                name = _dispatch.trial(device, dtype, work, contiguous_inits)
-            else:
-                _backends.BACKENDS[name].run(work, contiguous_inits)
-            for w, tmp in zip(ws, work):
-                if tmp is not w:
-                    w.copy_(tmp)
-            used.append((device, dtype, name))
-    return used
+    by_kind: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = defaultdict(
+        lambda: ([], []))
+    for w, s in zip(weights, sorted_inits):
+        ws, ss = by_kind[(w.device, w.dtype)]
+        ws.append(w)
+        ss.append(s)
+    return [_Group(device, dtype, ws, ss, tuple(tuple(w.shape) for w in ws), False)
+            for (device, dtype), (ws, ss) in by_kind.items()]
 
 
 @torch.compiler.disable
@@ -204,23 +273,6 @@ def check_backend_name(backend) -> None:
     if backend != "auto" and backend not in _backends.BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of "
                          f"{sorted(_backends.BACKENDS)} (available here: {available_backends()})")
-
-
-def _plan(weights, sorted_inits, backend: str):
-    """Groups the tensors by (device, dtype) and resolves one backend per group:
-    (device, dtype, backend name or None when ``auto`` must hold a trial, weights,
-    sorted_inits)."""
-    check_backend_name(backend)
-    groups: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = defaultdict(
-        lambda: ([], []))
-    for w, s in zip(weights, sorted_inits):
-        ws, ss = groups[(w.device, w.dtype)]
-        ws.append(w)
-        ss.append(s)
-    return [(device, dtype,
-             _dispatch.decided(device, dtype, ws) if backend == "auto"
-             else _check_explicit(backend, device, dtype), ws, ss)
-            for (device, dtype), (ws, ss) in groups.items()]
 
 
 def _check_explicit(backend: str, device: torch.device, dtype: torch.dtype) -> str:

@@ -27,6 +27,7 @@ import torch
 from torch.optim import Optimizer
 
 from . import first_step, optim_state
+from .finite_check import FiniteCheck
 from .layouts import check_placements, like_param, local_tensor
 from .ops import _byte_span, check_backend_name, rank_match_groups_, sort_rows
 from .param_names import label, label_of, labels
@@ -52,8 +53,10 @@ class LaPerm(Optimizer):
             of each permuted tensor changed value since the previous sync (the paper's
             permutation tracer). Costs one extra copy of the permuted weights.
         check_finite: warn (once) when a sync meets NaN or inf in the permuted weights,
-            a sign of a diverged run; the sync itself proceeds. Costs one reduction of the
-            weights and one host read per sync.
+            a sign of a diverged run; the sync itself proceeds. Costs one fused max-|w|
+            reduction per sync and a copy of one value per tensor to the host, which never
+            waits for the GPU: on CUDA the warning comes at a later step, once the copy has
+            landed, naming the sync (laperm_kernels/finite_check.py).
         check_ranks: at the first step, when torch.distributed is initialised, compare
             the permuted plain-tensor weights across the ranks of the default process
             group (True), of a given ``ProcessGroup``, or not at all (False: for ranks
@@ -116,6 +119,7 @@ class LaPerm(Optimizer):
         # permuted parameter -> fingerprint of its weights when S was taken, until the
         # first step compares it (laperm_kernels/first_step.py)
         self._pending: Dict[torch.Tensor, torch.Tensor] = {}
+        self._finite_check = FiniteCheck()
         self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = {}
         self.last_sync_changes: Dict[int, int] = {}
         self.sync_backends: Dict[str, str] = {}
@@ -162,6 +166,7 @@ class LaPerm(Optimizer):
     @torch.compiler.disable
     def _advance(self) -> None:
         self._step += 1
+        self._report_not_finite()
         due = self._due(self._step)
         if due:
             self._sync(due)
@@ -180,6 +185,8 @@ class LaPerm(Optimizer):
         (laperm_kernels/first_step.py). A no-op once done."""
         if not self._pending:
             return
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return  # it reads values back: left for the next eager step (docs/capture.md)
         params = [p for p in self._all_params() if p in self._pending]
         now = [int(first_step.fingerprint(local_tensor(p))) for p in params]
         changed = [p for p, f in zip(params, now) if f != int(self._pending[p])]
@@ -230,7 +237,11 @@ class LaPerm(Optimizer):
             return
         self._check_layout(pairs)
         if self.check_finite and not self._warned_not_finite:
-            self._warn_if_not_finite(pairs)
+            index = {p: i for i, p in enumerate(self._all_params())}
+            self._finite_check.start(
+                self._step, [local_tensor(p, g.get("row_dim", 0)) for p, g in pairs],
+                [f"parameter {index[p]}" for p, _ in pairs])
+            self._report_not_finite()  # on the CPU the result is there already
         rows, write_back = sync_rows([(p, g.get("row_dim", 0)) for p, g in pairs])
         used = rank_match_groups_(rows, [local_tensor(self.sorted_inits[p]) for p, _ in pairs],
                                   backend=self.backend)
@@ -255,31 +266,21 @@ class LaPerm(Optimizer):
                     "to bring LaPerm's and the inner optimizer's state to the parameters' "
                     "dtype and device")
 
-    @torch.no_grad()
-    def _warn_if_not_finite(self, pairs) -> None:
-        """Warns once if a permuted weight holds NaN or inf (a diverged run): the sync
-        then proceeds as the contract orders (NaN ranks after every number, inf as an
-        ordinary value), so those positions receive initial values and the weights are
-        finite again. One reduction per tensor and one host read a sync; skipped inside
-        CUDA graph capture; ``check_finite=False`` turns it off."""
-        locals_ = [local_tensor(p, g.get("row_dim", 0)) for p, g in pairs]
-        if any(t.is_cuda for t in locals_) and torch.cuda.is_current_stream_capturing():
+    def _report_not_finite(self) -> None:
+        """Warns once if a finished check found NaN or inf (a diverged run): the sync then
+        proceeded as the contract orders (NaN ranks after every number, inf as an ordinary
+        value), so those positions received initial values and the weights are finite
+        again. Never waits for a check still on its way from the GPU."""
+        found = self._finite_check.result()
+        if found is None or not found[1] or self._warned_not_finite:
             return
-        sums = torch.stack([t.sum(dtype=torch.float64 if t.dtype == torch.float64
-                                  else torch.float32).to(torch.float64).cpu()
-                            for t in locals_])
-        if bool(sums.isfinite().all()):
-            return
-        index = {p: i for i, p in enumerate(self._all_params())}
-        bad = {index[p]: int((~t.isfinite()).sum()) for (p, _), t in zip(pairs, locals_)}
-        bad = {i: n for i, n in bad.items() if n}
+        step, bad = found
         self._warned_not_finite = True
         warnings.warn(
-            f"LaPerm: at the sync after step {self._step}, permuted parameters hold NaN or "
-            f"inf ({', '.join(f'parameter {i}: {n}' for i, n in bad.items()) or 'sums overflow'}"
-            "): the run may have diverged. The sync goes on as the contract orders (NaN "
-            "ranks after every number), so those positions now hold initial values. This "
-            "warning is given once.", RuntimeWarning, stacklevel=4)
+            f"LaPerm: at the sync after step {step}, permuted parameters held NaN or inf "
+            f"({', '.join(bad)}): the run may have diverged. The sync went on as the "
+            "contract orders (NaN ranks after every number), so those positions now hold "
+            "initial values. This warning is given once.", RuntimeWarning, stacklevel=4)
 
     def _period(self, group, step: int) -> int:
         period = group.get("sync_period", self.sync_period)
@@ -424,13 +425,16 @@ class LaPerm(Optimizer):
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
-    # deepcopy and pickle: like torch.optim.Optimizer, hooks are not copied; unlike its
-    # __getstate__ (defaults, state and param_groups only), everything else is.
+    # deepcopy and pickle: like torch.optim.Optimizer, hooks are not copied (nor a
+    # check_finite result still on its way); unlike its __getstate__ (defaults, state and
+    # param_groups only), everything else is.
     def __getstate__(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in _HOOKS}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in _HOOKS and k != "_finite_check"}  # it may hold a CUDA event
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._finite_check = FiniteCheck()
         self._init_hooks()
 
     def __repr__(self) -> str:

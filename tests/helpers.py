@@ -182,3 +182,32 @@ def make_sorted_init(shape, dtype: torch.dtype, gen: torch.Generator) -> torch.T
     swap of two tied weights). Every bit pattern, NaN payloads included, must land in W.
     """
     return random_bits(shape, dtype, gen)
+
+
+# --- the trial's clock --------------------------------------------------------------------
+
+class FakeClock:
+    """Stands in for the dispatch trial's timer (``dispatch.DeviceTimer``): time passes only
+    when a stand-in backend says so (``advance``), so which candidate wins a trial never
+    depends on the machine's load. Install it with
+    ``monkeypatch.setattr(dispatch, "DeviceTimer", clock.timer)``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def timer(self, device: torch.device) -> "FakeClock._Timer":
+        return FakeClock._Timer(self)
+
+    class _Timer:
+        def __init__(self, clock: "FakeClock") -> None:
+            self.clock = clock
+            self.t0 = 0.0
+
+        def start(self) -> None:
+            self.t0 = self.clock.now
+
+        def stop(self) -> float:
+            return self.clock.now - self.t0

@@ -9,8 +9,8 @@
 // synchronised unless the model has rows longer than the largest block tile (their
 // scratch comes from PyTorch's caching allocator, which CUDA graph capture supports, and
 // is allocated before the first launch, so running out of memory changes no weight).
-// rank_match_many_ plans and uploads the tables on every call (a blocking copy), for
-// direct callers of torch.ops.laperm.rank_match_many_.
+// rank_match_many_ plans and uploads the tables on every call (host work, then an
+// asynchronous copy from pinned memory), for direct callers of torch.ops.laperm.rank_match_many_.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

@@ -5,13 +5,21 @@
 * ``run(weights, sorted_inits)``: rank-match a validated group (contiguous tensors of one
   device and dtype, no aliasing) in place.
 
+A backend that launches from cached plans also has ``prepare(weights, sorted_inits)``:
+everything ``run`` would do before its first write (plan, size limits, compilation),
+reading no values. ``ops`` prepares every group of a call before running any, so a call
+fails before touching anything; during CUDA graph capture ``prepare`` only looks up and
+raises ``graph_capture.NotPreparedForCapture`` on a miss.
+
 Backends never validate and never know about each other; ``laperm_kernels.ops`` does both.
 A new backend is a module here and one line in ``BACKENDS`` and ``AUTO_ORDER``.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
+
+import torch
 
 from . import cpu, torch_ref
 from . import cuda as cuda_backend
@@ -29,3 +37,11 @@ AUTO_ORDER: Dict[str, List[str]] = {
     "cpu": ["cpu", "torch"],
     "cuda": ["cuda", "triton", "torch"],
 }
+
+
+def prepare(name: str, weights: Sequence[torch.Tensor],
+            sorted_inits: Sequence[torch.Tensor]) -> None:
+    """Backend ``name``'s ``prepare`` for a validated group, where it has one."""
+    prepare_group = getattr(BACKENDS[name], "prepare", None)
+    if prepare_group is not None:
+        prepare_group(weights, sorted_inits)

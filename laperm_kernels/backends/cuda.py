@@ -6,9 +6,11 @@ row of every tensor goes to a size class (warp, one of eight block tiles, large)
 class becomes one launch over a device table of row descriptors. The plan depends only on
 addresses and shapes, so it is cached here: the LaPerm optimizer, syncing the same
 parameters every k steps, pays a few host checks and one launch per size class (ResNet-50:
-7 launches). ``laperm::rank_match_planned_`` checks that a plan matches its tensors before
-launching. The size classes' constants live in C++ (csrc/cuda/size_classes.h); Python reads
-them from the extension (:func:`size_classes`).
+7 launches). The plan's tables go up by an asynchronous copy from pinned memory, so
+building one never waits for the GPU; during CUDA graph capture none is built (a miss
+raises: plan_cache.py). ``laperm::rank_match_planned_`` checks that a plan matches its
+tensors before launching. The size classes' constants live in C++
+(csrc/cuda/size_classes.h); Python reads them from the extension (:func:`size_classes`).
 
 Available when the extension was built against a CUDA torch (``compiled()``) and a CUDA
 device is present; otherwise ``unavailable_reason()`` says which is missing.
@@ -28,7 +30,7 @@ name = "cuda"
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
-_plans: "PlanCache[Plan]" = PlanCache(16)
+_plans: "PlanCache[Plan]" = PlanCache(16, what="a launch plan of the cuda backend")
 
 
 def compiled() -> bool:
@@ -56,6 +58,11 @@ def unavailable_reason() -> str:
 
 def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in _DTYPES
+
+
+def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
+    """Plans the group (or finds its plan): the planner's size limits raise here."""
+    plan_for(list(weights), list(sorted_inits))
 
 
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:

@@ -1,73 +1,128 @@
-"""An LRU of launch plans for the GPU backends.
+"""An LRU of what GPU launches reuse: launch plans, and ops.py's staging buffers.
 
 A plan (row tables, launch list) depends only on the tensors' addresses and row shapes
 and on the backend's settings, so an optimizer syncing the same parameters every k steps
 builds it once. Keys hold addresses, never tensors: the cache keeps no weight alive, and a
 plan found for reused addresses of the same shapes is exactly the plan they need.
 
-A plan's device tables must outlive every launch that reads them, also once the LRU has
-dropped the plan:
+What a launch reads must outlive it, also once the LRU has dropped the entry:
 
-* a launch queued on some stream: each time a plan is handed out, its tables are marked
-  as used by the current stream (``Tensor.record_stream``), so the caching allocator does
-  not reuse their memory before the work queued there has run;
-* a CUDA graph: a plan handed out during capture is read again at every replay, and
-  nothing says when the graph is freed, so such plans are kept for the life of the
-  cache (a graph is captured once; their number is the number of captures).
+* a launch queued on some stream: each time an entry is handed out, its device tensors
+  are marked as used by the current stream (``Tensor.record_stream``), so the caching
+  allocator does not reuse their memory before the work queued there has run;
+* a CUDA graph: an entry handed out during capture is read again at every replay, and
+  nothing says when the graph is freed, so such entries are kept until
+  :func:`release_captured` (at most ``max_captured`` per cache: a capture past that
+  raises, naming the fix). Capturing the same tensors again reuses the same entries.
 
-One lock makes ``get`` safe from several threads.
+During capture nothing is built: building uploads tables and may compile, which would
+synchronise with the host. A miss there raises ``graph_capture.NotPreparedForCapture``.
+
+``forget`` drops the entries that mention given addresses (the dispatch trial's copies,
+which are freed right after it). One lock makes every method safe from several threads.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
-from typing import Callable, Generic, Iterable, Sequence, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, Sequence, Tuple, TypeVar
 
 import torch
 
+from .. import graph_capture
 from ..reference import rows_and_length
 
 T = TypeVar("T")
 
+MAX_CAPTURED = 64  # entries one cache keeps for CUDA graphs until release_captured()
 
-def _capturing(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+_caches: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()
 
 
 class PlanCache(Generic[T]):
-    def __init__(self, size: int = 16):
+    def __init__(self, size: int = 16, max_captured: int = MAX_CAPTURED, what: str = "plan"):
         self.size = size
-        self._plans: "OrderedDict[tuple, T]" = OrderedDict()
-        self._captured: "dict[tuple, T]" = {}
+        self.max_captured = max_captured
+        self.what = what   # names the entries in errors: "a launch plan", ...
+        self._entries: "OrderedDict[Hashable, Tuple[T, frozenset]]" = OrderedDict()
+        self._captured: "dict[Hashable, Tuple[T, frozenset]]" = {}
         self._lock = threading.Lock()
+        _caches.add(self)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._plans.keys() | self._captured.keys())
+            return len(self._entries.keys() | self._captured.keys())
+
+    def captured(self) -> int:
+        """How many entries are kept for CUDA graphs."""
+        with self._lock:
+            return len(self._captured)
 
     def get(self, settings: tuple, weights: Sequence[torch.Tensor],
             sorted_inits: Sequence[torch.Tensor], build: Callable[[], T],
             device_tables: Callable[[T], Iterable[torch.Tensor]] = lambda plan: ()) -> T:
         """The plan for these tensors and settings, built by ``build()`` on a miss.
         ``device_tables(plan)`` lists the device tensors its launches read."""
-        key = (*settings, tuple((w.data_ptr(), s.data_ptr(), *rows_and_length(w))
-                                for w, s in zip(weights, sorted_inits)))
-        capturing = _capturing(weights[0].device)
+        rows = tuple((w.data_ptr(), s.data_ptr(), *rows_and_length(w))
+                     for w, s in zip(weights, sorted_inits))
+        addresses = frozenset(a for r in rows for a in r[:2])
+        return self.lookup((settings, rows), addresses, weights[0].device, build,
+                           device_tables)
+
+    def lookup(self, key: Hashable, addresses: frozenset, device: torch.device,
+               build: Callable[[], T],
+               device_tables: Callable[[T], Iterable[torch.Tensor]] = lambda entry: ()) -> T:
+        """The entry for ``key`` (which stands for tensors at ``addresses`` on ``device``),
+        built by ``build()`` on a miss outside capture."""
+        capturing = graph_capture.capturing(device)
         with self._lock:
-            plan = self._captured.get(key)
-            if plan is None:
-                plan = self._plans.get(key)
-            if plan is None:
-                plan = self._plans[key] = build()
-                while len(self._plans) > self.size:
-                    self._plans.popitem(last=False)
-            elif key in self._plans:
-                self._plans.move_to_end(key)
-            if capturing:
-                self._captured[key] = plan
+            found = self._captured.get(key) or self._entries.get(key)
+            if found is None:
+                if capturing:
+                    raise graph_capture.not_prepared(self.what)
+                found = self._entries[key] = (build(), addresses)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+            elif key in self._entries:
+                self._entries.move_to_end(key)
+            if capturing and key not in self._captured:
+                if len(self._captured) >= self.max_captured:
+                    raise graph_capture.NotPreparedForCapture(
+                        f"{len(self._captured)} {self.what}s are already kept for captured "
+                        "CUDA graphs: once the graphs that used them are freed, call "
+                        "laperm_kernels.release_captured_plans(). Nothing was modified.")
+                self._captured[key] = found
         if not capturing:  # record_stream is not for use inside a capture
-            for table in device_tables(plan):
+            for table in device_tables(found[0]):
                 if table.is_cuda:
                     table.record_stream(torch.cuda.current_stream(table.device))
-        return plan
+        return found[0]
+
+    def forget(self, addresses: Iterable[int]) -> None:
+        """Drops the LRU entries for tensors at any of ``addresses`` (not those kept for
+        captured graphs, which still read them)."""
+        gone = set(addresses)
+        with self._lock:
+            for key in [k for k, (_, a) in self._entries.items() if not gone.isdisjoint(a)]:
+                del self._entries[key]
+
+    def release_captured(self) -> None:
+        with self._lock:
+            self._captured.clear()
+
+
+def forget(addresses: Iterable[int]) -> None:
+    """:meth:`PlanCache.forget` on every cache."""
+    addresses = frozenset(addresses)
+    for cache in list(_caches):
+        cache.forget(addresses)
+
+
+def release_captured() -> None:
+    """Lets every cache drop what it kept for CUDA graphs: call it once the graphs that
+    captured rank-matching calls are freed (a graph still replayed after this may read
+    freed memory)."""
+    for cache in list(_caches):
+        cache.release_captured()

@@ -11,7 +11,13 @@ table of row descriptors (W address, S address, length) and one launch of
 longest first, through a merge sort in scratch (``sort_chunks_kernel``, then
 ``merge_runs_kernel`` once per pass) in batches of at most SCRATCH_KEYS keys. The tables
 depend only on addresses and shapes, so they are cached: an optimizer syncing the same
-parameters every k steps pays no host work beyond the launches.
+parameters every k steps pays no host work beyond the launches. Tables go up by
+asynchronous copies from pinned memory, and every kernel is compiled once per (dtype,
+block): row counts and run lengths are not specialised on (``do_not_specialize``).
+
+CUDA graph capture: ``prepare`` builds the plan and compiles and loads every kernel it
+launches; during capture it only finds them, raising ``NotPreparedForCapture`` if an
+eager call did not make them first (plan_cache.py).
 
 All or nothing: everything that can fail before the kernels run does so before the first
 launch. ``plan_layout`` checks the size limits (docs/triton.md) and raises ValueError; the
@@ -32,6 +38,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from .. import graph_capture
 from ..reference import rows_and_length
 from .plan_cache import PlanCache
 
@@ -52,7 +59,8 @@ _imported = False
 
 
 class Plan(NamedTuple):
-    # launch(KIND, scratch, warmup=False); warmup=True compiles its kernels, launching none
+    # launch(KIND, scratch, warmup=False); warmup=True (scratch None) compiles and loads
+    # its kernels, launching none
     launches: List[Callable[..., None]]
     tables: List[torch.Tensor]      # every device table the launches read
     scratch_keys: int               # int64 scratch the launches need (0: none)
@@ -61,7 +69,7 @@ class Plan(NamedTuple):
     compiled: List[bool]            # [True] once every kernel of the plan was compiled
 
 
-_plans: "PlanCache[Plan]" = PlanCache(16)
+_plans: "PlanCache[Plan]" = PlanCache(16, what="a launch plan of the triton backend")
 
 
 def _kernels():
@@ -102,8 +110,21 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return on_device and dtype in _KINDS
 
 
+def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
+    """The group's plan, its size limits checked and its kernels compiled and loaded."""
+    if weights:
+        _ready_plan(_available_kernels(), weights, sorted_inits, None, None)
+
+
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
     run_rows(weights, sorted_inits)
+
+
+def _available_kernels():
+    tk = _kernels()
+    if tk is None:
+        raise RuntimeError(unavailable_reason())
+    return tk
 
 
 def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor], *,
@@ -114,23 +135,13 @@ def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tenso
     rows, and per program of their merge passes) default to the shipped configuration;
     tests make them small so the long-row path runs cheaply under the interpreter.
     """
-    tk = _kernels()
-    if tk is None:
-        raise RuntimeError(unavailable_reason())
+    tk = _available_kernels()
     if not weights:
         return
-    max_block = tk.MAX_BLOCK if max_block is None else max_block
-    chunk = tk.CHUNK if chunk is None else chunk
-    dtype, device = weights[0].dtype, weights[0].device
-    kind = _KINDS[dtype]
-    plan = _plan(tk, weights, sorted_inits, max_block, chunk)  # may raise ValueError
-    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard:
-        scratch = _scratch(plan, weights, max_block)  # may raise OutOfMemoryError
-        if not plan.compiled:  # JIT-compile every kernel before the first one writes
-            for launch in plan.launches:
-                launch(kind, scratch, warmup=True)
-            plan.compiled.append(True)
+    plan = _ready_plan(tk, weights, sorted_inits, max_block, chunk)  # may raise ValueError
+    kind, device = _KINDS[weights[0].dtype], weights[0].device
+    with _on(device):
+        scratch = _scratch(plan, weights, max_block or tk.MAX_BLOCK)  # may raise OOM
         # Nothing below allocates or compiles: the first launch is the first write.
         for launch in plan.launches:
             launch(kind, scratch)
@@ -313,7 +324,29 @@ def _batch(pieces: List[Piece], chunk: int) -> Batch:
 
 # --- plans: the layout's tables on the device and its launches, cached -----------------
 
+def _on(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _ready_plan(tk, weights, sorted_inits, max_block: Optional[int], chunk: Optional[int]
+                ) -> Plan:
+    """The plan (built on a miss), with every kernel it launches compiled and loaded."""
+    max_block = tk.MAX_BLOCK if max_block is None else max_block
+    chunk = tk.CHUNK if chunk is None else chunk
+    device, dtype = weights[0].device, weights[0].dtype
+    plan = _plan(tk, weights, sorted_inits, max_block, chunk)
+    if not plan.compiled:
+        if graph_capture.capturing(device):  # compiling or loading would synchronise
+            raise graph_capture.not_prepared("the triton backend's compiled kernels")
+        with _on(device):
+            for launch in plan.launches:
+                launch(_KINDS[dtype], None, warmup=True)
+        plan.compiled.append(True)
+    return plan
+
+
 def _plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
+    """The plan from the cache, built on a miss (its kernels not necessarily compiled)."""
     settings = (weights[0].device, weights[0].dtype, max_block, chunk, SCRATCH_KEYS)
     return _plans.get(settings, weights, sorted_inits,
                       lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk),
@@ -358,7 +391,16 @@ def _row_table(pieces: List[Piece], device) -> Tuple[torch.Tensor, ...]:
         w_addr.append(wa + step)
         s_addr.append(sa + step)
         lengths.append(torch.full((rows,), n, dtype=torch.int32))
-    return tuple(torch.cat(t).to(device) for t in (w_addr, s_addr, lengths))
+    return tuple(_upload(torch.cat(t), device) for t in (w_addr, s_addr, lengths))
+
+
+def _upload(table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host table on ``device``. For CUDA, an asynchronous copy from pinned memory (one
+    from pageable memory would make the host wait for the stream); the caching host
+    allocator keeps the pinned buffer until the copy has run."""
+    if device.type != "cuda":
+        return table.to(device)
+    return table.pin_memory().to(device, non_blocking=True)
 
 
 def _block_launch(tk, block: int, w_tab, s_tab, lengths):
@@ -373,12 +415,16 @@ def _block_launch(tk, block: int, w_tab, s_tab, lengths):
 
 
 def _launch(kernel, grid, warmup: bool, *args, **kwargs) -> None:
-    """``kernel[grid](*args, **kwargs)``, or with ``warmup`` only its compilation (a
-    no-op under the interpreter)."""
-    if warmup:
-        kernel.warmup(*args, grid=grid, **kwargs)
-    else:
+    """``kernel[grid](*args, **kwargs)``, or with ``warmup`` its compilation and the load
+    of its binary onto the device, which Triton otherwise defers to the first launch
+    (both no-ops under the interpreter)."""
+    if not warmup:
         kernel[grid](*args, **kwargs)
+        return
+    compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    load = getattr(compiled, "_init_handles", None)
+    if load is not None:
+        load()  # raises here, not at the launch, if the device cannot run the binary
 
 
 def _merge_sort_launch(tk, batch: Batch, chunk: int, device, tables: List[torch.Tensor]):
@@ -388,22 +434,28 @@ def _merge_sort_launch(tk, batch: Batch, chunk: int, device, tables: List[torch.
     length = torch.cat([torch.full((rows,), n, dtype=torch.int64)
                         for _, _, rows, n, _ in batch.pieces])
     segments = -(-length // SEGMENT_KEYS) * SEGMENT_KEYS
-    key_offsets = (segments.cumsum(0) - segments).to(device)
+    key_offsets = _upload(segments.cumsum(0) - segments, device)
     chunks = -(-length // chunk)                         # tiles (= chunks) of each row
     tile_row = torch.repeat_interleave(torch.arange(length.numel()), chunks)
     first_tile = chunks.cumsum(0) - chunks
     tile_start = (torch.arange(tile_row.numel()) - first_tile[tile_row]) * chunk
-    tile_row = tile_row.to(torch.int32).to(device)
-    tile_start = tile_start.to(torch.int32).to(device)
+    tile_row = _upload(tile_row.to(torch.int32), device)
+    tile_start = _upload(tile_start.to(torch.int32), device)
     tables.extend((w_tab, s_tab, lengths, key_offsets, tile_row, tile_start))
 
     keys, buffers, programs = batch.keys, batch.buffers, batch.programs
     sort_warps = tk.BLOCK_CONFIGS.get(chunk, (1, tk.SORT_WARPS))[1]
     log2_chunk = chunk.bit_length() - 1
 
-    def launch(kind: int, scratch: torch.Tensor, warmup: bool = False) -> None:
+    def launch(kind: int, scratch: Optional[torch.Tensor], warmup: bool = False) -> None:
+        if scratch is None:  # warm-up: any int64 tensor aligned as the views are will do
+            scratch = torch.empty(2 * SEGMENT_KEYS, dtype=torch.int64, device=device)
+            keys_ = SEGMENT_KEYS
+        else:
+            keys_ = keys
         # Two views of the one scratch (keys is a multiple of 16: both 128-byte aligned).
-        runs = (scratch[:keys], scratch[keys:2 * keys] if buffers == 2 else scratch[:keys])
+        runs = (scratch[:keys_],
+                scratch[keys_:2 * keys_] if buffers == 2 else scratch[:keys_])
         _launch(tk.sort_chunks_kernel, (programs[0],), warmup, w_tab, lengths, key_offsets,
                 tile_row, tile_start, runs[0], KIND=kind, CHUNK=chunk, num_warps=sort_warps)
         for p, grid in enumerate(programs):

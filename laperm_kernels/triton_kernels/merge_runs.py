@@ -90,7 +90,8 @@ def lower_bound(base, lo, length, keys, LOG2_MAX: tl.constexpr):
     return pos + (probe < keys).to(pos.dtype)
 
 
-@triton.jit
+# A plain int argument is specialised on (1, multiples of 16, the rest): one compile each.
+@triton.jit(do_not_specialize=["run"])
 def merge_runs_kernel(
     w_addr,        # *int64 [rows]: address of each row of W (scattered into by the last pass)
     s_addr,        # *int64 [rows]: address of each row of S

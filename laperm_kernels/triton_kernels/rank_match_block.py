@@ -54,7 +54,8 @@ CONFIGS = {
 MAX_BLOCK = max(CONFIGS)
 
 
-@triton.jit
+# A plain int argument is specialised on (1, multiples of 16, the rest): one compile each.
+@triton.jit(do_not_specialize=["num_rows"])
 def rank_match_block_kernel(
     w_addr,       # *int64 [num_rows]: address of each row of W (bit patterns, in place)
     s_addr,       # *int64 [num_rows]: address of each row of S

@@ -1,4 +1,5 @@
-"""The GPU backends' plan cache: LRU bookkeeping, plans a CUDA graph captured, threads.
+"""The GPU backends' plan cache: LRU bookkeeping, CUDA graph capture (never a build, kept
+entries bounded and released), forgetting addresses, threads.
 
 CPU tensors stand in for device tensors: the cache keys on addresses and shapes only.
 """
@@ -7,10 +8,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
+from laperm_kernels import graph_capture
 from laperm_kernels.backends import plan_cache
 from laperm_kernels.backends.plan_cache import PlanCache
+from laperm_kernels.graph_capture import NotPreparedForCapture
 
 
 def _tensors(n):
@@ -42,23 +46,91 @@ def test_builds_once_per_key_and_evicts_the_least_recent():
     assert len(built) == 4
 
 
-def test_a_plan_a_graph_captured_outlives_eviction(monkeypatch):
+@pytest.fixture
+def capture(monkeypatch):
+    """``capture(True)`` makes every call look as if a CUDA graph were being captured."""
+    def set_capturing(on):
+        monkeypatch.setattr(graph_capture, "capturing", lambda device: on)
+    return set_capturing
+
+
+def test_a_plan_a_graph_captured_outlives_eviction(capture):
     # The graph reads the plan's device tables at every replay: dropping the plan would
     # free them while the graph still points at them.
     cache = PlanCache(2)
     get, built = _getter(cache)
     ws, ss = _tensors(6), _tensors(6)
-    monkeypatch.setattr(plan_cache, "_capturing", lambda device: True)
-    captured = get(ws[0], ss[0])
-    monkeypatch.setattr(plan_cache, "_capturing", lambda device: False)
+    plan = get(ws[0], ss[0])             # the eager call before the capture
+    capture(True)
+    assert get(ws[0], ss[0]) is plan     # the capture finds it, and keeps it
+    capture(False)
     for w, s in zip(ws[1:], ss[1:]):     # far more plans than the LRU holds
         get(w, s)
-    assert get(ws[0], ss[0]) is captured
+    assert get(ws[0], ss[0]) is plan
     assert built.count(ws[0].data_ptr()) == 1
-    assert len(cache) == 3               # two in the LRU, one kept for its graph
+    assert len(cache) == 3 and cache.captured() == 1  # two in the LRU, one for its graph
 
 
-def test_device_tables_are_asked_for_outside_capture_only(monkeypatch):
+def test_a_capture_never_builds_it_names_the_fix(capture):
+    cache = PlanCache(2, what="a launch plan")
+    get, built = _getter(cache)
+    w, s = torch.zeros(2, 3), torch.zeros(2, 3)
+    capture(True)
+    with pytest.raises(NotPreparedForCapture, match="needs a launch plan.*outside the capture"):
+        get(w, s)
+    assert built == [] and len(cache) == 0
+
+
+def test_a_plan_evicted_before_the_capture_is_a_clear_miss(capture):
+    cache = PlanCache(1)
+    get, built = _getter(cache)
+    ws, ss = _tensors(2), _tensors(2)
+    get(ws[0], ss[0])
+    get(ws[1], ss[1])                    # evicts the first
+    capture(True)
+    with pytest.raises(NotPreparedForCapture):
+        get(ws[0], ss[0])
+    assert get(ws[1], ss[1]) is not None and len(built) == 2
+
+
+def test_plans_kept_for_graphs_are_bounded_and_released(capture):
+    cache = PlanCache(8, max_captured=2)
+    get, _ = _getter(cache)
+    ws, ss = _tensors(3), _tensors(3)
+    for w, s in zip(ws, ss):
+        get(w, s)
+    capture(True)
+    get(ws[0], ss[0])
+    get(ws[1], ss[1])
+    get(ws[0], ss[0])                    # the same graph captured again: nothing new kept
+    with pytest.raises(NotPreparedForCapture, match="release_captured_plans"):
+        get(ws[2], ss[2])
+    assert cache.captured() == 2
+    plan_cache.release_captured()        # lk.release_captured_plans
+    assert cache.captured() == 0
+    get(ws[2], ss[2])
+    assert cache.captured() == 1
+
+
+def test_forget_drops_the_plans_of_given_addresses_but_not_captured_ones(capture):
+    cache = PlanCache(8)
+    get, built = _getter(cache)
+    ws, ss = _tensors(3), _tensors(3)
+    for w, s in zip(ws, ss):
+        get(w, s)
+    capture(True)
+    get(ws[0], ss[0])
+    capture(False)
+    plan_cache.forget([ws[0].data_ptr(), ss[1].data_ptr()])
+    assert len(cache) == 2               # ws[0]'s plan stays for its graph; ws[1]'s is gone
+    get(ws[0], ss[0])
+    get(ws[2], ss[2])
+    assert len(built) == 3
+    get(ws[1], ss[1])
+    assert len(built) == 4
+
+
+def test_device_tables_are_asked_for_outside_capture_only(capture):
     asked = []
     cache = PlanCache(2)
     w, s = torch.zeros(2, 3), torch.zeros(2, 3)
@@ -69,7 +141,7 @@ def test_device_tables_are_asked_for_outside_capture_only(monkeypatch):
                          device_tables=lambda plan: asked.append(plan) or tables)
 
     get()
-    monkeypatch.setattr(plan_cache, "_capturing", lambda device: True)
+    capture(True)
     get()
     assert asked == ["plan"]
 

@@ -1,19 +1,21 @@
 """backend="auto": the trial, on CPU tensors, with stand-in backends registered for them.
 
 ``wrong`` gives a result that differs from the reference in one row, ``boom`` raises,
-``slow`` is right but sleeps, ``fast`` is right and quick; the reference (the ``torch``
-candidate, timed while it checks the others) is made to sleep a little per tensor, so
-every test knows which backend is fastest without relying on real speed.
+``oom`` runs out of memory, ``slow`` is right but slow, ``fast`` is right and quick,
+``cold`` is right and the quickest once warm, but its first run (compilation) is the
+slowest of all. Time is a fake clock (tests.helpers.FakeClock) that only the stand-ins
+and the reference (the ``torch`` candidate, timed while it checks the others) advance, so
+which backend wins never depends on the machine.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
 import threading
-import time
 import types
 import warnings
 
@@ -21,12 +23,13 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                           reference_result)
+from tests.helpers import (DTYPES, FakeClock, assert_bitwise_equal, generator,
+                           make_sorted_init, make_values, reference_result)
 from laperm_kernels import backends, dispatch
 from laperm_kernels.reference import rank_match_reference_
 
-SLOW_S, REFERENCE_S = 0.2, 0.05
+SLOW_S, REFERENCE_S, COLD_S, WARM_S = 0.2, 0.05, 10.0, 0.001
+CLOCK = FakeClock()
 
 
 def _stand_in(name, run):
@@ -53,12 +56,25 @@ def _boom(ws, ss):
     raise RuntimeError("kernel exploded")
 
 
+def _oom(ws, ss):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+
+
 def _slow(ws, ss):
-    time.sleep(SLOW_S)
+    CLOCK.advance(SLOW_S)
     _reference(ws, ss)
 
 
-STAND_INS = {"wrong": _wrong, "boom": _boom, "slow": _slow, "fast": _reference}
+def _cold(ws, ss):
+    CLOCK.advance(COLD_S if not _cold.warm else WARM_S)
+    _cold.warm = True
+    _reference(ws, ss)
+
+
+_cold.warm = False
+
+STAND_INS = {"wrong": _wrong, "boom": _boom, "oom": _oom, "slow": _slow, "fast": _reference,
+             "cold": _cold}
 
 
 @pytest.fixture
@@ -71,10 +87,12 @@ def registry(monkeypatch, tmp_path):
         monkeypatch.setitem(backends.BACKENDS, name, module)
 
     def slow_reference(w, s):
-        time.sleep(REFERENCE_S)
+        CLOCK.advance(REFERENCE_S)
         return rank_match_reference_(w, s)
 
     monkeypatch.setattr(dispatch, "rank_match_reference_", slow_reference)
+    monkeypatch.setattr(dispatch, "DeviceTimer", CLOCK.timer)
+    _cold.warm = False
     dispatch.reset()
 
     def order(*names):
@@ -99,13 +117,15 @@ def _run_exact(ws, ss, **kw):
     return used
 
 
-def test_trial_drops_the_wrong_backend_and_keeps_the_fastest_correct_one(registry):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_trial_drops_the_wrong_backend_and_keeps_the_fastest_correct_one(registry, dtype):
     made = registry("wrong", "slow", "fast")
-    ws, ss = _model()
-    with pytest.warns(RuntimeWarning, match=r"'wrong' failed its check .*float32: tensor 1 "
+    ws, ss = _model(dtype=dtype)
+    name = str(dtype).replace("torch.", "")
+    with pytest.warns(RuntimeWarning, match=rf"'wrong' failed its check .*{name}: tensor 1 "
                                             r"\(shape \(5, 33\)\), row 1"):
         used = _run_exact(ws, ss)
-    assert used == [(torch.device("cpu"), torch.float32, "fast")]
+    assert used == [(torch.device("cpu"), dtype, "fast")]
     [decision] = lk.dispatch_report()
     assert decision["backend"] == "fast" and decision["source"] == "trial"
     assert decision["signature"]["shapes"] == [[6, 40], [5, 33]]
@@ -118,12 +138,12 @@ def test_trial_drops_the_wrong_backend_and_keeps_the_fastest_correct_one(registr
 
     # from now on: straight to the choice, one call, nothing else runs, no warning
     calls = {n: len(m.calls) for n, m in made.items()}
-    ws, ss = _model(seed=1)
+    ws, ss = _model(seed=1, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _run_exact(ws, ss)
     assert {n: len(m.calls) - calls[n] for n, m in made.items()} == {
-        "wrong": 0, "boom": 0, "slow": 0, "fast": 1}
+        "wrong": 0, "boom": 0, "oom": 0, "slow": 0, "fast": 1, "cold": 0}
 
 
 def test_a_banned_backend_is_never_used_again_for_that_device_and_dtype(registry):
@@ -280,3 +300,106 @@ def test_real_backends_across_processes(tmp_path):
     (source1, backend1, candidates1), (source2, backend2, candidates2) = runs
     assert (source1, source2) == ("trial", "disk cache") and backend1 == backend2
     assert eval(candidates1) == eval(candidates2) == expected
+
+
+# --- honest trials ---------------------------------------------------------------------
+
+def test_a_backend_is_timed_warm_not_by_its_compilation(registry):
+    # cold's first run (compilation) takes longer than the whole budget; once warm it is
+    # the fastest. A trial that stopped at the warm-up would have scored it 10 s.
+    registry("slow", "cold")
+    assert _run_exact(*_model())[0][2] == "cold"
+    [decision] = lk.dispatch_report()
+    verdicts = {v["backend"]: v for v in decision["candidates"]}
+    assert verdicts["cold"]["warmup_seconds"] == pytest.approx(COLD_S)
+    assert verdicts["cold"]["seconds"] == pytest.approx(WARM_S)
+    assert verdicts["cold"]["runs"] == dispatch.MAX_TIMED_RUNS
+    assert verdicts["slow"]["runs"] >= 1 and verdicts["torch"]["runs"] >= 1
+    # the reference's time is from its warm runs too (the first one is its warm-up)
+    assert verdicts["torch"]["seconds"] == pytest.approx(2 * REFERENCE_S)
+    assert "warm-up 10000.000 ms" in dispatch.Verdict(**verdicts["cold"]).text()
+
+
+def test_the_reference_gets_a_timed_run_when_it_has_one_rival(registry):
+    made = registry("fast")
+    ws, ss = _model()
+    _run_exact(ws, ss)
+    [decision] = lk.dispatch_report()
+    torch_verdict = decision["candidates"][-1]
+    assert torch_verdict["backend"] == "torch" and torch_verdict["runs"] == 1
+    assert torch_verdict["warmup_seconds"] is not None
+    assert len(made["fast"].calls) == 1 + dispatch.MAX_TIMED_RUNS
+
+
+def test_a_trial_missing_a_candidate_for_lack_of_memory_is_not_saved(registry):
+    registry("oom", "fast")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # out of memory bans nothing
+        assert _run_exact(*_model())[0][2] == "fast"
+    [decision] = lk.dispatch_report()
+    assert decision["candidates"][0]["verdict"] == "out of memory"
+    assert not os.path.exists(dispatch.cache_path())
+    dispatch.reset()                            # a new process tries oom again
+    _run_exact(*_model())
+    assert [v["backend"] for v in lk.dispatch_report()[0]["candidates"]] == [
+        "oom", "fast", "torch"]
+
+
+# --- bans and the disk cache ------------------------------------------------------------
+
+def test_a_ban_found_on_disk_is_announced_once_with_when_why_and_how(registry):
+    made = registry("wrong", "fast")
+    with pytest.warns(RuntimeWarning, match="'wrong' failed its check"):
+        _run_exact(*_model())
+    dispatch.reset()                            # a new process, the same cache
+    tried = len(made["wrong"].calls)
+    with pytest.warns(RuntimeWarning) as caught:
+        _run_exact(*_model(seed=1))
+    [warning] = [w for w in caught if "'wrong'" in str(w.message)]
+    message = str(warning.message)
+    for part in ("'wrong' is banned", "float32", r"row 1", "mismatch",
+                 dispatch.cache_path(), "delete"):
+        assert part in message, message
+    assert re.search(r"on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", message), message
+    assert len(made["wrong"].calls) == tried   # not run again, neither by the trial
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # once per process
+        _run_exact(*_model(seed=2))
+        _run_exact(*_model(shapes=[(3, 70), (2, 9)]))   # a new trial: wrong left out
+    assert len(made["wrong"].calls) == tried
+    assert "wrong" not in [v["backend"] for v in lk.dispatch_report()[-1]["candidates"]]
+
+
+@pytest.mark.parametrize("content", [
+    "[" * 100_000,                               # json.load raises RecursionError
+    '{"k": {"backend": 3}}',                     # valid JSON, not decisions
+    '{"k": {"backend": "fast", "candidates": 7}}',
+    b"\xff\xfe not utf-8",
+], ids=["deeply-nested", "backend-not-a-name", "candidates-not-a-list", "not-utf-8"])
+def test_any_unreadable_cache_is_ignored_with_one_warning(registry, content):
+    registry("fast")
+    path = dispatch.cache_path()
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
+        f.write(content if isinstance(content, bytes) else content.encode())
+    with pytest.warns(RuntimeWarning, match="ignoring the dispatch cache") as caught:
+        assert _run_exact(*_model())[0][2] == "fast"
+    assert sum("ignoring the dispatch cache" in str(w.message) for w in caught) == 1
+    with open(path) as f:
+        assert len(json.load(f)) == 1          # rewritten with this trial's decision
+
+
+def test_each_thread_count_gets_its_own_trial_and_disk_entry(registry):
+    registry("fast")
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            _run_exact(*_model())
+    finally:
+        torch.set_num_threads(threads)
+    report = lk.dispatch_report()
+    assert [d["signature"]["threads"] for d in report] == [1, 2]
+    assert [d["source"] for d in report] == ["trial", "trial"]
+    with open(dispatch.cache_path()) as f:
+        assert sorted(json.loads(k)["threads"] for k in json.load(f)) == [1, 2]

@@ -14,6 +14,7 @@ import torch
 
 import laperm_kernels as lk
 import laperm_kernels.backends as backends
+from laperm_kernels import ops
 from tests.helpers import (BACKENDS, assert_bitwise_equal, generator, make_sorted_init, make_values,
                            needs_extension, reference_result)
 
@@ -309,6 +310,23 @@ def _check_raises_and_untouched(case: Case) -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_raises_before_touching_anything(name):
     _check_raises_and_untouched(CASES[name]())
+
+
+@needs_extension
+@pytest.mark.parametrize("name", CASES)
+def test_the_native_check_refuses_every_bad_input(name, monkeypatch):
+    # ops.py validates a call in one native call (laperm::check_call) and runs the Python
+    # checks, which name the argument, only when it refuses: it must refuse all of these.
+    said = []
+
+    def spy(weights, sorted_inits):
+        said.append(native(weights, sorted_inits)[0])
+        return said[-1], [], [], False
+
+    native = ops._native_check
+    monkeypatch.setattr(ops, "_native_check", spy)
+    _check_raises_and_untouched(CASES[name]())
+    assert True not in said
 
 
 @needs_extension

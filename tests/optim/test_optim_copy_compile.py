@@ -113,15 +113,28 @@ def deep_mlp():
     return nn.Sequential(*[nn.Linear(12, 12) for _ in range(10)])
 
 
-def frames_compiled() -> int:
-    """Frames dynamo has compiled so far in this process (recompiles included)."""
-    from torch._dynamo.utils import counters
-    return counters["frames"]["total"]
-
-
-def _cheap_backend():
+def _counting_backend():
     from torch._dynamo.testing import CompileCounter
-    return CompileCounter()  # runs the captured graphs as they are: no code generation
+    # runs the captured graphs as they are (no code generation); frame_count counts them
+    return CompileCounter()
+
+
+def assert_compiles_once(calls, backend):
+    """Runs ``calls`` (callables, each one call of a compiled function): the first one
+    compiles, every later one must run what it compiled. The later ones run under the
+    "fail_on_recompile" stance, which raises at any recompile (naming the guard that
+    failed), and ``backend`` must receive no new graph. (Dynamo's
+    counters["frames"]["total"] is no such measure: it also counts frames dynamo is handed
+    and skips, such as typing's internals, which torch's own code runs whenever typing's
+    LRU cache misses, so their number depends on what the process ran before.)"""
+    first, *later = calls
+    first()
+    graphs = backend.frame_count
+    assert graphs > 0, "nothing was compiled"
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for call in later:
+            call()
+    assert backend.frame_count == graphs, f"{backend.frame_count - graphs} graphs more"
 
 
 def _assert_synced(opt):
@@ -136,18 +149,16 @@ def test_compiled_training_step_compiles_once():
     model = deep_mlp()
     opt = build(model)
     initial = [p.detach().clone() for p in model.parameters()]
+    backend = _counting_backend()
 
-    @torch.compile(backend=_cheap_backend())
+    @torch.compile(backend=backend)
     def compiled_step(x):
         opt.zero_grad()
         model(x).square().mean().backward()
         opt.step()
 
-    frames = []
-    for t in range(1, 4 * K + 1):
-        compiled_step(batch(t)[0])
-        frames.append(frames_compiled())
-    assert frames == [frames[0]] * len(frames), frames  # syncs at steps 3, 6, 9, 12
+    xs = [batch(t)[0] for t in range(1, 4 * K + 1)]  # syncs after steps 3, 6, 9, 12
+    assert_compiles_once([lambda x=x: compiled_step(x) for x in xs], backend)
     assert opt.step_count == 4 * K
     # (compiled Adam rounds differently from eager Adam: compare invariants, not bits)
     _assert_synced(opt)
@@ -159,14 +170,16 @@ def test_compiled_optimizer_step_compiles_once():
     torch._dynamo.reset()
     model = deep_mlp()
     opt = build(model)
-    compiled = torch.compile(lambda: opt.step(), backend=_cheap_backend())
-    frames = []
-    for t in range(1, 4 * K + 1):
+    backend = _counting_backend()
+    compiled = torch.compile(lambda: opt.step(), backend=backend)
+
+    def training_step(t):
         opt.zero_grad()
         model(batch(t)[0]).square().mean().backward()
         compiled()
-        frames.append(frames_compiled())
-    assert frames == [frames[0]] * len(frames), frames
+
+    assert_compiles_once([lambda t=t: training_step(t) for t in range(1, 4 * K + 1)], backend)
+    assert opt.step_count == 4 * K
     _assert_synced(opt)
 
 
@@ -175,18 +188,18 @@ def test_ops_called_in_a_compiled_region_do_not_recompile():
     ws = [torch.randn(8, 30), torch.randn(4, 3, 3, 3), torch.randn(16)]
     ws += [torch.randn(5, 7) for _ in range(10)]
     ss = [lk.sort_rows(w) for w in ws]
+    backend = _counting_backend()
 
-    @torch.compile(backend=_cheap_backend())
+    @torch.compile(backend=backend)
     def sync(ws, ss):
         lk.rank_match_many_(ws, ss)
         return ws[0].sum()
 
-    sync(ws, ss)
-    first = frames_compiled()
-    for _ in range(5):
+    def fresh_sync():
         for w in ws:
             w.copy_(torch.randn_like(w))
         sync(ws, ss)
-    assert frames_compiled() == first
+
+    assert_compiles_once([fresh_sync] * 6, backend)
     with pytest.raises(ValueError, match=r"sorted_inits\[1\] has shape"):  # still validated
         sync(ws, [ss[0], ss[0], *ss[2:]])

@@ -19,6 +19,8 @@ import importlib.util
 import pytest
 import torch
 
+from laperm_kernels.backends.plan_cache import PlanCache
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed (pip install triton)")
 
@@ -114,6 +116,20 @@ def test_programs_per_launch_are_checked(tb, tk, monkeypatch):
         layout(tb, tk, [piece(2**30, tk.MAX_BLOCK + 1)])
 
 
+def test_the_programs_limit_is_exact(tb, tk, monkeypatch):
+    # With the limit made small, exactly the limit plans and one program more is refused,
+    # for a block launch and for a long-row batch.
+    monkeypatch.setattr(tb, "MAX_PROGRAMS", 4)
+    rows_per_program = tk.BLOCK_CONFIGS[64][0]
+    assert len(layout(tb, tk, [piece(4 * rows_per_program, 64)]).blocks) == 1
+    with pytest.raises(ValueError, match="5 programs"):
+        layout(tb, tk, [piece(4 * rows_per_program + 1, 64)])
+    n = 2 * tk.CHUNK                                   # two chunks a row
+    assert layout(tb, tk, [piece(2, n)], max_block=tk.CHUNK).batches[0].programs[0] == 4
+    with pytest.raises(ValueError, match="5 programs"):
+        layout(tb, tk, [piece(1, 3 * tk.CHUNK), piece(1, n)], max_block=tk.CHUNK)
+
+
 @pytest.mark.parametrize("max_block,chunk", [(32, 12), (32, 64), (32, 1), (2 * 8192, 16)])
 def test_bad_settings_are_refused(tb, max_block, chunk):
     w = torch.randn(2, 40)
@@ -147,9 +163,8 @@ def recorded(tb, tk, monkeypatch):
         events.append(("allocate", keys))
         return allocate(keys, device)
     monkeypatch.setattr(tb, "_empty_scratch", empty_scratch)
-    tb._plans._plans.clear()
+    monkeypatch.setattr(tb, "_plans", PlanCache(16))
     yield events
-    tb._plans._plans.clear()
 
 
 def tensors():
@@ -162,14 +177,14 @@ def test_call_allocates_and_compiles_before_its_first_launch(tb, recorded):
     tb.run_rows(ws, ss, max_block=32, chunk=16)
     kinds = [e[0] for e in recorded]
     first_launch = kinds.index("launch")
-    assert kinds[0] == "allocate" and kinds.count("allocate") == 1
-    assert "compile" not in kinds[first_launch:]
-    assert kinds[1:first_launch] == ["compile"] * (len(kinds) - first_launch)
+    launches = len(kinds) - first_launch
+    # every kernel compiled (and loaded) as the plan is prepared, then the one allocation
+    assert kinds[:first_launch] == ["compile"] * launches + ["allocate"]
     # rows of 40 and 100 in one batch: 1 sort + ceil(log2(7 chunks)) = 3 merge passes
     assert [e[1] for e in recorded[first_launch:]] == (
         ["rank_match_block_kernel", "sort_chunks_kernel"] + ["merge_runs_kernel"] * 3)
     # the scratch: both buffers of the batch, rows rounded up to 16 keys (112 + 2 x 48)
-    assert recorded[0] == ("allocate", 2 * (112 + 2 * 48))
+    assert recorded[launches] == ("allocate", 2 * (112 + 2 * 48))
     recorded.clear()
     tb.run_rows(ws, ss, max_block=32, chunk=16)   # cached plan: compiled already
     assert [e[0] for e in recorded] == ["allocate"] + ["launch"] * 5
@@ -184,7 +199,7 @@ def test_failed_allocation_launches_nothing_and_says_what_it_needed(tb, recorded
     before = [w.clone() for w in ws]
     with pytest.raises(torch.OutOfMemoryError) as err:
         tb.run_rows(ws, ss, max_block=32, chunk=16)
-    assert recorded == []
+    assert "launch" not in [e[0] for e in recorded]
     message = str(err.value)
     for part in ("3.2 KiB of scratch", "3 row(s) longer than 32", "the longest has 100",
                  "Nothing was modified", "backend='torch'", "Tried to allocate"):
@@ -210,3 +225,22 @@ def test_failed_compilation_launches_nothing(tb, tk, recorded, monkeypatch):
     with pytest.raises(RuntimeError, match="ptxas"):
         tb.run_rows(ws, ss, max_block=32, chunk=16)
     assert "launch" not in [e[0] for e in recorded]
+
+
+# --- compilation ------------------------------------------------------------------------
+
+# The plain int arguments of each kernel (the others are tables, scratch or constexprs).
+INT_ARGUMENTS = {"rank_match_block_kernel": {"num_rows"}, "sort_chunks_kernel": set(),
+                 "merge_runs_kernel": {"run"}}
+
+
+@pytest.mark.parametrize("kernel", sorted(INT_ARGUMENTS))
+def test_kernels_are_not_specialised_on_row_counts_or_run_lengths(tk, kernel):
+    # Triton specialises a plain int argument on its value (1, multiples of 16, the rest):
+    # a block launch's row count would compile up to three variants of each kernel, which
+    # take seconds each. One compile per (dtype, block) needs do_not_specialize.
+    fn = getattr(tk, kernel)
+    if not hasattr(fn, "params"):
+        pytest.skip("the kernels are interpreted here (TRITON_INTERPRET=1)")
+    unspecialised = {p.name for p in fn.params if p.do_not_specialize}
+    assert unspecialised == INT_ARGUMENTS[kernel]

@@ -13,6 +13,17 @@
 
 namespace laperm {
 namespace cuda {
+namespace {
+
+// A host table on `device`. For a CUDA device the copy is asynchronous, from pinned
+// memory: one from pageable memory would make the host wait for the stream. The caching
+// host allocator keeps the pinned buffer until the copy has run.
+at::Tensor upload(const at::Tensor& host, c10::Device device) {
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(host.options().device(device), /*non_blocking=*/true);
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> plan_to_tensors(const RowPlan& plan,
                                                                c10::Device device) {
@@ -26,7 +37,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan_to_tensors(const RowPlan& pl
                                  at::TensorOptions().dtype(at::kInt));
   std::copy(plan.segment_offsets.begin(), plan.segment_offsets.end(),
             offsets.data_ptr<int32_t>());
-  return {host, rows.to(device), offsets.to(device)};
+  return {host, upload(rows, device), upload(offsets, device)};
 }
 
 DecodedPlan decode_plan_tensor(const char* op, const at::Tensor& plan) {

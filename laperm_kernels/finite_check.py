@@ -1,0 +1,81 @@
+"""LaPerm's ``check_finite``: whether a sync met NaN or inf, found without making the host
+wait for the GPU.
+
+Per (device, dtype) group of permuted tensors, one multi-tensor reduction
+(``torch._foreach_norm(tensors, inf)``: max |x| of each tensor, which is NaN if the tensor
+holds a NaN and inf if it holds an inf; one fused kernel on CUDA) and one ``stack`` give a
+vector with a value per tensor, copied to host memory. On the CPU that copy is the vector
+itself and the result is read at once. On CUDA the copy is asynchronous, into pinned
+memory, with an event recorded after it: the result is read once the event has completed,
+polled without blocking (LaPerm polls at every step), so the warning comes a step or a few
+after the sync it is about, and names that sync. A new check starts only when the last
+one has been read. Nothing is checked during CUDA graph capture.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import graph_capture
+
+# (labels, host values, event after the copy or None) for each (device, dtype) group
+_Part = Tuple[List[str], torch.Tensor, Optional["torch.cuda.Event"]]
+
+
+class FiniteCheck:
+    """One check in flight at a time: :meth:`start` queues it, :meth:`result` reads it."""
+
+    def __init__(self) -> None:
+        self._pending: Optional[Tuple[int, List[_Part]]] = None
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    @torch.no_grad()
+    def start(self, step: int, tensors: Sequence[torch.Tensor], labels: Sequence[str]) -> None:
+        """Queues the check of ``tensors`` (named by ``labels``) at ``step``. Does nothing
+        while an earlier check is unread, or during CUDA graph capture."""
+        if self._pending is not None:
+            return
+        groups: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = {}
+        for t, label in zip(tensors, labels):
+            if t.numel():
+                ts, ls = groups.setdefault((t.device, t.dtype), ([], []))
+                ts.append(t)
+                ls.append(label)
+        if any(graph_capture.capturing(device) for device, _ in groups):
+            return
+        parts: List[_Part] = []
+        for (device, _), (ts, ls) in groups.items():
+            values = torch.stack(torch._foreach_norm(ts, float("inf")))
+            if device.type == "cuda":
+                host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+                host.copy_(values, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                parts.append((ls, host, event))
+            else:
+                parts.append((ls, values, None))
+        if parts:
+            self._pending = (step, parts)
+
+    def result(self) -> Optional[Tuple[int, List[str]]]:
+        """``(step, ["<label> (NaN)", "<label> (inf)", ...])`` for the check in flight once
+        its values are on the host (an empty list: all finite), then it is done; None while
+        there is none or the device has not finished it."""
+        if self._pending is None:
+            return None
+        step, parts = self._pending
+        if not all(event is None or event.query() for _, _, event in parts):
+            return None
+        self._pending = None
+        bad = []
+        for labels, host, _ in parts:
+            for label, value in zip(labels, host.tolist()):
+                if not math.isfinite(value):
+                    bad.append(f"{label} ({'NaN' if math.isnan(value) else 'inf'})")
+        return step, bad

@@ -1,0 +1,97 @@
+"""LaPerm's check_finite: what it finds, and that a sync reads nothing back from the device
+but the check's one host copy.
+
+A steady-state sync on CUDA must not make the host wait for the GPU. On the CPU the same
+code runs, so counting the calls that would read a device value into Python (``item``,
+``tolist``, ``bool``, ``.cpu()``, ...) during syncs shows what a GPU sync would do. The GPU
+itself is checked with ``torch.cuda.set_sync_debug_mode("error")`` in
+tests/cuda_backend/test_graph_capture_gpu.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+import laperm_kernels as lk
+from laperm_kernels.finite_check import FiniteCheck
+
+HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
+              torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__,
+              torch.Tensor.numpy, torch.Tensor.cpu}
+
+
+class CountHostReads(TorchFunctionMode):
+    """Records every call that would copy a device value to the host and wait for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS:
+            self.reads.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(),
+                               torch.nn.Linear(16, 12), torch.nn.ReLU(),
+                               torch.nn.Linear(12, 3))
+
+
+def _step(model, opt, x):
+    opt.zero_grad()
+    model(x).square().mean().backward()
+    with CountHostReads() as counter:
+        opt.step()
+    return counter.reads
+
+
+@pytest.mark.parametrize("check_finite,reads_per_sync", [(True, 1), (False, 0)])
+def test_a_steady_sync_reads_at_most_the_checks_one_copy(check_finite, reads_per_sync):
+    model = _mlp()
+    opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=1,
+                    check_finite=check_finite)
+    x = torch.randn(8, 10)
+    _step(model, opt, x)                       # the first sync: auto's trial, plans
+    reads = [_step(model, opt, x) for _ in range(4)]
+    assert reads == [["tolist"] * reads_per_sync] * 4
+
+
+def test_inf_alone_is_reported():
+    model = _mlp()
+    opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=3)
+    opt.sync()  # past the first-step check, which would take S again (test_first_step.py)
+    with torch.no_grad():
+        model[2].weight[4, 1] = float("-inf")
+    with pytest.warns(RuntimeWarning, match=r"after step 0.*\(parameter 2 \(inf\)\)"):
+        opt.sync()
+    assert all(torch.isfinite(p).all() for p in (model[0].weight, model[2].weight))
+
+
+def test_nan_alone_is_reported_and_finite_weights_are_not():
+    model = _mlp()
+    opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.sync()                             # finite: nothing to say
+    with torch.no_grad():
+        model[4].weight[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match=r"\(parameter 4 \(NaN\)\)"):
+        opt.sync()
+
+
+def test_one_check_in_flight_at_a_time():
+    check = FiniteCheck()
+    t = torch.tensor([1.0, float("inf")])
+    check.start(7, [t], ["a"])
+    check.start(8, [torch.tensor([float("nan")])], ["b"])   # ignored: 7 is unread
+    assert check.result() == (7, ["a (inf)"])
+    assert check.result() is None and not check.pending
+    check.start(9, [torch.zeros(3), torch.empty(0)], ["c", "d"])
+    assert check.result() == (9, [])
