@@ -73,7 +73,8 @@ def whole_row_placements(p: torch.Tensor, row_dim: int = 0) -> Optional[Tuple]:
     """None when ``p`` (a plain tensor, or a DTensor whose placements all replicate or
     shard the unit dimension) holds whole rows on every rank; else ``p``'s placements with
     every ``Shard`` of another dimension replaced by ``Shard`` of the unit dimension: the
-    placements a sync redistributes ``p`` to (same mesh, no more memory per rank)."""
+    placements a sync redistributes ``p`` to (same mesh; each rank holds about as many
+    elements as before: the same shards, along the unit dimension, up to rounding)."""
     placements = getattr(p, "placements", None)
     if placements is None:
         return None

@@ -7,7 +7,7 @@ whose placements split its rows (tensor parallelism's ``RowwiseParallel`` places
 weight ``Shard(1)``; FSDP2 shards GPT-2's ``Conv1D`` ``[in, out]`` on dim 0, across its
 units' rows) is moved by ``DTensor.redistribute`` to ``layouts.whole_row_placements``
 (every split dimension becomes a shard of the unit dimension: each rank then holds whole
-rows, no more elements than before), rank-matched there, and redistributed back into its
+rows, about as many elements as before), rank-matched there, and redistributed back into its
 local tensor in place: the parameter object and its storage stay the same, since FSDP2
 holds references to both. Collectives run in parameter order, the same on every rank.
 """
