@@ -19,7 +19,7 @@ from .ops import (
     rank_match_many_,
     sort_rows,
 )
-from .layouts import param_groups
+from .groups import param_groups
 from .optim import LaPerm
 from .utils import agnosticize_, random_prune_
 from .viz import weight_profile

@@ -5,27 +5,28 @@ units on dim 0 (``nn.Linear`` ``[out, in]``, ``nn.ConvNd`` ``[out, in/groups, *k
 is what the ops' rows ``reshape(shape[0], -1)`` assume. Some do not:
 ``nn.ConvTransposeNd`` stores ``[in, out/groups, *k]`` and transformers' GPT-2 ``Conv1D``
 ``[in, out]``; there the units are on dim 1 (``row_dim=1``), and LaPerm permutes the rows
-of ``weight.movedim(1, 0)``. Embeddings hold one vector per token, not a unit's incoming
-weights: the paper's semantics leave them alone.
+of ``weight.movedim(1, 0)``.
 
-:func:`param_groups` builds LaPerm's param groups from a model with these rules.
+A DTensor parameter keeps its rows whole on every rank when each of its placements is
+``Replicate()`` or shards the unit dimension (``Shard(d)``, FSDP2's ``_StridedShard(d)``):
+each rank permutes its local tensor. Any other ``Shard`` splits rows across ranks; a sync
+then moves the rows whole first (laperm_kernels/sharded_rows.py), to
+:func:`whole_row_placements`. S, the sorted initial rows, is a DTensor in the whole-row
+placements (:func:`like_param`), so it never moves.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Dict, List, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
-from torch import nn
-
-EMBEDDINGS = ("skip", "per_token")
 
 
 def rows_view(p: torch.Tensor, row_dim: int = 0) -> torch.Tensor:
-    """The tensor the ops rank-match for ``p``: this rank's part of it (for a DTensor),
-    with the output units on dim 0 (a view: permuting it permutes ``p``)."""
-    local = local_tensor(p, row_dim)
+    """The tensor the ops rank-match for ``p``, with the output units on dim 0 (a view:
+    permuting it permutes ``p``): ``p`` itself, or a DTensor's local tensor. Only for
+    placements that keep rows whole (:func:`whole_row_placements` returns None)."""
+    local = local_tensor(p)
     d = row_dim % p.dim()
     return local if d == 0 else local.movedim(d, 0)
 
@@ -37,89 +38,87 @@ def rows_shape(shape: Tuple[int, ...], row_dim: int) -> Tuple[int, ...]:
 
 
 def local_tensor(p: torch.Tensor, row_dim: int = 0) -> torch.Tensor:
-    """The rows a rank sees. A DTensor sharded on the unit dimension (FSDP2 shards dim 0)
-    or replicated holds whole rows: permute the local tensor, no communication needed.
-    Any other placement would split rows across ranks, and is refused."""
+    """What this rank holds of ``p``: a DTensor's local tensor (its storage, whatever the
+    placements), else ``p``. ``row_dim`` is accepted for the callers that pass it."""
+    return p.to_local() if getattr(p, "placements", None) is not None else p
+
+
+def _strided_shard_type():
+    try:
+        from torch.distributed.tensor.placement_types import _StridedShard
+    except ImportError:  # no strided sharding in this torch
+        return ()
+    return _StridedShard
+
+
+def shards_dim(placement, d: int) -> bool:
+    """Whether ``placement`` shards tensor dimension ``d`` (``Shard(d)`` or FSDP2's
+    ``_StridedShard(d)``, whose ``is_shard()`` is False in torch 2.13)."""
+    return ((placement.is_shard() or isinstance(placement, _strided_shard_type()))
+            and placement.dim == d)
+
+
+def check_placements(p: torch.Tensor, what: str) -> None:
+    """Refuses a DTensor parameter placed ``Partial`` (pending sums, not values) or in a
+    way that is neither replication nor sharding; ``what`` names the parameter."""
+    for placement in getattr(p, "placements", None) or ():
+        if not (placement.is_replicate() or placement.is_shard()
+                or isinstance(placement, _strided_shard_type())):
+            raise ValueError(f"LaPerm: {what} is a DTensor placed as {tuple(p.placements)}; "
+                             f"LaPerm permutes values held as Shard or Replicate, not "
+                             f"{placement}")
+
+
+def whole_row_placements(p: torch.Tensor, row_dim: int = 0) -> Optional[Tuple]:
+    """None when ``p`` (a plain tensor, or a DTensor whose placements all replicate or
+    shard the unit dimension) holds whole rows on every rank; else ``p``'s placements with
+    every ``Shard`` of another dimension replaced by ``Shard`` of the unit dimension: the
+    placements a sync redistributes ``p`` to (same mesh; each rank holds about as many
+    elements as before: the same shards, along the unit dimension, up to rounding)."""
     placements = getattr(p, "placements", None)
     if placements is None:
-        return p
+        return None
     d = row_dim % p.dim()
-    for placement in placements:
-        if not (placement.is_replicate() or (placement.is_shard() and placement.dim == d)):
-            raise ValueError(
-                f"LaPerm permutes whole rows (output units on dim {d}); a DTensor parameter "
-                f"placed as {tuple(placements)} splits them across ranks (only Shard({d}) "
-                "and Replicate() keep rows whole)")
-    return p.to_local()
+    if all(pl.is_replicate() or shards_dim(pl, d) for pl in placements):
+        return None
+    from torch.distributed.tensor import Shard
+    return tuple(pl if pl.is_replicate() or shards_dim(pl, d) else Shard(d)
+                 for pl in placements)
+
+
+def rows_placements(placements: Sequence, d: int) -> Tuple:
+    """Whole-row ``placements`` of a parameter (unit dimension ``d``) as placements of its
+    rows (:func:`rows_view`, units on dim 0)."""
+    from torch.distributed.tensor import Shard
+
+    strided = _strided_shard_type()
+    out = []
+    for pl in placements:
+        if isinstance(pl, strided):
+            out.append(type(pl)(0, split_factor=pl.split_factor))
+        elif pl.is_shard():
+            out.append(Shard(0))
+        else:
+            out.append(pl)
+    return tuple(out)
+
+
+def s_placements(p: torch.Tensor, row_dim: int = 0) -> Tuple:
+    """The placements of a DTensor parameter's S: its whole-row placements, as rows."""
+    d = row_dim % p.dim()
+    return rows_placements(whole_row_placements(p, row_dim) or p.placements, d)
 
 
 def like_param(rows: torch.Tensor, p: torch.Tensor, row_dim: int = 0) -> torch.Tensor:
-    """``rows`` (shaped like :func:`rows_view` of ``p``) as ``p`` holds it: for a DTensor
-    parameter, a DTensor on its mesh sharded like its units, so that distributed
-    checkpoints save every shard and reshard it on load."""
-    placements = getattr(p, "placements", None)
-    if placements is None:
+    """``rows`` (this rank's rows of ``p`` in its whole-row placements, units first) as
+    LaPerm keeps S for ``p``: for a DTensor parameter, a DTensor on its mesh placed
+    :func:`s_placements`, so that distributed checkpoints save every shard and reshard
+    it on load."""
+    if getattr(p, "placements", None) is None:
         return rows
-    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor import DTensor
 
     shape = rows_shape(tuple(p.shape), row_dim)
     stride = tuple(torch.empty(shape, device="meta").stride())
-    return DTensor.from_local(rows, p.device_mesh,
-                              [Shard(0) if pl.is_shard() else pl for pl in placements],
+    return DTensor.from_local(rows, p.device_mesh, s_placements(p, row_dim),
                               run_check=False, shape=torch.Size(shape), stride=stride)
-
-
-def param_groups(model: nn.Module, *, embeddings: str = "skip") -> List[Dict[str, object]]:
-    """LaPerm's param groups for ``model``, with the paper's semantics per layer type:
-
-    * ``nn.Linear``, ``nn.ConvNd``, ``nn.Bilinear`` and any other weight with ndim >= 2:
-      permuted, units on dim 0 (``row_dim=0``);
-    * ``nn.ConvTransposeNd`` (groups=1) and transformers' ``Conv1D``: permuted,
-      ``row_dim=1``. A grouped ConvTranspose weight is skipped with a warning: its dim 1
-      mixes the units of all groups;
-    * ``nn.Embedding`` / ``nn.EmbeddingBag``: skipped (``embeddings="skip"``), or each
-      token's vector permuted (``embeddings="per_token"``);
-    * 1-D parameters (biases, normalisation): not permuted.
-
-    A parameter that several modules share (GPT-2's ``lm_head`` tied to its token
-    embedding) follows the first module that holds it. Returns up to three groups,
-    ``[{"params": [...], "row_dim": 0}, {"params": [...], "row_dim": 1},
-    {"params": [...], "permute": False}]`` (empty ones left out), for the inner optimizer:
-    ``LaPerm(torch.optim.Adam(param_groups(model), lr=1e-3))``.
-    """
-    if embeddings not in EMBEDDINGS:
-        raise ValueError(f"embeddings must be one of {EMBEDDINGS}; got {embeddings!r}")
-    rule: Dict[int, object] = {}  # id(param) -> row_dim, or None: not permuted
-    order: List[nn.Parameter] = []
-
-    def claim(p, value):
-        if id(p) not in rule:
-            rule[id(p)] = value
-            order.append(p)
-
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, nn.Parameter):
-            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-                claim(weight, 0 if embeddings == "per_token" else None)
-            elif isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-                if module.groups != 1:
-                    warnings.warn(f"laperm_kernels.param_groups: {name} is a ConvTranspose "
-                                  f"with groups={module.groups}; its weight's dim 1 mixes "
-                                  "the units of every group, so it is not permuted",
-                                  stacklevel=2)
-                claim(weight, 1 if module.groups == 1 else None)
-            elif _is_transformers_conv1d(module):
-                claim(weight, 1)
-        for p in module.parameters(recurse=False):
-            claim(p, 0 if p.dim() >= 2 else None)
-
-    groups = [{"params": [p for p in order if rule[id(p)] == 0], "row_dim": 0},
-              {"params": [p for p in order if rule[id(p)] == 1], "row_dim": 1},
-              {"params": [p for p in order if rule[id(p)] is None], "permute": False}]
-    return [g for g in groups if g["params"]]
-
-
-def _is_transformers_conv1d(module: nn.Module) -> bool:
-    cls = type(module)  # matched by name: transformers is not a dependency
-    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")

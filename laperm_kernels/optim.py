@@ -26,10 +26,12 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 from torch.optim import Optimizer
 
-from . import optim_state
+from . import first_step, optim_state
 from .finite_check import FiniteCheck
-from .layouts import like_param, local_tensor, rows_view
-from .ops import check_backend_name, rank_match_groups_, sort_rows
+from .layouts import check_placements, like_param, local_tensor
+from .ops import _byte_span, check_backend_name, rank_match_groups_, sort_rows
+from .param_names import label, label_of, labels
+from .sharded_rows import sync_rows, whole_rows
 
 SyncPeriod = Union[int, Callable[[int], int]]
 PermuteRule = Union[str, bool, Callable[[torch.Tensor], bool]]
@@ -55,6 +57,11 @@ class LaPerm(Optimizer):
             reduction per sync and a copy of one value per tensor to the host, which never
             waits for the GPU: on CUDA the warning comes at a later step, once the copy has
             landed, naming the sync (laperm_kernels/finite_check.py).
+        check_ranks: at the first step, when torch.distributed is initialised, compare
+            the permuted plain-tensor weights across the ranks of the default process
+            group (True), of a given ``ProcessGroup``, or not at all (False: for ranks
+            that hold different models, such as pipeline stages). One
+            ``all_gather_object`` of a fingerprint per weight (laperm_kernels/first_step.py).
 
     A param group may override ``sync_period`` and ``permute`` with keys of those names,
     and say which dimension of its weights indexes output units with ``row_dim`` (default
@@ -64,9 +71,21 @@ class LaPerm(Optimizer):
     in groups, if the checkpoint is to be pickled.
 
     The sorted initial weights are taken when the wrapper is built (and for groups added
-    later, when added): prune or otherwise initialise the weights before wrapping. Call
-    :meth:`reset_sorted_init_` after re-initialising weights. ``sorted_inits`` maps each
-    permuted parameter to them; ``state`` is the inner optimizer's state.
+    later, when added): prune or otherwise initialise the weights before wrapping, and
+    build it after ``DDP(model)``. A permuted weight changed in place before the first
+    step all the same (DDP's broadcast, a re-initialisation) is noticed at the first step,
+    before the inner step: S is taken again from it, with a warning naming it. Ranks whose
+    weights differ at the first step get a ValueError (``check_ranks``). Call
+    :meth:`reset_sorted_init_` after re-initialising weights later. ``sorted_inits`` maps
+    each permuted parameter to them; ``state`` is the inner optimizer's state.
+
+    DTensor parameters may have any placements: where they split rows across ranks
+    (tensor parallelism, FSDP2 over ``row_dim=1`` weights), a sync moves the rows whole
+    with ``DTensor.redistribute`` and back (docs/distributed.md).
+
+    A parameter listed twice in a group is refused, as are permuted parameters sharing
+    memory. Errors name parameters by their ``"param_names"`` in the group (see
+    ``laperm_kernels.param_groups``), else by group and index.
 
     ``sync_backends`` maps each ``"device dtype"`` group of the syncs so far to the backend
     that runs it (under ``backend="auto"``, the one its trial chose; see
@@ -78,11 +97,13 @@ class LaPerm(Optimizer):
 
     def __init__(self, optimizer: Optimizer, sync_period: SyncPeriod = 20, *,
                  permute: PermuteRule = "auto", backend: str = "auto",
-                 track_changes: bool = False, check_finite: bool = True) -> None:
+                 track_changes: bool = False, check_finite: bool = True,
+                 check_ranks: Any = True) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"LaPerm wraps a torch.optim.Optimizer; got {type(optimizer).__name__}")
         _check_sync_period(sync_period, "sync_period")
         _check_permute(permute, "permute")
+        _check_ranks_arg(check_ranks)
         check_backend_name(backend)  # now, not at the first sync k steps later
         self.optimizer = optimizer
         self.param_groups = optimizer.param_groups  # shared, as timm's Lookahead does
@@ -93,7 +114,11 @@ class LaPerm(Optimizer):
         self.backend = backend
         self.track_changes = bool(track_changes)
         self.check_finite = bool(check_finite)
+        self.check_ranks = check_ranks
         self._warned_not_finite = False
+        # permuted parameter -> fingerprint of its weights when S was taken, until the
+        # first step compares it (laperm_kernels/first_step.py)
+        self._pending: Dict[torch.Tensor, torch.Tensor] = {}
         self._finite_check = FiniteCheck()
         self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = {}
         self.last_sync_changes: Dict[int, int] = {}
@@ -101,10 +126,14 @@ class LaPerm(Optimizer):
         self._last_synced: Dict[torch.Tensor, torch.Tensor] = {}
         self._step = 0
         self._init_hooks()
+        for i, group in enumerate(self.param_groups):
+            _check_group(group, i, self.param_groups)
+        wanted = self._wanted(self.param_groups)  # the permute rule, asked once a parameter
+        for i, group in enumerate(self.param_groups):
+            self._check_params(group, i, self.param_groups, wanted)
+        self._check_no_overlap(self.param_groups, wanted)
         for group in self.param_groups:
-            _check_group(group)
-        for group in self.param_groups:
-            self._snapshot(group["params"], group)
+            self._snapshot(group["params"], group, wanted)
 
     def _init_hooks(self) -> None:
         """What Optimizer.__init__ sets up, for hooks and LR schedulers."""
@@ -121,6 +150,7 @@ class LaPerm(Optimizer):
         return self._step
 
     def step(self, closure: Optional[Callable[[], float]] = None):
+        self._check_first_step()
         self._due(self._step + 1)  # a bad sync_period raises before the inner step
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
         self._advance()
@@ -144,7 +174,62 @@ class LaPerm(Optimizer):
     @torch.no_grad()
     def sync(self) -> None:
         """Rank-matches every permuted parameter now, whatever the step."""
+        self._check_first_step()
         self._sync(self.param_groups)
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _check_first_step(self) -> None:
+        """Before the first step (or sync) writes anything: takes S again for permuted
+        weights changed in place since it was taken, and compares the ranks' weights
+        (laperm_kernels/first_step.py). A no-op once done."""
+        if not self._pending:
+            return
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return  # it reads values back: left for the next eager step (docs/capture.md)
+        params = [p for p in self._all_params() if p in self._pending]
+        now = [int(first_step.fingerprint(local_tensor(p))) for p in params]
+        changed = [p for p, f in zip(params, now) if f != int(self._pending[p])]
+        names = labels(self.param_groups)
+        retake = bool(changed)
+        group = self._rank_group()
+        if group is not None:
+            plain = [(p, f) for p, f in zip(params, now)
+                     if getattr(p, "placements", None) is None]
+            gathered = first_step.exchange(group, retake, [f for _, f in plain])
+            why = first_step.first_disagreement(gathered, [names[id(p)] for p, _ in plain])
+            if why is not None:
+                raise ValueError(
+                    f"LaPerm: at the first step, {why}: the ranks would permute different "
+                    "initial values and diverge. Give every rank the same weights before "
+                    "LaPerm's first step (the same seed, or DDP(model), which broadcasts "
+                    "rank 0's weights); if the ranks hold different models on purpose "
+                    "(pipeline stages), pass check_ranks=False")
+            retake = any(c for c, _ in gathered)
+        if changed:
+            shown = ", ".join(names[id(p)] for p in changed[:4])
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            warnings.warn(
+                f"LaPerm: {shown}{more} changed in place after LaPerm was built and before "
+                "its first step (DDP's broadcast of rank 0's weights, a re-initialisation, "
+                "weights loaded into the model or cast): their sorted initial rows are taken again "
+                "now, from the current weights. Build LaPerm after DDP(model) and after "
+                "initialising, or call reset_sorted_init_() after changing the weights.",
+                UserWarning, stacklevel=4)
+        if retake:  # on every rank alike: a DTensor's S may take a collective
+            for g in self.param_groups:
+                self._snapshot([p for p in g["params"] if p in self._pending], g)
+        self._pending = {}
+
+    def _rank_group(self):
+        """The process group the first-step check compares ranks over, or None."""
+        if self.check_ranks is False:
+            return None
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        group = dist.group.WORLD if self.check_ranks is True else self.check_ranks
+        return group if dist.get_world_size(group) > 1 else None
 
     def _sync(self, groups) -> None:
         pairs = [(p, g) for g in groups for p in g["params"] if p in self.sorted_inits]
@@ -157,9 +242,10 @@ class LaPerm(Optimizer):
                 self._step, [local_tensor(p, g.get("row_dim", 0)) for p, g in pairs],
                 [f"parameter {index[p]}" for p, _ in pairs])
             self._report_not_finite()  # on the CPU the result is there already
-        used = rank_match_groups_([rows_view(p, g.get("row_dim", 0)) for p, g in pairs],
-                                  [local_tensor(self.sorted_inits[p]) for p, _ in pairs],
+        rows, write_back = sync_rows([(p, g.get("row_dim", 0)) for p, g in pairs])
+        used = rank_match_groups_(rows, [local_tensor(self.sorted_inits[p]) for p, _ in pairs],
                                   backend=self.backend)
+        write_back()  # rows that were redistributed go back into their parameters
         for device, dtype, name in used:
             self.sync_backends[f"{device} {str(dtype).replace('torch.', '')}"] = name
         if self.track_changes:
@@ -168,12 +254,12 @@ class LaPerm(Optimizer):
     def _check_layout(self, pairs) -> None:
         """Refuses, before anything changes, parameters cast or moved after S was taken
         (``model.half()``, ``model.to(device)``): S no longer fits them."""
-        index = {p: i for i, p in enumerate(self._all_params())}
         for p, _ in pairs:
             s = self.sorted_inits[p]
             if s.dtype != p.dtype or s.device != p.device:
                 raise ValueError(
-                    f"LaPerm: parameter {index[p]} is now {p.dtype} on {p.device}, but its "
+                    f"LaPerm: {label_of(self.param_groups, p)} is now {p.dtype} on "
+                    f"{p.device}, but its "
                     f"sorted initial rows are {s.dtype} on {s.device}: the model was cast "
                     "or moved after LaPerm was built. Cast or move the model before "
                     "building the optimizer, or call opt.load_state_dict(opt.state_dict()) "
@@ -211,20 +297,54 @@ class LaPerm(Optimizer):
             return p.dim() >= 2
         return bool(rule) and p.dim() >= 1
 
+    def _wanted(self, groups) -> Dict[int, bool]:
+        """``{id(tensor): whether it is permuted}`` for the tensors of ``groups``."""
+        return {id(p): self._wants(p, g) for g in groups for p in _tensors(g["params"])
+                if isinstance(p, torch.Tensor)}
+
+    def _check_params(self, group, index: int, groups, wanted) -> None:
+        """Refuses, before anything changes, permuted parameters that ``row_dim`` does not
+        fit or that are DTensors placed other than sharded or replicated."""
+        row_dim = group.get("row_dim", 0)
+        for j, p in enumerate(_tensors(group["params"])):
+            if wanted.get(id(p)):
+                if not -p.dim() <= row_dim < p.dim():
+                    raise ValueError(f"param group 'row_dim' is {row_dim}, but "
+                                     f"{label(groups, index, j)} has shape {tuple(p.shape)}")
+                check_placements(p, label(groups, index, j))
+
+    def _check_no_overlap(self, groups, wanted) -> None:
+        """Refuses permuted parameters whose memory overlaps another's (a sync would
+        permute it twice), naming both."""
+        spans = []
+        for gi, g in enumerate(groups):
+            for j, p in enumerate(_tensors(g["params"])):
+                if wanted.get(id(p)):
+                    t = local_tensor(p)
+                    if t.numel() and t.device.type != "meta":
+                        spans.append((*_byte_span(t), label(groups, gi, j)))
+        spans.sort()
+        for k, (storage, _, end, name) in enumerate(spans):
+            for storage2, start2, _, name2 in spans[k + 1:]:
+                if storage2 != storage or start2 >= end:
+                    break
+                raise ValueError(f"LaPerm: {name} and {name2} share memory; permuted "
+                                 "parameters must be distinct tensors")
+
     @torch.no_grad()
-    def _snapshot(self, params: Iterable[torch.Tensor], group) -> None:
+    def _snapshot(self, params: Iterable[torch.Tensor], group,
+                  wanted: Optional[Dict[int, bool]] = None) -> None:
         row_dim = group.get("row_dim", 0)
         for p in params:
-            if self._wants(p, group):
-                if not -p.dim() <= row_dim < p.dim():
-                    raise ValueError(f"param group 'row_dim' is {row_dim}, but a permuted "
-                                     f"parameter has shape {tuple(p.shape)}")
-                self.sorted_inits[p] = like_param(sort_rows(rows_view(p, row_dim)), p, row_dim)
+            if wanted[id(p)] if wanted is not None else self._wants(p, group):
+                self.sorted_inits[p] = like_param(sort_rows(whole_rows(p, row_dim)), p, row_dim)
+                self._pending[p] = first_step.fingerprint(local_tensor(p))
                 if self.track_changes:
                     self._last_synced[p] = local_tensor(p, row_dim).detach().clone()
             else:
                 self.sorted_inits.pop(p, None)
                 self._last_synced.pop(p, None)
+                self._pending.pop(p, None)
 
     @torch.no_grad()
     def _trace(self, params: List[torch.Tensor]) -> None:
@@ -250,9 +370,20 @@ class LaPerm(Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        _check_group(param_group)
-        self.optimizer.add_param_group(param_group)
-        self._snapshot(self.param_groups[-1]["params"], self.param_groups[-1])
+        if isinstance(param_group, dict) and "params" in param_group:
+            params = param_group["params"]
+            if not isinstance(params, (torch.Tensor, set, list)):
+                param_group["params"] = list(params)  # as torch.optim does: read it once
+            groups = [*self.param_groups, _listed(param_group)]
+            _check_group(groups[-1], len(groups) - 1, groups)
+            wanted = {id(p): p in self.sorted_inits for p in self._all_params()}
+            wanted.update(self._wanted(groups[-1:]))
+            self._check_params(groups[-1], len(groups) - 1, groups, wanted)
+            self._check_no_overlap(groups, wanted)
+        else:
+            wanted = None
+        self.optimizer.add_param_group(param_group)  # torch.optim's own checks
+        self._snapshot(self.param_groups[-1]["params"], self.param_groups[-1], wanted)
 
     def _all_params(self) -> List[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
@@ -265,7 +396,7 @@ class LaPerm(Optimizer):
         for hook in self._optimizer_state_dict_pre_hooks.values():
             hook(self)
         state_dict = optim_state.pack(self.optimizer.state_dict(), self.param_groups,
-                                      self.sorted_inits, self._step)
+                                      self.sorted_inits, self._step, type(self.optimizer))
         for hook in self._optimizer_state_dict_post_hooks.values():
             state_dict = hook(self, state_dict) or state_dict
         return state_dict
@@ -276,13 +407,15 @@ class LaPerm(Optimizer):
         raises ValueError or TypeError and leaves the optimizer untouched."""
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             state_dict = hook(self, state_dict) or state_dict
-        inner, step, sorted_inits = optim_state.unpack(state_dict, self.param_groups)
+        inner, step, sorted_inits = optim_state.unpack(state_dict, self.param_groups,
+                                                       type(self.optimizer))
         self.optimizer.load_state_dict(inner)  # checks its own part first
         # Optimizer.load_state_dict rebinds the inner param_groups and state: share them
         # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
         self.sorted_inits = sorted_inits
+        self._pending = {}  # S is the checkpoint's: nothing to compare at the next step
         self._last_synced = {}
         if self.track_changes:
             for p in sorted_inits:
@@ -335,8 +468,42 @@ def _check_permute(value, name: str) -> None:
                      f"got {value!r}")
 
 
-def _check_group(group: Dict[str, Any]) -> None:
+def _check_ranks_arg(value) -> None:
+    if isinstance(value, bool):
+        return
+    import torch.distributed as dist
+    if dist.is_available() and isinstance(value, dist.ProcessGroup):
+        return
+    raise TypeError("check_ranks must be True, False or a torch.distributed ProcessGroup; "
+                    f"got {value!r}")
+
+
+def _tensors(params) -> list:
+    """The tensors of a param group's ``params`` (``(name, tensor)`` pairs allowed)."""
+    return [q[1] if isinstance(q, tuple) and len(q) == 2 else q for q in params]
+
+
+def _listed(group: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a group for ``add_param_group``'s checks: ``params`` as a list of
+    tensors and names from ``(name, tensor)`` pairs, as torch.optim will read them."""
+    params = group["params"]
+    params = [params] if isinstance(params, torch.Tensor) else list(params)
+    named = [q for q in params if isinstance(q, tuple) and len(q) == 2]
+    out = {**group, "params": _tensors(params)}
+    if named and len(named) == len(params):
+        out["param_names"] = [n for n, _ in named]
+    return out
+
+
+def _check_group(group: Dict[str, Any], index: int, groups) -> None:
     if "sync_period" in group:
         _check_sync_period(group["sync_period"], "param group 'sync_period'")
     if "permute" in group:
         _check_permute(group["permute"], "param group 'permute'")
+    first: Dict[int, int] = {}
+    for j, p in enumerate(_tensors(group["params"])):
+        if id(p) in first:
+            raise ValueError(f"LaPerm: param group {index} lists "
+                             f"{label(groups, index, first[id(p)])} twice (at {first[id(p)]} "
+                             f"and {j}); list every parameter once")
+        first[id(p)] = j

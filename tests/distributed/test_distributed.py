@@ -7,7 +7,7 @@
   LaPerm rank-matches each local shard against that shard's own S, with no
   communication. Each rank's shard after a sync must equal the reference rank matching
   of the shard, and the gathered full tensor must be a row-wise permutation of the full
-  initial tensor.
+  initial tensor. (Placements that split rows: test_row_split.py.)
 
 Both scenarios run in one launch of two worker processes (this file run as a script);
 each rank saves what it saw, and the tests compare the ranks here in the parent.
@@ -117,13 +117,16 @@ def _dtensor_scenario(rank, backend):
     out["state_dict_shapes"] = {i: tuple(st["sorted_init"].shape)
                                 for i, st in opt.state_dict()["state"].items()
                                 if "sorted_init" in st}
-    # Shard(1) splits every row across ranks: LaPerm must refuse it, not permute halves.
-    split = nn.Parameter(distribute_tensor(torch.randn(4, 6), mesh, [Shard(1)]))
+    # Partial holds pending sums, not values: refused, naming the parameter. (Placements
+    # that split rows are permuted whole: tests/distributed/test_row_split.py.)
+    from torch.distributed.tensor import Partial
+    pending = nn.Parameter(DTensor.from_local(torch.randn(4, 6), mesh, [Partial()]))
     try:
-        lk.LaPerm(torch.optim.SGD([split], lr=0.1), backend=backend)
-        out["shard1_error"] = None
+        lk.LaPerm(torch.optim.SGD([{"params": [pending], "param_names": ["fc.weight"]}],
+                                  lr=0.1), backend=backend)
+        out["partial_error"] = None
     except ValueError as e:
-        out["shard1_error"] = str(e)
+        out["partial_error"] = str(e)
     return out
 
 
@@ -207,7 +210,8 @@ if __name__ != "__main__":
             assert [tuple(s.shape) for s in expected_S] == \
                 [(4 - rank, 5), (2, 3, 2, 2)]  # 7 rows split 4 + 3
             assert res["state_dict_shapes"] == {0: (7, 5), 1: (4, 3, 2, 2)}  # whole shapes
-            assert res["shard1_error"] and "whole rows" in res["shard1_error"]
+            assert res["partial_error"] and "parameter 'fc.weight' is a DTensor placed as " \
+                "(Partial(sum),)" in res["partial_error"], res["partial_error"]
             for s, e in zip(res["S"], expected_S):
                 assert_bitwise_equal(s, e, f"rank {rank}: S of the local shard")
             moved = 0

@@ -67,6 +67,7 @@ def test_a_steady_sync_reads_at_most_the_checks_one_copy(check_finite, reads_per
 def test_inf_alone_is_reported():
     model = _mlp()
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=3)
+    opt.sync()  # past the first-step check, which would take S again (test_first_step.py)
     with torch.no_grad():
         model[2].weight[4, 1] = float("-inf")
     with pytest.warns(RuntimeWarning, match=r"after step 0.*\(parameter 2 \(inf\)\)"):

@@ -82,9 +82,11 @@ def test_row_dim_with_the_default_rule_and_checkpoints():
                     sync_period=1)
     sd = opt.state_dict()
     assert sd["state"][0]["sorted_init"].shape == (3, 5, 2)
-    twin = lk.LaPerm(torch.optim.SGD([{"params": [layer.weight], "row_dim": 1}], lr=0.1))
+    other = nn.ConvTranspose1d(5, 3, 2)             # another init: its own S differs
+    twin = lk.LaPerm(torch.optim.SGD([{"params": [other.weight], "row_dim": 1}], lr=0.1))
+    assert not torch.equal(twin.sorted_inits[other.weight], opt.sorted_inits[layer.weight])
     twin.load_state_dict(sd)
-    assert_bitwise_equal(twin.sorted_inits[layer.weight], opt.sorted_inits[layer.weight])
+    assert_bitwise_equal(twin.sorted_inits[other.weight], opt.sorted_inits[layer.weight])
     with pytest.raises(ValueError, match="row_dim' is 3"):
         lk.LaPerm(torch.optim.SGD([{"params": [layer.weight], "row_dim": 3}], lr=0.1))
 
