@@ -42,6 +42,14 @@ class FiniteCheck:
         if self._pending is not None:
             return
         native = _extension.is_loaded()
+        if native and tensors and tensors[0].device.type == "cpu":
+            try:  # every tensor on the CPU: one native call, no grouping
+                values = torch.ops.laperm.max_abs.default(tensors)
+            except (RuntimeError, ValueError):  # some are not: group them below
+                values = None
+            if values is not None:
+                self._pending = (step, [(list(labels), values, None)])
+                return
         groups: Dict[Tuple[torch.device, object], Tuple[list, list]] = {}
         for t, label in zip(tensors, labels):
             if t.numel():  # CPU tensors of every dtype in one native call

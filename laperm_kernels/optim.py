@@ -31,7 +31,8 @@ from .finite_check import FiniteCheck
 from .layouts import check_placements, like_param, local_tensor
 from .ops import _byte_span, check_backend_name, rank_match_groups_, sort_rows
 from .param_names import label, label_of, labels
-from .sharded_rows import sync_rows, whole_rows
+from .sharded_rows import whole_rows
+from .sync_plan import SortedInits, SyncPlan
 
 SyncPeriod = Union[int, Callable[[int], int]]
 PermuteRule = Union[str, bool, Callable[[torch.Tensor], bool]]
@@ -120,7 +121,9 @@ class LaPerm(Optimizer):
         # first step compares it (laperm_kernels/first_step.py)
         self._pending: Dict[torch.Tensor, torch.Tensor] = {}
         self._finite_check = FiniteCheck()
-        self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = {}
+        self._sync_plans: Dict[tuple, SyncPlan] = {}
+        self._last_used: list = []
+        self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = SortedInits()
         self.last_sync_changes: Dict[int, int] = {}
         self.sync_backends: Dict[str, str] = {}
         self._last_synced: Dict[torch.Tensor, torch.Tensor] = {}
@@ -232,24 +235,37 @@ class LaPerm(Optimizer):
         return group if dist.get_world_size(group) > 1 else None
 
     def _sync(self, groups) -> None:
-        pairs = [(p, g) for g in groups for p in g["params"] if p in self.sorted_inits]
-        if not pairs:
+        plan = self._sync_plan(groups)
+        if not plan.pairs:
             return
-        self._check_layout(pairs)
         if self.check_finite and not self._warned_not_finite:
-            index = {p: i for i, p in enumerate(self._all_params())}
-            self._finite_check.start(
-                self._step, [local_tensor(p, g.get("row_dim", 0)) for p, g in pairs],
-                [f"parameter {index[p]}" for p, _ in pairs])
+            self._finite_check.start(self._step, plan.local_tensors(), plan.labels)
             self._report_not_finite()  # on the CPU the result is there already
-        rows, write_back = sync_rows([(p, g.get("row_dim", 0)) for p, g in pairs])
-        used = rank_match_groups_(rows, [local_tensor(self.sorted_inits[p]) for p, _ in pairs],
-                                  backend=self.backend)
+        rows, write_back = plan.rows()
+        try:
+            used = rank_match_groups_(rows, plan.sorted_inits, backend=self.backend)
+        except (TypeError, ValueError):
+            self._check_layout(plan.pairs)  # a cast or moved model: say so, not the ops
+            raise
         write_back()  # rows that were redistributed go back into their parameters
-        for device, dtype, name in used:
-            self.sync_backends[f"{device} {str(dtype).replace('torch.', '')}"] = name
+        if used != self._last_used:
+            self._last_used = used
+            for device, dtype, name in used:
+                self.sync_backends[f"{device} {str(dtype).replace('torch.', '')}"] = name
         if self.track_changes:
-            self._trace([p for p, _ in pairs])
+            self._trace([p for p, _ in plan.pairs])
+
+    def _sync_plan(self, groups) -> SyncPlan:
+        """The cached plan of a sync of ``groups`` (sync_plan.py), made anew when it no
+        longer fits them."""
+        key = tuple(map(id, groups))
+        plan = self._sync_plans.get(key)
+        if plan is None or not plan.fits(groups, self.sorted_inits):
+            if len(self._sync_plans) >= 8:  # subsets of groups due at once: few
+                self._sync_plans.clear()
+            plan = self._sync_plans[key] = SyncPlan(groups, self.param_groups,
+                                                    self.sorted_inits)
+        return plan
 
     def _check_layout(self, pairs) -> None:
         """Refuses, before anything changes, parameters cast or moved after S was taken
@@ -414,7 +430,7 @@ class LaPerm(Optimizer):
         # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
-        self.sorted_inits = sorted_inits
+        self.sorted_inits = SortedInits(sorted_inits)
         self._pending = {}  # S is the checkpoint's: nothing to compare at the next step
         self._last_synced = {}
         if self.track_changes:
@@ -430,11 +446,12 @@ class LaPerm(Optimizer):
     # param_groups only), everything else is.
     def __getstate__(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()
-                if k not in _HOOKS and k != "_finite_check"}  # it may hold a CUDA event
+                if k not in _HOOKS and k not in _REBUILT}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._finite_check = FiniteCheck()
+        self._sync_plans, self._last_used = {}, []
         self._init_hooks()
 
     def __repr__(self) -> str:
@@ -442,6 +459,10 @@ class LaPerm(Optimizer):
                 f"backend={self.backend!r}, permuted_tensors={len(self.sorted_inits)},\n"
                 f"  inner={self.optimizer!r})")
 
+
+# Rebuilt in a copy: a check_finite result on its way (it may hold a CUDA event), the
+# cached sync plans (they hold the original's parameters).
+_REBUILT = ("_finite_check", "_sync_plans", "_last_used")
 
 _HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
           "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",

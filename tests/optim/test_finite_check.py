@@ -70,7 +70,8 @@ def test_inf_alone_is_reported():
     opt.sync()  # past the first-step check, which would take S again (test_first_step.py)
     with torch.no_grad():
         model[2].weight[4, 1] = float("-inf")
-    with pytest.warns(RuntimeWarning, match=r"after step 0.*\(parameter 2 \(inf\)\)"):
+    with pytest.warns(RuntimeWarning,
+                      match=r"after step 0.*\(parameter 2 of param group 0 \(inf\)\)"):
         opt.sync()
     assert all(torch.isfinite(p).all() for p in (model[0].weight, model[2].weight))
 
@@ -83,7 +84,7 @@ def test_nan_alone_is_reported_and_finite_weights_are_not():
         opt.sync()                             # finite: nothing to say
     with torch.no_grad():
         model[4].weight[0, 0] = float("nan")
-    with pytest.warns(RuntimeWarning, match=r"\(parameter 4 \(NaN\)\)"):
+    with pytest.warns(RuntimeWarning, match=r"\(parameter 4 of param group 0 \(NaN\)\)"):
         opt.sync()
 
 

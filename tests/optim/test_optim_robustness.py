@@ -111,7 +111,8 @@ def test_a_sync_over_nan_weights_warns_once_and_proceeds():
     with torch.no_grad():
         model[0].weight[3, 2] = float("nan")
         model[2].weight[1, 0] = float("inf")
-    with pytest.warns(RuntimeWarning, match=r"parameter 0 \(NaN\), parameter 2 \(inf\)"):
+    with pytest.warns(RuntimeWarning, match=r"parameter 0 of param group 0 \(NaN\), "
+                      r"parameter 2 of param group 0 \(inf\)"):
         opt.sync()
     assert rows_are_permutations(opt) and all(p.isfinite().all() for p in opt.sorted_inits)
     with torch.no_grad():
