@@ -262,8 +262,29 @@ def test_quick_runs_the_backends_test_files_only(tmp_path, monkeypatch):
     ctx = _context(out, quick=True)
     check = gpucheck.run_check("gpu-tests", gpucheck.check_gpu_tests, ctx)
     assert check.status == "PASS", check
-    assert check.details["command"].endswith(" tests/test_a.py")
+    assert check.details["command"].endswith(f"-k '{gpucheck.QUICK_DESELECT}' "
+                                              f"--junitxml={out / 'gpu-tests.xml'} tests/test_a.py")
     assert check.summary.startswith("1 passed, 0 failed")
+
+
+def test_quick_deselects_only_triton_cases_other_cases_cover():
+    # Which GPU cases --quick keeps (collected without running, here or on a GPU)
+    files = [os.path.join(ROOT, f) for f in gpucheck.QUICK_TEST_FILES]
+    ids = {}
+    for name, expr in (("full", gpucheck.DESELECT), ("quick", gpucheck.QUICK_DESELECT)):
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--co", "-p",
+                               "no:cacheprovider", "-k", expr, *files], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        ids[name] = {line.split("::", 1)[1] for line in proc.stdout.splitlines()
+                     if "::" in line}
+    left_out = ids["full"] - ids["quick"]
+    assert ids["quick"] < ids["full"] and all(t.startswith("test_gpu_bitwise[") for t in left_out)
+    kept = {t for t in ids["quick"] if t.startswith("test_gpu_bitwise[")}
+    for dtype in ("float32", "float16", "bfloat16"):  # every tile and the long rows, each dtype
+        for preset in ("buckets", "long-rows"):
+            assert f"test_gpu_bitwise[normal-{preset}-torch.{dtype}]" in kept
+    assert "test_gpu_bitwise[normal-resnet50-torch.float32]" in kept
+    assert not any("mlp" in t for t in kept)
 
 
 def test_a_check_past_its_cap_fails_and_the_next_runs(tmp_path, monkeypatch):
