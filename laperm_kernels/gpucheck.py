@@ -635,9 +635,7 @@ def _details_md(check: Check) -> List[str]:
     elif check.name == "dispatch" and d.get("decisions"):
         lines += _table(["group", "backend", "source", "candidates"], [
             [_signature_text(x["signature"]), x["backend"], x["source"], "; ".join(
-                f"{c['backend']}: {c['verdict']}" + (f" {c['seconds'] * 1e3:.3f} ms"
-                                                     if c["seconds"] is not None else "")
-                + (f" ({c['detail']})" if c["detail"] else "") for c in x["candidates"])]
+                dispatch.Verdict(**c).text() for c in x["candidates"])]
             for x in d["decisions"]])
     if "traceback" in d:
         lines += ["```", d["traceback"].rstrip(), "```"]
