@@ -90,7 +90,8 @@ class Verdict:
         """One line: verdict, time and warm-up time, detail."""
         out = f"{self.backend} {self.verdict}"
         if self.seconds is not None:
-            out += f" {self.seconds * 1e3:.3f} ms (median of {self.runs})"
+            out += f" {self.seconds * 1e3:.3f} ms"
+            out += f" (median of {self.runs})" if self.runs else ""
         if self.warmup_seconds is not None:
             out += f", warm-up {self.warmup_seconds * 1e3:.3f} ms"
         return out + (f": {self.detail}" if self.detail else "")
