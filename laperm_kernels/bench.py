@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import platform
 import statistics
@@ -215,19 +216,52 @@ def format_table(results: List[Result]) -> str:
         if r.chosen is not None:
             lines.append(f"auto chose {r.chosen}; its first call took "
                          f"{r.first_call_s * 1e3:.1f} ms")
+    lines += floor_lines(results)
     return "\n".join(lines)
+
+
+def floor_lines(results: List[Result]) -> List[str]:
+    """Each kernel's throughput as a multiple of each floor's (baselines.FLOORS: np.sort
+    of the same rows' keys, sort only), from the same run: same preset, dtype and
+    threads, rounds interleaved."""
+    floors = [r for r in results if r.method in baselines.FLOORS and r.elements_per_s]
+    lines = []
+    for r in results:
+        if r.method in baselines.BASELINES or r.method == "torch" or not r.elements_per_s:
+            continue
+        if floors:
+            lines.append(f"{r.method} vs the floors: " + ", ".join(
+                f"{r.elements_per_s / f.elements_per_s:.2f}x {f.method}" for f in floors))
+    # Host overhead (issue 19, point 1): the line for the Python layer's fixed cost per
+    # call goes here, beside the floors, once the lead's measurement of it lands.
+    return lines
 
 
 def machine_info() -> Dict[str, str]:
     from .backends import cpu
 
     info = {"torch": torch.__version__, "numpy": str(baselines.numpy_version()),
-            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "cpu": _cpu_model(),
             "cpu_kernel_isa": cpu.kernel_isa(), "logical_cpus": str(torch.get_num_threads())}
+    for name in ("LAPERM_CPU_ISA", "NPY_DISABLE_CPU_FEATURES"):  # caps on either's SIMD
+        if os.environ.get(name):
+            info[name] = os.environ[name]
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = str(torch.version.cuda)
     return info
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def parse_args(argv=None):

@@ -2,6 +2,7 @@
 #if defined(__x86_64__)
 #pragma GCC target("avx2,bmi,bmi2,fma,lzcnt,popcnt,f16c")
 #define LAPERM_ISA avx2
+#define LAPERM_SIMD_LEVEL 1
 #include "row_kernel_impl.h"
 
 namespace laperm {

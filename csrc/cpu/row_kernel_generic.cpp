@@ -1,5 +1,6 @@
 // The rank-matching row kernel for any CPU: the compiler's baseline instruction set.
 #define LAPERM_ISA generic
+#define LAPERM_SIMD_LEVEL 0
 #include "row_kernel_impl.h"
 
 namespace laperm {

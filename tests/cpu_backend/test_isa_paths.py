@@ -29,7 +29,8 @@ _ISA_FEATURES = {
 }
 
 # Rows down every path (insertion sort; compact words with the tie fix-up and its
-# fall-back; wide words, 2 and 3 radix passes), every dtype.
+# fall-back; wide words, 2 and 3 radix passes), every dtype. Each build has its own SIMD
+# code (LAPERM_SIMD_LEVEL: prefix sums, tie scans), so every cap runs every case.
 CASES = [
     ((2, 4096), torch.float32, "extreme"),
     ((1, 20000), torch.float32, "normal"),
@@ -43,6 +44,18 @@ CASES = [
     ((70001,), torch.float64, "special"),
     ((1, 65536), torch.bfloat16, "random_bits"),
     ((64, 300), torch.float32, "pruned"),
+    # Compact rows at each radix digit width (8 to 11 bits: 256 to 2,048 counters a pass,
+    # prefix-summed 16 or 4 at a time), whose last pass scatters S and whose fix-up
+    # rescatters the reordered tie runs.
+    ((3, 33), torch.float64, "ties"),
+    ((2, 511), torch.float32, "normal"),
+    ((2, 512), torch.float32, "near_one"),
+    ((2, 1023), torch.float64, "normal"),
+    ((2, 2047), torch.float32, "two_valued"),
+    ((2, 2048), torch.float32, "normal"),
+    ((2, 4608), torch.float32, "normal"),
+    ((3, 1000), torch.float32, "constant"),   # every coordinate equal: no pass runs
+    ((3, 16384), torch.float32, "extreme"),   # long tie runs: back to the wide path
 ]
 
 _CHILD = """
