@@ -51,15 +51,21 @@ export PATH
 command -v ninja >/dev/null || say "warning: ninja not found: torch falls back to a serial build"
 
 # The local GPU's compute capability, e.g. 9.0 (for the build and for Triton's target).
-gpu_cc="$("$py" -c '
+if gpu_cc="$("$py" -c '
 import sys, torch
 try:
     print("%d.%d" % torch.cuda.get_device_capability())
 except Exception as e:
-    sys.exit(f"{type(e).__name__}: {e}")')" || gpu_cc=""
+    print(f"{type(e).__name__}: {e}".splitlines()[0])
+    sys.exit(1)')"; then
+  no_gpu=""
+else
+  no_gpu="$gpu_cc"
+  gpu_cc=""
+fi
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  [ -n "$gpu_cc" ] ||
-    die "cannot read the GPU's compute capability; set TORCH_CUDA_ARCH_LIST to build anyway"
+  [ -n "$gpu_cc" ] || die "cannot read the GPU's compute capability ($no_gpu); set" \
+    "TORCH_CUDA_ARCH_LIST to build anyway"
   TORCH_CUDA_ARCH_LIST="$gpu_cc"
 fi
 export TORCH_CUDA_ARCH_LIST
@@ -116,7 +122,7 @@ if [ -n "$gpu_cc" ] && "$py" -c 'import triton' 2>/dev/null; then
   fi
   fill_s=$((SECONDS - t0))
 else
-  say "no GPU or no triton: Triton's cache not filled"
+  say "Triton's cache not filled: ${no_gpu:-triton does not import}"
 fi
 
 # What is left of the budget, less 15 s for the interpreter's start and the report.
