@@ -16,7 +16,8 @@ mismatch is reported as an error and the command exits non-zero, it never shows 
 number. ``auto`` is timed like the others; its
 warm-up call is its first call for these shapes, which holds the trial (unless the
 decision came from the disk cache): that call's time is reported beside the backend it
-chose and the trial's verdicts.
+chose and the trial's verdicts. First, a "host overhead" line gives the fixed cost of a
+call and of a LaPerm sync on 54 tiny tensors (laperm_kernels/host_overhead.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import baselines, dispatch
+from . import baselines, dispatch, host_overhead
 from .backends import BACKENDS
 from .ops import available_backends, rank_match_many_, sort_rows
 from .presets import PRESETS
@@ -232,8 +233,6 @@ def floor_lines(results: List[Result]) -> List[str]:
         if floors:
             lines.append(f"{r.method} vs the floors: " + ", ".join(
                 f"{r.elements_per_s / f.elements_per_s:.2f}x {f.method}" for f in floors))
-    # Host overhead (issue 19, point 1): the line for the Python layer's fixed cost per
-    # call goes here, beside the floors, once the lead's measurement of it lands.
     return lines
 
 
@@ -280,6 +279,9 @@ def parse_args(argv=None):
     p.add_argument("--backends", nargs="+", default=None,
                    help="only these backends/baselines (default: all available)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--no-host-overhead", action="store_true",
+                   help="skip the host-overhead line (54 tiny tensors: the fixed cost per "
+                        "call and per LaPerm sync, a few seconds)")
     p.add_argument("--plot", metavar="PATH",
                    help="also draw throughput per method and thread count as a PNG "
                         "(needs matplotlib)")
@@ -301,6 +303,10 @@ def main(argv=None) -> int:
     threads = args.threads or sorted({1, cores})
     info = machine_info()
     print("laperm-bench: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    overhead = None
+    if not args.no_host_overhead:  # the host's fixed cost per call (host_overhead.py)
+        overhead = host_overhead.measure(device)
+        print(host_overhead.line(overhead, device), flush=True)
     results: List[Result] = []
     for preset in presets:
         for dtype in args.dtype:
@@ -319,7 +325,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(cores)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=1)
+            json.dump({"machine": info, "host_overhead_us": overhead,
+                       "results": [asdict(r) for r in results]}, f, indent=1)
         print(f"\nwrote {args.json}")
     if args.plot:
         from .bench_plot import plot_results
