@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace laperm {
@@ -24,35 +25,20 @@ double combine(double a, double b) {
                                         : (a > b ? a : b);
 }
 
-template <typename T>
+// Acc: the type compared in (float for float, half and bfloat16; double for double).
+template <typename T, typename Acc = std::conditional_t<std::is_same_v<T, double>, double, float>>
 double max_abs_of(const T* x, int64_t n) {
   return at::parallel_reduce(
       0, n, kGrain, 0.0,
       [x](int64_t begin, int64_t end, double) {
-        float m = 0.f;
+        Acc m = 0;
         bool nan = false;
         for (int64_t i = begin; i < end; ++i) {
-          const float a = std::fabs(static_cast<float>(x[i]));
+          const Acc a = std::fabs(static_cast<Acc>(x[i]));
           nan |= a != a;
           m = a > m ? a : m;
         }
         return nan ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(m);
-      },
-      combine);
-}
-
-double max_abs_of(const double* x, int64_t n) {
-  return at::parallel_reduce(
-      0, n, kGrain, 0.0,
-      [x](int64_t begin, int64_t end, double) {
-        double m = 0.0;
-        bool nan = false;
-        for (int64_t i = begin; i < end; ++i) {
-          const double a = std::fabs(x[i]);
-          nan |= a != a;
-          m = a > m ? a : m;
-        }
-        return nan ? std::numeric_limits<double>::quiet_NaN() : m;
       },
       combine);
 }

@@ -240,7 +240,7 @@ def machine_info() -> Dict[str, str]:
     from .backends import cpu
 
     info = {"torch": torch.__version__, "numpy": str(baselines.numpy_version()),
-            "python": platform.python_version(), "cpu": _cpu_model(),
+            "python": platform.python_version(), "cpu": dispatch.cpu_model(),
             "cpu_kernel_isa": cpu.kernel_isa(), "logical_cpus": str(torch.get_num_threads())}
     for name in ("LAPERM_CPU_ISA", "NPY_DISABLE_CPU_FEATURES"):  # caps on either's SIMD
         if os.environ.get(name):
@@ -249,18 +249,6 @@ def machine_info() -> Dict[str, str]:
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = str(torch.version.cuda)
     return info
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (Linux), else what the platform module knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_args(argv=None):

@@ -211,3 +211,20 @@ class FakeClock:
 
         def stop(self) -> float:
             return self.clock.now - self.t0
+
+
+# --- a tiny model and its training step ---------------------------------------------------
+
+def tiny_mlp(seed: int = 0) -> torch.nn.Module:
+    """Linear(8, 16), ReLU, Linear(16, 4), initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, t: int) -> None:
+    """One step of ``opt`` on a batch of :func:`tiny_mlp`'s inputs drawn from seed ``t``."""
+    g = torch.Generator().manual_seed(t)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(torch.randn(6, 8, generator=g)),
+                                      torch.randint(0, 4, (6,), generator=g)).backward()
+    opt.step()

@@ -21,6 +21,7 @@ import torch
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from tests.distributed.dist_launch import init_worker, launch  # noqa: E402
+from tests.distributed.dist_steps import full, load, save  # noqa: E402
 
 K, FIRST = 3, 5           # syncs every 3 steps; the checkpoint after step 5 (not a sync)
 HIDDEN = {"even": 32, "uneven": 33}
@@ -52,47 +53,26 @@ def _train(model, opt, first: int, last: int) -> None:
         opt.step()
 
 
-def _full(model):
-    return {n: p.full_tensor().detach().clone() for n, p in model.named_parameters()}
-
-
-def _save(model, opt, path: str) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict,
-                                                         get_optimizer_state_dict)
-    dcp.save({"model": get_model_state_dict(model),
-              "optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=path)
-
-
-def _load(model, opt, path: str) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict,
-                                                         get_optimizer_state_dict,
-                                                         set_model_state_dict,
-                                                         set_optimizer_state_dict)
-    state = {"model": get_model_state_dict(model),
-             "optim": get_optimizer_state_dict(model, opt)}
-    dcp.load(state, checkpoint_id=path)
-    set_model_state_dict(model, state["model"])
-    set_optimizer_state_dict(model, opt, state["optim"])
+def _whole(model):
+    return {n: full(p) for n, p in model.named_parameters()}
 
 
 def _resume_case(mesh, hidden: int, outdir: str, case: str):
     end = 2 * FIRST + 2                                  # ends on a sync step (12)
     model, opt = _build(mesh, hidden, seed=0)
     _train(model, opt, 1, end)
-    uninterrupted = _full(model)
+    uninterrupted = _whole(model)
 
     model, opt = _build(mesh, hidden, seed=0)
     _train(model, opt, 1, FIRST)
     local_rows = {n: tuple(opt.sorted_inits[p].to_local().shape)
                   for n, p in model.named_parameters() if p in opt.sorted_inits}
-    _save(model, opt, os.path.join(outdir, f"ckpt-{case}"))
+    save(model, opt, os.path.join(outdir, f"ckpt-{case}"))
     resumed, ropt = _build(mesh, hidden, seed=123)     # another init, then the checkpoint
-    _load(resumed, ropt, os.path.join(outdir, f"ckpt-{case}"))
+    load(resumed, ropt, os.path.join(outdir, f"ckpt-{case}"))
     step_after_load = ropt.step_count
     _train(resumed, ropt, FIRST + 1, end)
-    return {"uninterrupted": uninterrupted, "resumed": _full(resumed),
+    return {"uninterrupted": uninterrupted, "resumed": _whole(resumed),
             "step_after_load": step_after_load, "local_rows": local_rows}
 
 
@@ -106,7 +86,7 @@ def _reshard_case(mesh, hidden: int, outdir: str):
     expected_S = {n: lk.sort_rows(p.detach()) for n, p in init.named_parameters()
                   if p.dim() >= 2}
     model, opt = _build(mesh, hidden, seed=123)
-    _load(model, opt, os.path.join(outdir, "ckpt-uneven"))
+    load(model, opt, os.path.join(outdir, "ckpt-uneven"))
     named = dict(model.named_parameters())
     S_loaded = {n: opt.sorted_inits[named[n]].full_tensor() for n in expected_S}
     _train(model, opt, FIRST + 1, 3 * K)               # syncs at steps 6 and 9

@@ -9,28 +9,13 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import laperm_kernels as lk
 from laperm_kernels.first_step import fingerprint
-from tests.helpers import assert_bitwise_equal
+from tests.helpers import assert_bitwise_equal, tiny_mlp, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K = 2
-
-
-def mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
-
-
-def step(model, opt, t):
-    g = torch.Generator().manual_seed(t)
-    opt.zero_grad()
-    F.cross_entropy(model(torch.randn(6, 8, generator=g)),
-                    torch.randint(0, 4, (6,), generator=g)).backward()
-    opt.step()
 
 
 def rows_sort_to(w, s):
@@ -38,7 +23,7 @@ def rows_sort_to(w, s):
 
 
 def test_a_reinitialised_weight_gets_its_s_taken_again_at_the_first_step():
-    model = mlp()
+    model = tiny_mlp()
     opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(model), lr=1e-2), K)
     old_S = opt.sorted_inits[model[0].weight].clone()
     with torch.no_grad():                    # .data: invisible to the version counter
@@ -46,28 +31,28 @@ def test_a_reinitialised_weight_gets_its_s_taken_again_at_the_first_step():
     reinit = model[0].weight.detach().clone()
     with pytest.warns(UserWarning, match=r"parameter '0.weight' changed in place after "
                                          r"LaPerm was built"):
-        step(model, opt, 1)
+        train_step(model, opt, 1)
     S = opt.sorted_inits[model[0].weight]
     assert not torch.equal(S, old_S)
     assert_bitwise_equal(S, lk.sort_rows(reinit), "S: the weights before the inner step")
-    step(model, opt, 2)                      # a sync
+    train_step(model, opt, 2)                      # a sync
     assert rows_sort_to(model[0].weight, S)
     assert rows_sort_to(model[2].weight, opt.sorted_inits[model[2].weight])
 
 
 def test_unchanged_weights_keep_their_s_without_a_word():
-    model = mlp()
+    model = tiny_mlp()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), K)
     S = dict(opt.sorted_inits)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for t in range(1, 3):
-            step(model, opt, t)
+            train_step(model, opt, t)
     assert all(opt.sorted_inits[p] is s for p, s in S.items())
 
 
 def test_the_check_runs_once_and_a_forced_sync_runs_it_too():
-    model = mlp()
+    model = tiny_mlp()
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), K)
     with torch.no_grad():
         model[2].weight.mul_(2)
@@ -78,39 +63,39 @@ def test_the_check_runs_once_and_a_forced_sync_runs_it_too():
         model[2].weight.mul_(2)              # after the first step: the user's business
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        step(model, opt, 1)
+        train_step(model, opt, 1)
 
 
 def test_a_loaded_checkpoint_is_not_second_guessed():
-    source = mlp(seed=1)
+    source = tiny_mlp(seed=1)
     sopt = lk.LaPerm(torch.optim.Adam(source.parameters(), lr=1e-2), K)
-    step(source, sopt, 1)
-    model = mlp()
+    train_step(source, sopt, 1)
+    model = tiny_mlp()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), K)
     model.load_state_dict(source.state_dict())   # the weights change after LaPerm was built
     opt.load_state_dict(sopt.state_dict())       # and S comes from the checkpoint
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        step(model, opt, 2)
+        train_step(model, opt, 2)
     assert_bitwise_equal(opt.sorted_inits[model[0].weight],
                          sopt.sorted_inits[source[0].weight], "the checkpoint's S")
 
 
 def test_groups_added_later_are_checked_at_the_next_step():
-    model = mlp()
+    model = tiny_mlp()
     opt = lk.LaPerm(torch.optim.SGD([model[0].weight], lr=0.1), K)
-    step(model, opt, 1)
+    train_step(model, opt, 1)
     opt.add_param_group({"params": [model[2].weight]})
     with torch.no_grad():
         model[2].weight.add_(1.0)
     with pytest.warns(UserWarning, match="parameter 0 of param group 1 changed"):
-        step(model, opt, 2)
+        train_step(model, opt, 2)
     assert rows_sort_to(model[2].weight, opt.sorted_inits[model[2].weight])
 
 
 def test_check_ranks_must_be_a_bool_or_a_process_group():
     with pytest.raises(TypeError, match="check_ranks must be True, False or a"):
-        lk.LaPerm(torch.optim.SGD(mlp().parameters(), lr=0.1), check_ranks="yes")
+        lk.LaPerm(torch.optim.SGD(tiny_mlp().parameters(), lr=0.1), check_ranks="yes")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
