@@ -56,6 +56,32 @@ def launch(script: str, world: int, outdir: Path, timeout_s: float,
     return [p.returncode for p in procs], report
 
 
+def run_ranks(script: str, world: int, outdir: Path, timeout_s: float,
+              result: str = "rank{rank}.pt", args: Sequence[str] = ()) -> list:
+    """:func:`launch`, then each rank's saved results (``outdir / result``, formatted with
+    ``rank``); fails the calling test, with every rank's log tail, if a worker failed or
+    ran past ``timeout_s``."""
+    import pytest
+    import torch
+
+    codes, report = launch(script, world, outdir, timeout_s, args)
+    if any(c != 0 for c in codes):
+        pytest.fail(f"{world} distributed workers failed or timed out ({timeout_s}s):\n"
+                    f"{report}")
+    return [torch.load(outdir / result.format(rank=r), weights_only=False)
+            for r in range(world)]
+
+
+def skip_without_fully_shard() -> None:
+    """Skips the calling test module where torch has no public FSDP2 ``fully_shard``."""
+    import pytest
+    import torch
+
+    fsdp = pytest.importorskip("torch.distributed.fsdp")
+    if not hasattr(fsdp, "fully_shard"):
+        pytest.skip(f"torch {torch.__version__} has no public fully_shard", allow_module_level=True)
+
+
 def init_worker(rank: int, world: int) -> None:
     """Joins the group the parent launched (one intra-op thread per rank)."""
     import torch

@@ -23,7 +23,7 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, launch  # noqa: E402
+from tests.distributed.dist_launch import init_worker, run_ranks  # noqa: E402
 
 WORLD = 2
 LAUNCH_TIMEOUT_S = 150
@@ -158,10 +158,7 @@ if __name__ != "__main__":
     @pytest.fixture(scope="module")
     def ranks(tmp_path_factory):
         outdir = tmp_path_factory.mktemp("laperm_dist")
-        codes, report = launch(__file__, WORLD, outdir, LAUNCH_TIMEOUT_S)
-        if any(c != 0 for c in codes):
-            pytest.fail(f"distributed workers failed or timed out ({LAUNCH_TIMEOUT_S}s):\n{report}")
-        return [torch.load(outdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+        return run_ranks(__file__, WORLD, outdir, LAUNCH_TIMEOUT_S)
 
     def _scenario(ranks, name, backend):
         if backend not in ranks[0]["backends"]:

@@ -20,7 +20,8 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, launch  # noqa: E402
+from tests.distributed.dist_launch import (init_worker, run_ranks,  # noqa: E402
+                                           skip_without_fully_shard)
 from tests.distributed.dist_steps import full, load, save  # noqa: E402
 
 K, FIRST = 3, 5           # syncs every 3 steps; the checkpoint after step 5 (not a sync)
@@ -120,20 +121,15 @@ if __name__ != "__main__":
 
     from tests.helpers import assert_bitwise_equal
 
-    fsdp = pytest.importorskip("torch.distributed.fsdp")
-    if not hasattr(fsdp, "fully_shard"):
-        pytest.skip(f"torch {torch.__version__} has no public fully_shard", allow_module_level=True)
+    skip_without_fully_shard()
 
     @pytest.fixture(scope="module")
     def checkpoints(tmp_path_factory):
         outdir = tmp_path_factory.mktemp("laperm_fsdp2")
         results = {}
         for mode, world in (("resume", 2), ("reshard", 1)):  # reshard reads resume's files
-            codes, report = launch(__file__, world, outdir, LAUNCH_TIMEOUT_S, [mode])
-            if any(c != 0 for c in codes):
-                pytest.fail(f"{mode} workers failed or timed out:\n{report}")
-            results[mode] = [torch.load(outdir / f"{mode}-rank{r}.pt", weights_only=False)
-                             for r in range(world)]
+            results[mode] = run_ranks(__file__, world, outdir, LAUNCH_TIMEOUT_S,
+                                      f"{mode}-rank{{rank}}.pt", [mode])
         return results
 
     def _case(checkpoints, mode, case):

@@ -22,7 +22,8 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, launch  # noqa: E402
+from tests.distributed.dist_launch import (init_worker, run_ranks,  # noqa: E402
+                                           skip_without_fully_shard)
 from tests.distributed.dist_steps import full, load, permuted, save, train  # noqa: E402
 
 K, STEPS, FIRST = 2, 6, 3
@@ -125,9 +126,7 @@ if __name__ != "__main__":
     from tests.helpers import assert_bitwise_equal
     from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
 
-    fsdp = pytest.importorskip("torch.distributed.fsdp")
-    if not hasattr(fsdp, "fully_shard"):
-        pytest.skip(f"torch {torch.__version__} has no public fully_shard", allow_module_level=True)
+    skip_without_fully_shard()
 
     @pytest.fixture(scope="module")
     def worlds(tmp_path_factory):
@@ -135,11 +134,8 @@ if __name__ != "__main__":
         results = {}
         for world in (4, 2):  # the 2 ranks read the 4 ranks' checkpoint
             start = time.perf_counter()
-            codes, report = launch(__file__, world, outdir, LAUNCH_TIMEOUT_S)
-            if any(c != 0 for c in codes):
-                pytest.fail(f"{world} workers failed or timed out:\n{report}")
-            results[world] = [torch.load(outdir / f"world{world}-rank{r}.pt", weights_only=False)
-                              for r in range(world)]
+            results[world] = run_ranks(__file__, world, outdir, LAUNCH_TIMEOUT_S,
+                                       f"world{world}-rank{{rank}}.pt")
             results[f"launch{world}"] = time.perf_counter() - start
         return results
 

@@ -27,7 +27,8 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, launch  # noqa: E402
+from tests.distributed.dist_launch import (init_worker, run_ranks,  # noqa: E402
+                                           skip_without_fully_shard)
 from tests.distributed.dist_steps import full, load, permuted, save, train  # noqa: E402
 
 WORLD = 2
@@ -259,17 +260,12 @@ if __name__ != "__main__":
     from tests.helpers import assert_bitwise_equal
     from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
 
-    fsdp = pytest.importorskip("torch.distributed.fsdp")
-    if not hasattr(fsdp, "fully_shard"):
-        pytest.skip(f"torch {torch.__version__} has no public fully_shard", allow_module_level=True)
+    skip_without_fully_shard()
 
     @pytest.fixture(scope="module")
     def ranks(tmp_path_factory):
         outdir = tmp_path_factory.mktemp("laperm_row_split")
-        codes, report = launch(__file__, WORLD, outdir, LAUNCH_TIMEOUT_S)
-        if any(c != 0 for c in codes):
-            pytest.fail(f"distributed workers failed or timed out ({LAUNCH_TIMEOUT_S}s):\n{report}")
-        return [torch.load(outdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+        return run_ranks(__file__, WORLD, outdir, LAUNCH_TIMEOUT_S)
 
     def _results(ranks, case):
         out = [r[case] for r in ranks]
