@@ -68,8 +68,8 @@ class FiniteCheck:
             if device.type == "cuda":
                 host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
                 host.copy_(values, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
+                event = torch.cuda.Event()  # after the copy, on the stream that ran it
+                event.record(torch.cuda.current_stream(device))
                 parts.append((ls, host, event))
             else:
                 parts.append((ls, values, None))
