@@ -1,6 +1,11 @@
-// laperm::check_call: the public ops' input rules, checked in one native call, and the
+// laperm::check_call_: the public ops' input rules, checked in one native call, and the
 // call's groups. A sync of a whole model passes every parameter through here, so the
 // per-tensor work is a few field reads in C++ instead of Python.
+//
+// A call that is valid and is one group of contiguous CPU tensors whose key the caller
+// names (cpu_keys: the keys backend="auto" has decided for the C++ kernel; cpu_any: the
+// caller asked for it) is rank-matched here and then, by the CPU kernel: a sync of CPU
+// tensors is one native call, with no second pass over the tensor lists.
 //
 // It says whether the call is valid; it raises nothing for bad tensors. On false, the
 // Python validation (laperm_kernels/ops.py), which holds the error messages, runs and
@@ -12,7 +17,9 @@
 //   * no weight shares a byte with any other tensor of the call (sorted_inits may share
 //     memory with each other: they are only read). Meta tensors have no memory.
 // Groups are (device, dtype) in order of first appearance; each gets a 64-bit FNV-1a hash
-// of its weights' shapes (the dispatch key; a collision only shares a backend choice).
+// of its device, dtype and weights' shapes (the dispatch key; a collision only shares a
+// backend choice, and every backend gives the same bits).
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -20,6 +27,8 @@
 #include <tuple>
 #include <utility>
 #include <vector>
+
+#include "cpu/rank_match_cpu.h"
 
 namespace laperm {
 namespace {
@@ -70,10 +79,18 @@ uint64_t fnv1a(uint64_t h, int64_t v) {
   return h;
 }
 
-std::tuple<bool, std::vector<int64_t>, std::vector<int64_t>, bool> check_call(
-    at::TensorList weights, at::TensorList sorted_inits) {
+uint64_t group_seed(const c10::Device& device, at::ScalarType dtype) {
+  uint64_t h = fnv1a(14695981039346656037ULL, static_cast<int64_t>(device.type()));
+  h = fnv1a(h, device.index());
+  return fnv1a(h, static_cast<int64_t>(dtype));
+}
+
+using CallCheck = std::tuple<bool, std::vector<int64_t>, std::vector<int64_t>, bool, bool>;
+
+CallCheck check_call(at::TensorList weights, at::TensorList sorted_inits,
+                     at::IntArrayRef cpu_keys, bool cpu_any) {
   const auto invalid = [] {
-    return std::make_tuple(false, std::vector<int64_t>{}, std::vector<int64_t>{}, false);
+    return std::make_tuple(false, std::vector<int64_t>{}, std::vector<int64_t>{}, false, false);
   };
   if (weights.size() != sorted_inits.size()) return invalid();
   std::vector<std::pair<c10::Device, at::ScalarType>> groups;
@@ -93,7 +110,7 @@ std::tuple<bool, std::vector<int64_t>, std::vector<int64_t>, bool> check_call(
     auto found = std::find(groups.begin(), groups.end(), group);
     if (found == groups.end()) {
       groups.push_back(group);
-      keys.push_back(static_cast<int64_t>(14695981039346656037ULL));
+      keys.push_back(static_cast<int64_t>(group_seed(w.device(), w.scalar_type())));
       found = groups.end() - 1;
     }
     const size_t g = static_cast<size_t>(found - groups.begin());
@@ -112,13 +129,21 @@ std::tuple<bool, std::vector<int64_t>, std::vector<int64_t>, bool> check_call(
       if (spans[b].storage != spans[a].storage || spans[b].begin >= spans[a].end) break;
       if (spans[a].writes || spans[b].writes) return invalid();
     }
-  return {true, group_of, keys, contiguous};
+  const bool run = groups.size() == 1 && groups[0].first.is_cpu() && contiguous &&
+                   (cpu_any || std::find(cpu_keys.begin(), cpu_keys.end(), keys[0]) !=
+                                   cpu_keys.end());
+  if (run) {
+    cpu::rank_match_many_cpu(weights, sorted_inits);  // throws before writing anything
+    // what rank_match_many_'s ADInplaceOrView kernel does (inplace_version.cpp)
+    for (const at::Tensor& w : weights) torch::autograd::impl::bump_version(w);
+  }
+  return {true, group_of, keys, contiguous, run};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
-  m.impl("check_call", check_call);
+  m.impl("check_call_", check_call);
 }
 
 }  // namespace laperm

@@ -18,10 +18,13 @@ TORCH_LIBRARY(laperm, m) {
   m.def("rank_match_many_(Tensor(a!)[] weights, Tensor[] sorted_inits) -> ()");
   // Whether a call of the public ops is valid (every input rule of rank_match_many_, in
   // call_check.cpp), its (device, dtype) groups in order of first appearance (group_of:
-  // each pair's group), a hash of each group's shapes, and whether every tensor is
-  // contiguous. Raises nothing for bad tensors: Python then says what is wrong.
-  m.def("check_call(Tensor[] weights, Tensor[] sorted_inits) -> (bool valid, int[] group_of, "
-        "int[] group_keys, bool contiguous)");
+  // each pair's group), a hash of each group's device, dtype and shapes, and whether every
+  // tensor is contiguous. Raises nothing for bad tensors: Python then says what is wrong.
+  // ran: the call was valid, one group of contiguous CPU tensors whose key is in cpu_keys
+  // (or cpu_any), and the CPU kernel has rank-matched it (ops.py's fast path).
+  m.def("check_call_(Tensor(a!)[] weights, Tensor[] sorted_inits, int[] cpu_keys, "
+        "bool cpu_any) -> (bool valid, int[] group_of, int[] group_keys, bool contiguous, "
+        "bool ran)");
   // max |x| of each tensor as float64 (inf where it holds an inf, NaN where it holds a NaN):
   // LaPerm's check_finite on the CPU, in one call (max_abs.cpp).
   m.def("max_abs(Tensor[] tensors) -> Tensor");
@@ -62,9 +65,9 @@ TORCH_LIBRARY(laperm, m) {
         "Tensor rows, Tensor segment_offsets) -> ()");
 
   // Test-only (scratch.h): the k-th scratch allocation (1-based) of the next call of
-  // rank_match_many_ or rank_match_planned_ that reaches its allocations fails as if
-  // memory had run out; that call disarms it, as does k = 0. For tests of the promise
-  // that a call failing for want of memory changes no weight.
+  // rank_match_many_, rank_match_planned_ or check_call_ that reaches its allocations
+  // fails as if memory had run out; that call disarms it, as does k = 0. For tests of the
+  // promise that a call failing for want of memory changes no weight.
   m.def("_test_fail_allocation(int k) -> ()");
   // Test-only (testing/emulated_launcher.cpp): rank_match_planned_ on CPU tensors, through
   // a CPU emulation of the CUDA kernels, so tests run every step around them without a GPU.

@@ -125,6 +125,7 @@ _identities: Dict[torch.device, str] = {}
 _disk: Optional[Dict[str, dict]] = None
 _warned_disk = False
 _warned_bans: set = set()         # (backend, device identity, dtype) announced from disk
+_cpu_keys: Dict[int, Tuple[int, ...]] = {}  # threads -> cpu_keys(); emptied as _decisions changes
 
 
 # --- public ---------------------------------------------------------------------------
@@ -142,6 +143,7 @@ def reset() -> None:
     global _disk, _warned_disk
     with _lock:
         _decisions.clear()
+        _cpu_keys.clear()
         _banned.clear()
         _disk = None
         _warned_disk = False
@@ -188,6 +190,22 @@ def decided(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Te
             f"backend='auto''s choice for these {dtype} tensors on {device} (its trial "
             "cannot run in a capture; or pass an explicit backend)")
     return None
+
+
+def cpu_keys() -> Tuple[int, ...]:
+    """The shapes keys (csrc/call_check.cpp's group keys) of the CPU groups decided for the
+    C++ kernel at the current thread count: ops.py's native check runs those groups itself,
+    as :func:`decided` would send them to ``"cpu"``. (Such calls skip :func:`decided`, so
+    they do not refresh their decision's place in the LRU order.)"""
+    threads = torch.get_num_threads()
+    keys = _cpu_keys.get(threads)
+    if keys is None:
+        with _lock:
+            keys = _cpu_keys[threads] = tuple(
+                key[3] for key, d in _decisions.items()
+                if key[0].type == "cpu" and key[2] == threads and d.backend == "cpu"
+                and isinstance(key[3], int))
+    return keys
 
 
 def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
@@ -335,6 +353,7 @@ def _add_ban(name: str, ident: str, dtype: torch.dtype, why: str) -> bool:
                     and d.signature["device_identity"] == ident
                     and d.signature["dtype"] == dtype_name]:
             del _decisions[key]
+        _cpu_keys.clear()
     return new
 
 
@@ -406,6 +425,7 @@ def _remember(key: tuple, decision: Decision) -> None:
         _decisions.move_to_end(key)
         while len(_decisions) > MAX_DECISIONS:
             _decisions.popitem(last=False)
+        _cpu_keys.clear()
 
 
 # --- the disk cache -------------------------------------------------------------------

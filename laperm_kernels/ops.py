@@ -16,7 +16,7 @@ memory with any other tensor of the call.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Hashable, List, NamedTuple, Sequence, Tuple
+from typing import Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -73,13 +73,23 @@ def rank_match_groups_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[t
                        ) -> List[Tuple[torch.device, torch.dtype, str]]:
     """:func:`rank_match_many_`, returning which backend ran each (device, dtype) group
     (under ``"auto"``: the backend chosen for the next calls, also after a trial)."""
-    check_backend_name(backend)
-    groups = _checked_groups(weights, sorted_inits, *_names)
-    plan = [(g, _dispatch.decided(g.device, g.dtype, g.weights, g.shapes_key)
-             if backend == "auto" else _check_explicit(backend, g.device, g.dtype))
-            for g in groups]  # may raise: still nothing touched
+    return rank_match_groups_eagerly(weights, sorted_inits, backend, _names)
 
+
+def rank_match_groups_eagerly(weights, sorted_inits, backend: str = "auto",
+                              _names: Tuple[str, str] = ("weights", "sorted_inits")
+                              ) -> List[Tuple[torch.device, torch.dtype, str]]:
+    """:func:`rank_match_groups_` for callers already outside torch.compile's tracing
+    (LaPerm's sync): one ``torch.compiler.disable`` boundary less per call."""
+    check_backend_name(backend)
     with torch.no_grad():
+        ran, groups = _checked_groups(weights, sorted_inits, *_names, backend=backend)
+        if ran:  # the native check ran the C++ kernel: the CPU fast path
+            return [(groups[0].device, groups[0].dtype, "cpu")]
+        plan = [(g, _dispatch.decided(g.device, g.dtype, g.weights, g.shapes_key)
+                 if backend == "auto" else _check_explicit(backend, g.device, g.dtype))
+                for g in groups]  # may raise: still nothing touched
+
         # Everything that can fail before a kernel runs (staging buffers, launch plans and
         # their size limits, compilation; during CUDA graph capture, anything an eager call
         # should have made) is done for every group before the first one is touched.
@@ -122,32 +132,42 @@ class _Group(NamedTuple):
     contiguous: bool        # every tensor of the call is: no staging needed
 
 
-def _native_check(weights, sorted_inits):
-    return torch.ops.laperm.check_call.default(weights, sorted_inits)
+def _native_check(weights, sorted_inits, cpu_keys=(), cpu_any=False):
+    return torch.ops.laperm.check_call_.default(weights, sorted_inits, cpu_keys, cpu_any)
 
 
-def _checked_groups(weights, sorted_inits, w_name: str, s_name: str) -> List[_Group]:
-    """The call's groups, in order of first appearance, once every input rule holds.
+def _checked_groups(weights, sorted_inits, w_name: str, s_name: str,
+                    backend: Optional[str] = None) -> Tuple[bool, List[_Group]]:
+    """Whether the call already ran, and its groups in order of first appearance, once
+    every input rule holds.
 
-    One native call (laperm::check_call, csrc/call_check.cpp) checks the rules and groups
+    One native call (laperm::check_call_, csrc/call_check.cpp) checks the rules and groups
     the tensors; when it finds the call invalid, or the extension is missing, the Python
-    checks below run and raise the error that names the argument."""
+    checks below run and raise the error that names the argument. A valid call that is one
+    group of contiguous CPU tensors bound for the C++ kernel (``backend="cpu"``, or
+    ``"auto"`` having decided it for these shapes) is run by that same native call."""
     if _extension.is_loaded() and isinstance(weights, (list, tuple)) \
             and isinstance(sorted_inits, (list, tuple)):
         try:
-            valid, group_of, keys, contiguous = _native_check(weights, sorted_inits)
-        except (RuntimeError, TypeError, ValueError):  # an element that is not a tensor
+            valid, group_of, keys, contiguous, ran = _native_check(
+                weights, sorted_inits, _dispatch.cpu_keys() if backend == "auto" else (),
+                backend == "cpu" and _backends.BACKENDS["cpu"].is_available())
+        except torch.OutOfMemoryError:  # the fast path's scratch: nothing was written
+            raise
+        except (RuntimeError, TypeError, ValueError):
+            # an element that is not a tensor, or the C++ kernel refused the call before
+            # writing (row length): the path below raises the precise error
             valid = False
         if valid:
             if len(keys) == 1:
                 ws, ss = list(weights), list(sorted_inits)
-                return [_Group(ws[0].device, ws[0].dtype, ws, ss, keys[0], contiguous)]
+                return ran, [_Group(ws[0].device, ws[0].dtype, ws, ss, keys[0], contiguous)]
             members: List[Tuple[list, list]] = [([], []) for _ in keys]
             for g, w, s in zip(group_of, weights, sorted_inits):
                 members[g][0].append(w)
                 members[g][1].append(s)
-            return [_Group(ws[0].device, ws[0].dtype, ws, ss, key, contiguous)
-                    for (ws, ss), key in zip(members, keys)]
+            return False, [_Group(ws[0].device, ws[0].dtype, ws, ss, key, contiguous)
+                           for (ws, ss), key in zip(members, keys)]
 
     weights, sorted_inits = _check_lists(weights, sorted_inits, w_name, s_name)
     labels = _labels(len(weights), w_name, s_name)
@@ -160,8 +180,8 @@ def _checked_groups(weights, sorted_inits, w_name: str, s_name: str) -> List[_Gr
         ws, ss = by_kind[(w.device, w.dtype)]
         ws.append(w)
         ss.append(s)
-    return [_Group(device, dtype, ws, ss, tuple(tuple(w.shape) for w in ws), False)
-            for (device, dtype), (ws, ss) in by_kind.items()]
+    return False, [_Group(device, dtype, ws, ss, tuple(tuple(w.shape) for w in ws), False)
+                   for (device, dtype), (ws, ss) in by_kind.items()]
 
 
 @torch.compiler.disable

@@ -29,7 +29,7 @@ from torch.optim import Optimizer
 from . import first_step, optim_state
 from .finite_check import FiniteCheck
 from .layouts import check_placements, like_param, local_tensor
-from .ops import _byte_span, check_backend_name, rank_match_groups_, sort_rows
+from .ops import _byte_span, check_backend_name, rank_match_groups_eagerly, sort_rows
 from .param_names import label, label_of, labels
 from .sharded_rows import whole_rows
 from .sync_plan import SortedInits, SyncPlan
@@ -153,18 +153,20 @@ class LaPerm(Optimizer):
         return self._step
 
     def step(self, closure: Optional[Callable[[], float]] = None):
-        self._check_first_step()
-        self._due(self._step + 1)  # a bad sync_period raises before the inner step
+        self._before_inner_step()
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
         self._advance()
         return loss
 
+    # Compiled regions run _before_inner_step, _advance and sync eagerly: they read and
+    # change a Python counter, which would otherwise be guarded on (one recompile per
+    # step). What they call runs eagerly too, with no torch.compiler.disable of its own.
+
     @torch.compiler.disable
-    def _due(self, step: int) -> List[Dict[str, Any]]:
-        """The groups that sync after inner step ``step``. Compiled regions call this and
-        :meth:`_advance` eagerly: they read and change a Python counter, which would
-        otherwise be guarded on (one recompile per step)."""
-        return [g for g in self.param_groups if step % self._period(g, step) == 0]
+    def _before_inner_step(self) -> None:
+        if self._pending:
+            self._check_first_step()
+        self._due(self._step + 1)  # a bad sync_period raises before the inner step
 
     @torch.compiler.disable
     def _advance(self) -> None:
@@ -174,20 +176,22 @@ class LaPerm(Optimizer):
         if due:
             self._sync(due)
 
-    @torch.no_grad()
+    @torch.compiler.disable
     def sync(self) -> None:
         """Rank-matches every permuted parameter now, whatever the step."""
-        self._check_first_step()
+        if self._pending:
+            self._check_first_step()
         self._sync(self.param_groups)
 
-    @torch.compiler.disable
+    def _due(self, step: int) -> List[Dict[str, Any]]:
+        """The groups that sync after inner step ``step``."""
+        return [g for g in self.param_groups if step % self._period(g, step) == 0]
+
     @torch.no_grad()
     def _check_first_step(self) -> None:
         """Before the first step (or sync) writes anything: takes S again for permuted
         weights changed in place since it was taken, and compares the ranks' weights
-        (laperm_kernels/first_step.py). A no-op once done."""
-        if not self._pending:
-            return
+        (laperm_kernels/first_step.py). Called while ``self._pending`` holds them."""
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return  # it reads values back: left for the next eager step (docs/capture.md)
         params = [p for p in self._all_params() if p in self._pending]
@@ -234,6 +238,7 @@ class LaPerm(Optimizer):
         group = dist.group.WORLD if self.check_ranks is True else self.check_ranks
         return group if dist.get_world_size(group) > 1 else None
 
+    @torch.no_grad()
     def _sync(self, groups) -> None:
         plan = self._sync_plan(groups)
         if not plan.pairs:
@@ -243,7 +248,7 @@ class LaPerm(Optimizer):
             self._report_not_finite()  # on the CPU the result is there already
         rows, write_back = plan.rows()
         try:
-            used = rank_match_groups_(rows, plan.sorted_inits, backend=self.backend)
+            used = rank_match_groups_eagerly(rows, plan.sorted_inits, self.backend)
         except (TypeError, ValueError):
             self._check_layout(plan.pairs)  # a cast or moved model: say so, not the ops
             raise

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "rank_match_cpu.h"
 #include "row_kernel.h"
 #include "scratch.h"
 
@@ -198,6 +199,8 @@ void run_chunks(const Work& work, const ThreadScratch& scratch) noexcept {
   }
 }
 
+}  // namespace
+
 void rank_match_many_cpu(at::TensorList weights, at::TensorList sorted_inits) {
   check_inputs(weights, sorted_inits);
   const Work work = cut_into_chunks(weights, sorted_inits);
@@ -207,6 +210,8 @@ void rank_match_many_cpu(at::TensorList weights, at::TensorList sorted_inits) {
   const ThreadScratch scratch(work.chunks, work.threads);  // may throw: nothing written yet
   run_chunks(work, scratch);
 }
+
+namespace {
 
 std::string cpu_kernel_isa() { return best_kernel_table().isa; }
 

@@ -315,13 +315,13 @@ def test_bad_input_raises_before_touching_anything(name):
 @needs_extension
 @pytest.mark.parametrize("name", CASES)
 def test_the_native_check_refuses_every_bad_input(name, monkeypatch):
-    # ops.py validates a call in one native call (laperm::check_call) and runs the Python
+    # ops.py validates a call in one native call (laperm::check_call_) and runs the Python
     # checks, which name the argument, only when it refuses: it must refuse all of these.
     said = []
 
-    def spy(weights, sorted_inits):
-        said.append(native(weights, sorted_inits)[0])
-        return said[-1], [], [], False
+    def spy(weights, sorted_inits, *fast_path):
+        said.append(native(weights, sorted_inits, *fast_path)[0])
+        return said[-1], [], [], False, False
 
     native = ops._native_check
     monkeypatch.setattr(ops, "_native_check", spy)

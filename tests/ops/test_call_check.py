@@ -1,4 +1,4 @@
-"""The native check of a call (laperm::check_call) agrees with the Python checks on valid
+"""The native check of a call (laperm::check_call_) agrees with the Python checks on valid
 calls: it accepts them and groups them the same way. (tests/ops/test_bad_input.py holds it
 to refusing every bad input.)"""
 
@@ -40,11 +40,11 @@ def _inits(ws, kind):
 def test_native_and_python_checks_group_a_valid_call_alike(name, monkeypatch):
     ws, kind = _calls()[name]
     ss = _inits(ws, kind)
-    native = ops._checked_groups(ws, ss, "weights", "sorted_inits")
+    _, native = ops._checked_groups(ws, ss, "weights", "sorted_inits")
     valid, *_ = ops._native_check(ws, ss)
     assert valid
     monkeypatch.setattr(_extension, "is_loaded", lambda: False)
-    python = ops._checked_groups(ws, ss, "weights", "sorted_inits")
+    _, python = ops._checked_groups(ws, ss, "weights", "sorted_inits")
     assert [(g.device, g.dtype) for g in native] == [(g.device, g.dtype) for g in python]
     for a, b in zip(native, python):
         assert [id(w) for w in a.weights] == [id(w) for w in b.weights]
@@ -56,7 +56,7 @@ def test_native_and_python_checks_group_a_valid_call_alike(name, monkeypatch):
 def test_the_shapes_key_tells_shapes_apart():
     def key(*shapes):
         ws = [torch.randn(s) for s in shapes]
-        [group] = ops._checked_groups(ws, [lk.sort_rows(w) for w in ws], "w", "s")
+        _, [group] = ops._checked_groups(ws, [lk.sort_rows(w) for w in ws], "w", "s")
         return group.shapes_key
 
     assert key((3, 4), (5,)) == key((3, 4), (5,))
