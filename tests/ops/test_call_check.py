@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import _extension, ops
-from tests.helpers import needs_extension
+from laperm_kernels import _extension, backends, dispatch, ops
+from tests.helpers import assert_bitwise_equal, needs_extension
 
 pytestmark = needs_extension
 
@@ -62,3 +62,94 @@ def test_the_shapes_key_tells_shapes_apart():
     assert key((3, 4), (5,)) == key((3, 4), (5,))
     assert len({key((3, 4), (5,)), key((4, 3), (5,)), key((3, 4)), key((3, 4), (5, 1)),
                 key((5,), (3, 4)), key((12,), (5,))}) == 6
+
+
+# --- the CPU fast path: check_call_ runs the call when the C++ kernel is its backend -------
+
+def _model(dtype=torch.float32):
+    gen = torch.Generator().manual_seed(3)
+    ws = [torch.randn(s, generator=gen).to(dtype) for s in ((4, 6), (3,), (2, 2, 3))]
+    return ws, [lk.sort_rows(w) for w in ws]
+
+
+def _decide(ws, backend):
+    """Records ``backend`` as auto's decision for ``ws`` at the current thread count."""
+    _, [group] = ops._checked_groups(ws, [lk.sort_rows(w) for w in ws], "w", "s")
+    key = dispatch._key(group.device, group.dtype, ws, group.shapes_key)
+    dispatch._remember(key, dispatch.Decision({}, backend, "test"))
+
+
+@pytest.fixture
+def fresh_dispatch():
+    dispatch.reset()
+    yield
+    dispatch.reset()
+
+
+def _expected(ws, ss):
+    out = [w.clone() for w in ws]
+    lk.rank_match_many_(out, ss, backend="torch")
+    return out
+
+
+@pytest.mark.parametrize("backend", ["cpu", "auto"])
+def test_a_call_bound_for_the_cpu_kernel_runs_in_the_native_check(backend, monkeypatch,
+                                                                   fresh_dispatch):
+    ws, ss = _model()
+    expected = _expected(ws, ss)
+    if backend == "auto":
+        _decide(ws, "cpu")
+
+    def not_called(*args):
+        raise AssertionError("the call went past the native check")
+
+    monkeypatch.setattr(backends.BACKENDS["cpu"], "run", not_called)
+    versions = [w._version for w in ws]
+    assert lk.ops.rank_match_groups_(ws, ss, backend=backend) == [
+        (torch.device("cpu"), torch.float32, "cpu")]
+    for w, e in zip(ws, expected):
+        assert_bitwise_equal(w, e)
+    # the in-place write is recorded, as rank_match_many_'s ADInplaceOrView kernel does
+    assert all(w._version > v for w, v in zip(ws, versions))
+
+
+def _runs_fast(ws, ss, backend="auto") -> bool:
+    said = []
+    native = ops._native_check
+
+    def spy(*args):
+        result = native(*args)
+        said.append(result[4])
+        return result
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ops, "_native_check", spy)
+        lk.rank_match_many_(ws, ss, backend=backend)
+    return said == [True]
+
+
+def test_only_the_decided_dtype_and_thread_count_take_the_fast_path(fresh_dispatch):
+    ws32, ss32 = _model(torch.float32)
+    ws64, ss64 = _model(torch.float64)   # the same shapes
+    _decide(ws32, "cpu")
+    _decide(ws64, "torch")
+    assert _runs_fast(ws32, ss32)
+    assert not _runs_fast(ws64, ss64)    # the group key holds the dtype
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)   # a thread count with no decision yet
+        assert not _runs_fast(ws32, ss32)
+    finally:
+        torch.set_num_threads(threads)
+    dispatch.reset()
+    assert not _runs_fast(ws32, ss32)    # reset forgets the keys with the decisions
+
+
+def test_the_fast_path_takes_no_mixed_or_strided_call(fresh_dispatch):
+    ws, ss = _model()
+    assert _runs_fast(ws, ss, "cpu")
+    mixed = [*ws, torch.randn(3, 3, dtype=torch.float64)]
+    assert not _runs_fast(mixed, [lk.sort_rows(w) for w in mixed], "cpu")
+    strided = [torch.randn(6, 4).t(), *ws]
+    assert not _runs_fast(strided, [lk.sort_rows(w) for w in strided], "cpu")
+    assert not _runs_fast(ws, ss, "torch")
