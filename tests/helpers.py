@@ -16,9 +16,10 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.reference import rank_match_reference_, rows_and_length, same_width_int
+from laperm_kernels.reference import (SUPPORTED_DTYPES, rank_match_reference_, rows_and_length,
+                                      same_width_int)
 
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+DTYPES = SUPPORTED_DTYPES  # every dtype the contract takes
 
 # Every backend that runs CPU tensors in this process: registering a backend in
 # laperm_kernels.backends is all it takes for it to run every test of the suite.

@@ -12,7 +12,7 @@ import torch
 
 import laperm_kernels as lk
 from laperm_kernels.first_step import fingerprint
-from tests.helpers import assert_bitwise_equal, mlp, train_step
+from tests.helpers import DTYPES, assert_bitwise_equal, mlp, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K = 2
@@ -98,7 +98,7 @@ def test_check_ranks_must_be_a_bool_or_a_process_group():
         lk.LaPerm(torch.optim.SGD(mlp().parameters(), lr=0.1), check_ranks="yes")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fingerprint_is_exact_and_position_sensitive(dtype):
     g = torch.Generator().manual_seed(0)
     t = torch.randn(37, 29, generator=g).to(dtype)
