@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def _extension():
     cpu_sources = ["csrc/laperm.cpp", "csrc/call_check.cpp", "csrc/max_abs.cpp",
-                   "csrc/inplace_version.cpp", "csrc/scratch.cpp",
+                   "csrc/inplace_version.cpp", "csrc/scratch.cpp", "csrc/tensor_pairs.cpp",
                    *sorted(glob.glob("csrc/cpu/*.cpp")), *sorted(glob.glob("csrc/cuda/host/*.cpp")),
                    *sorted(glob.glob("csrc/testing/*.cpp"))]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))

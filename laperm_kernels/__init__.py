@@ -13,7 +13,6 @@ from .backends.plan_cache import release_captured as release_captured_plans
 from .dispatch import report as dispatch_report
 from .graph_capture import NotPreparedForCapture
 from .ops import (
-    SUPPORTED_DTYPES,
     available_backends,
     rank_match_,
     rank_match_many_,
@@ -21,6 +20,7 @@ from .ops import (
 )
 from .groups import param_groups
 from .optim import LaPerm
+from .reference import SUPPORTED_DTYPES
 from .utils import agnosticize_, random_prune_
 from .viz import weight_profile
 

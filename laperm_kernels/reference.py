@@ -21,6 +21,13 @@ from typing import Tuple
 
 import torch
 
+# The dtypes rank matching takes (docs/contract.md), the one list of them: every backend
+# supports a subset, the public API refuses any other dtype.
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# The same by name ("float32", ...), for command lines and reports, and as a message says it.
+SUPPORTED_DTYPES_BY_NAME = {str(d).removeprefix("torch."): d for d in SUPPORTED_DTYPES}
+_NAMES = list(SUPPORTED_DTYPES_BY_NAME)
+SUPPORTED_DTYPES_TEXT = f"{', '.join(_NAMES[:-1])} or {_NAMES[-1]}"  # "float32, ... or bfloat16"
 
 _SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 

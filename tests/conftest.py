@@ -17,17 +17,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import laperm_kernels as lk  # noqa: E402
-from tests.helpers import BACKEND_NAMES  # noqa: E402
+from tests.helpers import BACKEND_NAMES, num_threads  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def one_thread():
     """Runs a module on one intra-op thread. Two spinning OpenMP threads sharing one free
     core with a busy neighbour slow tiny workloads ~30x; results never depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with num_threads(1):
+        yield
 
 
 def pytest_report_header(config):

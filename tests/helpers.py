@@ -10,13 +10,16 @@ and hooks are in tests/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.reference import rank_match_reference_, rows_and_length, same_width_int
+from laperm_kernels.reference import (SUPPORTED_DTYPES, rank_match_reference_, rows_and_length,
+                                      same_width_int)
 
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+DTYPES = SUPPORTED_DTYPES  # every dtype the contract takes
 
 # Every backend that runs CPU tensors in this process: registering a backend in
 # laperm_kernels.backends is all it takes for it to run every test of the suite.
@@ -184,6 +187,29 @@ def make_sorted_init(shape, dtype: torch.dtype, gen: torch.Generator) -> torch.T
     return random_bits(shape, dtype, gen)
 
 
+def tensor_group(specs, kind: str = "normal", seed=0, *, sorted_inits: str = "random_bits",
+                 device=None):
+    """Weights and their sorted inits for ``specs``, a list of ``(shape, dtype)`` (or
+    ``(shape, dtype, kind)``, overriding ``kind`` for that tensor), all drawn from one
+    generator: ``seed`` (an int, or a ``torch.Generator`` to go on drawing from). The
+    weights are :func:`make_values` of ``kind``, drawn first; then one sorted init each:
+    :func:`make_sorted_init` (``sorted_inits="random_bits"``) or the sorted rows of normal
+    values (``"sorted_normal"``). With ``device``, both lists are moved there (drawn on the
+    CPU, so a seed gives the same values on every device). Returns ``(ws, ss)``."""
+    gen = seed if isinstance(seed, torch.Generator) else generator(seed)
+    ws = [make_values(spec[2] if len(spec) > 2 else kind, spec[0], spec[1], gen)
+          for spec in specs]
+    if sorted_inits == "random_bits":
+        ss = [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
+    elif sorted_inits == "sorted_normal":
+        ss = [lk.sort_rows(make_values("normal", w.shape, w.dtype, gen)) for w in ws]
+    else:
+        raise ValueError(f"unknown sorted_inits {sorted_inits!r}")
+    if device is not None:
+        ws, ss = [w.to(device) for w in ws], [s.to(device) for s in ss]
+    return ws, ss
+
+
 # --- the trial's clock --------------------------------------------------------------------
 
 class FakeClock:
@@ -213,16 +239,41 @@ class FakeClock:
             return self.clock.now - self.t0
 
 
+# --- threads ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """torch's intra-op thread count (``torch.set_num_threads``) is ``n`` inside the block,
+    and what it was again after (tests/conftest.py's ``one_thread`` fixture runs a module
+    inside ``num_threads(1)``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
 # --- a tiny model and its training step ---------------------------------------------------
 
-def tiny_mlp(seed: int = 0) -> torch.nn.Module:
-    """Linear(8, 16), ReLU, Linear(16, 4), initialised from ``seed``."""
+def mlp(seed: int = 0, *, sizes=(8, 16, 4), act: type = torch.nn.ReLU,
+        dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Linear layers through ``sizes`` (inputs, hidden widths..., outputs) with ``act``
+    between them, initialised from ``seed``, in ``dtype``. The default, Linear(8, 16),
+    ReLU, Linear(16, 4), is :func:`train_step`'s model; a test module with a model of its
+    own binds its sizes once (``functools.partial(mlp, sizes=...)``)."""
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        if i:
+            layers.append(act())
+        layers.append(torch.nn.Linear(n_in, n_out))
+    return torch.nn.Sequential(*layers).to(dtype)
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, t: int) -> None:
-    """One step of ``opt`` on a batch of :func:`tiny_mlp`'s inputs drawn from seed ``t``."""
+    """One step of ``opt`` on a batch of the default :func:`mlp`'s inputs drawn from seed
+    ``t``."""
     g = torch.Generator().manual_seed(t)
     opt.zero_grad()
     torch.nn.functional.cross_entropy(model(torch.randn(6, 8, generator=g)),

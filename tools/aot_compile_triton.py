@@ -20,7 +20,8 @@ in parallel, before the checks launch the kernels.
 
 Why: tl.sort unrolls a bitonic network, and ptxas time grows badly when a big tile has
 too few warps (BLOCK=1024 with 4 warps ran > 9 minutes); this proves each shipped
-configuration compiles in seconds. Needs only `pip install triton` (no CUDA, no GPU).
+configuration compiles in seconds. Needs only `pip install -c constraints.txt triton` (no
+CUDA, no GPU).
 """
 
 from __future__ import annotations

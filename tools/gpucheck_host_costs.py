@@ -77,12 +77,13 @@ def gpu_tests(rows, quick):
 def benchmark(rows, quick):
     from laperm_kernels import bench
     from laperm_kernels.presets import PRESETS
+    from laperm_kernels.reference import SUPPORTED_DTYPES_BY_NAME
     presets = ["resnet50"] if quick else sorted(PRESETS)
-    dtypes = ["float32"] if quick else list(bench._DTYPES)
+    dtypes = ["float32"] if quick else list(SUPPORTED_DTYPES_BY_NAME)
     for preset in presets:
         for dtype in dtypes:
             _timed(rows, f"benchmark make_model {preset} {dtype}", bench.make_model,
-                   PRESETS[preset], bench._DTYPES[dtype], "cpu")
+                   PRESETS[preset], SUPPORTED_DTYPES_BY_NAME[dtype], "cpu")
 
 
 def main(argv=None) -> int:

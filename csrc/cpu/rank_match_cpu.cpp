@@ -23,6 +23,7 @@
 #include "rank_match_cpu.h"
 #include "row_kernel.h"
 #include "scratch.h"
+#include "tensor_pairs.h"
 
 namespace laperm {
 namespace cpu {
@@ -45,40 +46,25 @@ RowsKernel kernel_for(const KernelTable& table, at::ScalarType dtype) {
     case at::kDouble: return table.float64;
     case at::kHalf: return table.float16;
     case at::kBFloat16: return table.bfloat16;
-    default: TORCH_CHECK(false, "laperm::rank_match_many_: unsupported dtype ", dtype);
+    default:
+      TORCH_INTERNAL_ASSERT(false, "unsupported dtype ", dtype, " (check_pairs refuses it)");
   }
 }
 
-// Rows as docs/contract.md defines them: reshape(shape[0], -1), a 1-D tensor being one row.
-std::pair<int64_t, int64_t> rows_and_length(const at::Tensor& t) {
-  if (t.dim() == 1) return {1, t.numel()};
-  const int64_t rows = t.size(0);
-  return {rows, rows == 0 ? 0 : t.numel() / rows};
-}
-
 void check_inputs(at::TensorList weights, at::TensorList sorted_inits) {
-  // The Python API validates with friendlier messages; these guard direct torch.ops calls.
-  TORCH_CHECK(weights.size() == sorted_inits.size(), "laperm::rank_match_many_: got ",
-              weights.size(), " weights but ", sorted_inits.size(), " sorted_inits");
+  // The Python API validates with friendlier messages; these guard direct torch.ops calls,
+  // with the checks (and error types) of every operator, then the CPU kernel's own.
+  const char* op = "laperm::rank_match_many_";
+  check_pairs(op, weights, sorted_inits);
   for (size_t i = 0; i < weights.size(); ++i) {
     const at::Tensor& w = weights[i];
-    const at::Tensor& s = sorted_inits[i];
-    TORCH_CHECK(w.dim() >= 1, "laperm::rank_match_many_: weights[", i, "] is 0-d");
-    TORCH_CHECK(w.device().is_cpu() && s.device().is_cpu(),
-                "laperm::rank_match_many_ (CPU kernel): weights[", i,
-                "] and sorted_inits[", i, "] must be CPU tensors");
-    TORCH_CHECK(s.scalar_type() == w.scalar_type(), "laperm::rank_match_many_: sorted_inits[",
-                i, "] has dtype ", s.scalar_type(), " but weights[", i, "] has ",
-                w.scalar_type());
-    TORCH_CHECK(s.sizes() == w.sizes(), "laperm::rank_match_many_: sorted_inits[", i,
-                "] has shape ", s.sizes(), " but weights[", i, "] has ", w.sizes());
-    TORCH_CHECK(w.is_contiguous() && s.is_contiguous(), "laperm::rank_match_many_: weights[",
-                i, "] and sorted_inits[", i, "] must be contiguous");
-    const int64_t length = rows_and_length(w).second;
-    TORCH_CHECK_VALUE(length <= kMaxRowLength, "laperm::rank_match_many_ (CPU kernel): weights[",
-                      i, "] has rows of ", length, " elements; the limit is ", kMaxRowLength,
+    TORCH_CHECK_VALUE(w.device().is_cpu() && sorted_inits[i].device().is_cpu(), op,
+                      " (CPU kernel): weights[", i, "] and sorted_inits[", i,
+                      "] must be CPU tensors");
+    const int64_t length = rows_and_length(w).length;
+    TORCH_CHECK_VALUE(length <= kMaxRowLength, op, " (CPU kernel): weights[", i,
+                      "] has rows of ", length, " elements; the limit is ", kMaxRowLength,
                       " (2^32: columns are 32-bit)");
-    (void)kernel_for(best_kernel_table(), w.scalar_type());
   }
 }
 

@@ -8,10 +8,9 @@ from typing import Sequence
 import torch
 
 from .. import _extension
+from ..reference import SUPPORTED_DTYPES
 
 name = "cpu"
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def is_available() -> bool:
@@ -27,7 +26,7 @@ def unavailable_reason() -> str:
 
 
 def supports(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cpu" and dtype in _DTYPES
+    return device.type == "cpu" and dtype in SUPPORTED_DTYPES
 
 
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:

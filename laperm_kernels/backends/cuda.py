@@ -24,11 +24,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .. import _extension
+from ..reference import SUPPORTED_DTYPES
 from .plan_cache import PlanCache
 
 name = "cuda"
 
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
 _plans: "PlanCache[Plan]" = PlanCache(16, what="a launch plan of the cuda backend")
 
@@ -57,7 +57,7 @@ def unavailable_reason() -> str:
 
 
 def supports(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cuda" and dtype in _DTYPES
+    return device.type == "cuda" and dtype in SUPPORTED_DTYPES
 
 
 def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:

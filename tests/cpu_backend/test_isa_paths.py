@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                           needs_extension, reference_result)
+from tests.helpers import assert_bitwise_equal, needs_extension, reference_result, tensor_group
 
 pytestmark = needs_extension
 
@@ -88,9 +87,7 @@ def _expected_isa(cap: "str | None") -> str:
 
 @pytest.mark.parametrize("cap", ["generic", "avx2", None], ids=str)
 def test_each_isa_build_matches_reference(cap, tmp_path):
-    gen = generator(40)
-    ws = [make_values(kind, shape, dtype, gen) for shape, dtype, kind in CASES]
-    ss = [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
+    ws, ss = tensor_group(CASES, seed=40)
     torch.save((ws, ss), tmp_path / "in.pt")
 
     env = {k: v for k, v in os.environ.items() if k != "LAPERM_CPU_ISA"}

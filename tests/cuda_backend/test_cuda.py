@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (DTYPES, KINDS, assert_bitwise_equal, generator, make_sorted_init,
-                           make_values, reference_result)
+from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, reference_result, tensor_group
 from laperm_kernels.backends import cuda
 from laperm_kernels.presets import resnet50, transformer_mlp
 
@@ -35,13 +34,6 @@ def _boundary_lengths():
 LENGTHS = _boundary_lengths()
 
 
-def model(specs, seed=0, kind="normal", device="cuda"):
-    gen = generator(seed)
-    ws = [make_values(kind, shape, dtype, gen) for shape, dtype in specs]
-    ss = [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
-    return [w.to(device) for w in ws], [s.to(device) for s in ss]
-
-
 def expected(ws, ss):
     """The reference on CPU copies: the oracle must not depend on CUDA's float sort,
     which misorders negative NaNs (the reference sorts integer keys, but independently)."""
@@ -57,7 +49,8 @@ def assert_all_equal(actual, want, what=""):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_size_class(dtype, kind):
-    ws, ss = model([((3, n), dtype) for n in LENGTHS], seed=KINDS.index(kind), kind=kind)
+    ws, ss = tensor_group([((3, n), dtype) for n in LENGTHS], kind, KINDS.index(kind),
+                          device="cuda")
     want = expected(ws, ss)
     lk.rank_match_many_(ws, ss, backend="cuda")
     assert_all_equal(ws, want, f"{kind} {dtype}")
@@ -65,14 +58,15 @@ def test_every_size_class(dtype, kind):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_resnet50_sync(dtype):
-    ws, ss = model([(shape, dtype) for shape in resnet50()], seed=1)
+    ws, ss = tensor_group([(shape, dtype) for shape in resnet50()], seed=1, device="cuda")
     want = expected(ws, ss)
     lk.rank_match_many_(ws, ss, backend="cuda")
     assert_all_equal(ws, want, "resnet50")
 
 
 def test_mlp_4096x11008():
-    ws, ss = model([(shape, torch.float32) for shape in transformer_mlp()], seed=2)
+    ws, ss = tensor_group([(shape, torch.float32) for shape in transformer_mlp()], seed=2,
+                          device="cuda")
     want = expected(ws, ss)
     lk.rank_match_many_(ws, ss, backend="cuda")
     assert_all_equal(ws, want, "mlp")
@@ -82,8 +76,8 @@ def test_mlp_4096x11008():
 def test_long_rows_over_several_batches(dtype):
     # rows of >= 2^18 each sorted device-wide (cub::DeviceRadixSort), one of them a million
     # elements long, and rows of 20000 sharing segmented batches of at most 2^16 items
-    ws, ss = model([((1 << 20,), dtype), ((3, 300000), dtype), ((7, 20000), dtype)], seed=3,
-                   kind="ties")
+    ws, ss = tensor_group([((1 << 20,), dtype), ((3, 300000), dtype), ((7, 20000), dtype)],
+                          "ties", seed=3, device="cuda")
     want = expected(ws, ss)
     plan = cuda.plan_for(ws, ss, max_batch_items=1 << 16)
     batches = cuda.describe_plan(plan)["large_batches"]
@@ -93,15 +87,16 @@ def test_long_rows_over_several_batches(dtype):
 
 
 def test_unplanned_operator():
-    ws, ss = model([((5, 40), torch.float16), ((7, 3000), torch.float16),
-                    ((2, 20000), torch.float16)], seed=4, kind="special")
+    ws, ss = tensor_group([((5, 40), torch.float16), ((7, 3000), torch.float16),
+                           ((2, 20000), torch.float16)], "special", seed=4, device="cuda")
     want = expected(ws, ss)
     torch.ops.laperm.rank_match_many_(ws, ss)
     assert_all_equal(ws, want, "rank_match_many_")
 
 
 def test_opcheck_planned_op():
-    ws, ss = model([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8)
+    ws, ss = tensor_group([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8,
+                          device="cuda")
     plan = cuda.plan_for(ws, ss)
     # The plan holds the tensors' addresses, so only opcheck's tests that run the op on
     # these very tensors apply; the schema, fake-tensor and AOT-dispatch tests run it on
@@ -111,7 +106,7 @@ def test_opcheck_planned_op():
 
 
 def test_planned_op_bumps_version_counters():
-    ws, ss = model([((6, 100), torch.float32)], seed=9)
+    ws, ss = tensor_group([((6, 100), torch.float32)], seed=9, device="cuda")
     plan = cuda.plan_for(ws, ss)
     before = ws[0]._version
     torch.ops.laperm.rank_match_planned_(ws, ss, *plan)
@@ -119,7 +114,8 @@ def test_planned_op_bumps_version_counters():
 
 
 def test_runs_on_the_current_stream():
-    ws, ss = model([((64, 576), torch.float32), ((4, 20000), torch.float32)], seed=5)
+    ws, ss = tensor_group([((64, 576), torch.float32), ((4, 20000), torch.float32)], seed=5,
+                          device="cuda")
     want = expected(ws, ss)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -131,7 +127,8 @@ def test_runs_on_the_current_stream():
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_tensors_on_another_device():
-    ws, ss = model([((8, 300), torch.float32), ((2, 9000), torch.float32)], seed=6, device="cuda:1")
+    ws, ss = tensor_group([((8, 300), torch.float32), ((2, 9000), torch.float32)], seed=6,
+                          device="cuda:1")
     want = expected(ws, ss)
     with torch.cuda.device(0):
         lk.rank_match_many_(ws, ss, backend="cuda")
@@ -139,8 +136,8 @@ def test_tensors_on_another_device():
 
 
 def test_cuda_graph_capture_of_a_planned_sync():
-    ws, ss = model([((64, 147), torch.float32), ((128, 1152), torch.float32),
-                    ((10, 40), torch.float32)], seed=7)
+    ws, ss = tensor_group([((64, 147), torch.float32), ((128, 1152), torch.float32),
+                           ((10, 40), torch.float32)], seed=7, device="cuda")
     pristine = [w.clone() for w in ws]
     want = expected(ws, ss)
     plan = cuda.plan_for(ws, ss)
@@ -160,7 +157,8 @@ def test_cuda_graph_capture_of_a_planned_sync():
 
 def test_a_captured_sync_survives_plan_eviction_and_memory_reuse():
     # the cache drops plans after 16 others; a plan a graph captured must stay alive
-    ws, ss = model([((32, 300), torch.float32), ((3, 6000), torch.float32)], seed=9)
+    ws, ss = tensor_group([((32, 300), torch.float32), ((3, 6000), torch.float32)], seed=9,
+                          device="cuda")
     pristine = [w.clone() for w in ws]
     want = expected(ws, ss)
     lk.rank_match_many_(ws, ss, backend="cuda")  # warm-up: plan, scratch, lazy init
@@ -171,7 +169,7 @@ def test_a_captured_sync_survives_plan_eviction_and_memory_reuse():
         lk.rank_match_many_(ws, ss, backend="cuda")
     torch.cuda.current_stream().wait_stream(side)
     for i in range(40):  # plans for other groups: the LRU evicts the captured one
-        other, other_s = model([((8, 64 + i), torch.float32)], seed=100 + i)
+        other, other_s = tensor_group([((8, 64 + i), torch.float32)], seed=100 + i, device="cuda")
         lk.rank_match_many_(other, other_s, backend="cuda")
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
@@ -184,7 +182,8 @@ def test_a_captured_sync_survives_plan_eviction_and_memory_reuse():
 
 
 def test_auto_on_cuda_is_proven_and_exact():
-    ws, ss = model([(shape, torch.float32) for shape in resnet50()], seed=10, kind="special")
+    ws, ss = tensor_group([(shape, torch.float32) for shape in resnet50()], "special", seed=10,
+                          device="cuda")
     want = expected(ws, ss)
     [(_, _, chosen)] = lk.ops.rank_match_groups_(ws, ss)
     assert_all_equal(ws, want, "auto, first call (trial)")
@@ -195,7 +194,7 @@ def test_auto_on_cuda_is_proven_and_exact():
 
 
 def test_plan_is_cached_across_calls():
-    ws, ss = model([((16, 300), torch.float32)], seed=8)
+    ws, ss = tensor_group([((16, 300), torch.float32)], seed=8, device="cuda")
     assert cuda.plan_for(ws, ss) is cuda.plan_for(ws, ss)
 
 

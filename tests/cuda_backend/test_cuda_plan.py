@@ -17,8 +17,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (DTYPES, KINDS, assert_bitwise_equal, generator, make_sorted_init,
-                           make_values)
+from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, tensor_group
 from laperm_kernels.backends import cuda
 from laperm_kernels.presets import resnet50, transformer_mlp
 from laperm_kernels.reference import rows_and_length
@@ -44,14 +43,6 @@ def expected_class(length: int, max_block_tile: int) -> str:
         if length <= tile:
             return f"block{tile}"
     return "large"
-
-
-def model(specs, seed=0, kind="normal"):
-    """weights of the given (shape, dtype) specs and their sorted inits."""
-    gen = generator(seed)
-    ws = [make_values(kind, shape, dtype, gen) for shape, dtype in specs]
-    ss = [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
-    return ws, ss
 
 
 def run_planned(ws, ss, max_block_tile=8192, max_batch_items=1 << 22):
@@ -80,7 +71,7 @@ def assert_all_equal(actual, expected, what=""):
 def test_every_class_matches_reference(dtype, kind):
     # one call holding a row of every boundary length: every class in one plan
     specs = [((3, n), dtype) for n in BOUNDARY_LENGTHS if n <= 8193] + [((2, 3, 5, 5), dtype)]
-    ws, ss = model(specs, seed=KINDS.index(kind), kind=kind)
+    ws, ss = tensor_group(specs, seed=KINDS.index(kind), kind=kind)
     out, plan = run_planned(ws, ss, max_batch_items=20000)
     assert_all_equal(out, reference(ws, ss), f"{kind} {dtype}")
     classes = {name for name, _, _ in cuda.describe_plan(plan)["launches"]}
@@ -92,7 +83,7 @@ def test_every_class_matches_reference(dtype, kind):
 def test_large_rows_across_batches(dtype):
     # 7 rows of 9000 in batches of at most 20000 items (2 rows each), plus one row of
     # 25000 > max_batch_items that gets a batch of its own
-    ws, ss = model([((7, 9000), dtype), ((25000,), dtype)], seed=3, kind="ties")
+    ws, ss = tensor_group([((7, 9000), dtype), ((25000,), dtype)], seed=3, kind="ties")
     out, plan = run_planned(ws, ss, max_batch_items=20000)
     assert_all_equal(out, reference(ws, ss))
     batches = cuda.describe_plan(plan)["large_batches"]
@@ -102,8 +93,8 @@ def test_large_rows_across_batches(dtype):
 
 def test_million_element_row():
     # a 1-D tensor is one row: 2^20 + 3 elements, alone in a batch beyond the bound
-    ws, ss = model([(((1 << 20) + 3,), torch.float32), ((2, 70000), torch.float32)], seed=11,
-                   kind="ties")
+    ws, ss = tensor_group([(((1 << 20) + 3,), torch.float32), ((2, 70000), torch.float32)],
+                          "ties", seed=11)
     out, plan = run_planned(ws, ss, max_batch_items=1 << 18)
     assert_all_equal(out, reference(ws, ss))
     batches = cuda.describe_plan(plan)["large_batches"]
@@ -114,8 +105,8 @@ def test_rows_sorted_device_wide_are_batches_alone():
     # rows one short of the device-wide sort share batches; rows at it get one each, which
     # the kernels sort with cub::DeviceRadixSort (size_classes.h: sorts_device_wide)
     n = CLASSES.device_sort_min_length
-    ws, ss = model([((3, n - 1), torch.float32), ((2, n), torch.float32),
-                    ((2, 9000), torch.float32)], seed=12, kind="ties")
+    ws, ss = tensor_group([((3, n - 1), torch.float32), ((2, n), torch.float32),
+                           ((2, 9000), torch.float32)], seed=12, kind="ties")
     out, plan = run_planned(ws, ss, max_batch_items=1 << 22)
     assert_all_equal(out, reference(ws, ss))
     batches = cuda.describe_plan(plan)["large_batches"]
@@ -124,8 +115,8 @@ def test_rows_sorted_device_wide_are_batches_alone():
 
 @pytest.mark.parametrize("max_block_tile", [0, 255, 1024])
 def test_smaller_devices_route_long_rows_to_large(max_block_tile):
-    ws, ss = model([((4, 300), torch.float64), ((2, 2000), torch.float64),
-                    ((5, 40), torch.float64)], seed=4, kind="special")
+    ws, ss = tensor_group([((4, 300), torch.float64), ((2, 2000), torch.float64),
+                           ((5, 40), torch.float64)], seed=4, kind="special")
     out, plan = run_planned(ws, ss, max_block_tile=max_block_tile, max_batch_items=3000)
     assert_all_equal(out, reference(ws, ss))
     launches = cuda.describe_plan(plan)["launches"]
@@ -135,7 +126,7 @@ def test_smaller_devices_route_long_rows_to_large(max_block_tile):
 def test_model_with_empty_and_1d_tensors():
     specs = [((0, 5), torch.float32), ((4, 0), torch.float32), ((16, 3, 3, 3), torch.float32),
              ((70,), torch.float32), ((1, 1), torch.float32), ((10, 784), torch.float32)]
-    ws, ss = model(specs, seed=5, kind="random_bits")
+    ws, ss = tensor_group(specs, seed=5, kind="random_bits")
     out, plan = run_planned(ws, ss)
     assert_all_equal(out, reference(ws, ss))
     assert cuda.describe_plan(plan)["rows"] == 16 + 1 + 1 + 10  # empty tensors: no rows
@@ -155,14 +146,14 @@ def test_size_classes_hang_together():
     assert c.max_warp_class_rows == 8 * c.max_block_class_rows  # 8 warps a block
     assert c.device_sort_min_length > c.block_tiles[-1]
     layout = LAYOUT
-    plan = torch.ops.laperm.cuda_row_plan(*model([((2, 100), torch.float32)]), 8192, 1 << 22)
+    plan = torch.ops.laperm.cuda_row_plan(*tensor_group([((2, 100), torch.float32)]), 8192, 1 << 22)
     assert int(plan[0][0]) == layout.magic
     assert plan[0].numel() == layout.header_words + layout.tensor_words + layout.launch_words
 
 
 def test_decode_plan_reads_what_the_planner_wrote():
-    ws, ss = model([((4, 40), torch.float16), ((3, 300), torch.float16),
-                    ((2, 20000), torch.float16)], seed=2)
+    ws, ss = tensor_group([((4, 40), torch.float16), ((3, 300), torch.float16),
+                           ((2, 20000), torch.float16)], seed=2)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 30000)
     info = cuda.describe_plan(plan)
     assert info["dtype"] == "float16" and info["tensors"] == 3 and info["rows"] == 9
@@ -187,7 +178,7 @@ def _expected_rows(ws, ss):
 @pytest.mark.parametrize("max_block_tile", [8192, 2048])
 def test_row_table_holds_every_row_once_in_its_class(max_block_tile):
     specs = [((5, n), torch.float16) for n in (1, 64, 65, 3000, 5000, 8192, 9000, 40000)]
-    ws, ss = model(specs, seed=6)
+    ws, ss = tensor_group(specs, seed=6)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, max_block_tile, 50000)
     words, rows, offsets = plan
     info = cuda.describe_plan(plan)
@@ -265,7 +256,7 @@ def test_largest_block_tile_follows_shared_memory(dtype):
 # --- checks: nothing runs on a plan that does not fit -----------------------------------
 
 def _pair():
-    return model([((4, 100), torch.float32), ((3, 9000), torch.float32)], seed=7)
+    return tensor_group([((4, 100), torch.float32), ((3, 9000), torch.float32)], seed=7)
 
 
 def _unchanged(ws, before):
@@ -362,7 +353,7 @@ def test_bad_groups_and_limits_are_refused():
 # --- the operator ---------------------------------------------------------------------
 
 def test_planned_op_refuses_cpu_tensors():
-    ws, ss = model([((6, 100), torch.float32)], seed=8)
+    ws, ss = tensor_group([((6, 100), torch.float32)], seed=8)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     before = [w.clone() for w in ws]
     with pytest.raises(ValueError, match="rank_match_planned_ runs the CUDA kernels: weights "
@@ -373,7 +364,7 @@ def test_planned_op_refuses_cpu_tensors():
 
 def test_fake_kernel_of_the_planned_op():
     # (opcheck of the op itself runs with the GPU tests: it needs the CUDA kernel)
-    ws, ss = model([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8)
+    ws, ss = tensor_group([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
@@ -382,7 +373,7 @@ def test_fake_kernel_of_the_planned_op():
 
 
 def test_plan_cache_returns_the_same_plan():
-    ws, ss = model([((6, 100), torch.float32)], seed=10)
+    ws, ss = tensor_group([((6, 100), torch.float32)], seed=10)
     first = cuda.plan_for(ws, ss, max_block_tile=8192)
     assert cuda.plan_for(ws, ss, max_block_tile=8192) is first
     assert cuda.plan_for(ws, ss, max_block_tile=4096) is not first

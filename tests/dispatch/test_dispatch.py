@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (DTYPES, FakeClock, assert_bitwise_equal, generator,
-                           make_sorted_init, make_values, reference_result)
+from tests.helpers import (DTYPES, FakeClock, assert_bitwise_equal, num_threads,
+                           reference_result, tensor_group)
 from laperm_kernels import backends, dispatch
 from laperm_kernels.reference import rank_match_reference_
 
@@ -104,9 +104,7 @@ def registry(monkeypatch, tmp_path):
 
 
 def _model(shapes=((6, 40), (5, 33)), seed=0, dtype=torch.float32):
-    gen = generator(seed)
-    ws = [make_values("special", s, dtype, gen) for s in shapes]
-    return ws, [make_sorted_init(s, dtype, gen) for s in shapes]
+    return tensor_group([(shape, dtype) for shape in shapes], "special", seed)
 
 
 def _run_exact(ws, ss, **kw):
@@ -391,13 +389,9 @@ def test_any_unreadable_cache_is_ignored_with_one_warning(registry, content):
 
 def test_each_thread_count_gets_its_own_trial_and_disk_entry(registry):
     registry("fast")
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
+    for n in (1, 2):
+        with num_threads(n):
             _run_exact(*_model())
-    finally:
-        torch.set_num_threads(threads)
     report = lk.dispatch_report()
     assert [d["signature"]["threads"] for d in report] == [1, 2]
     assert [d["source"] for d in report] == ["trial", "trial"]

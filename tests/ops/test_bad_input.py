@@ -398,31 +398,41 @@ def test_expanded_sorted_init_is_fine(backend):
     assert_bitwise_equal(w, expected)
 
 
-# --- the native op's own checks (direct torch.ops calls bypass ops.py) -------------------
+# --- the native ops' own checks (direct torch.ops calls bypass ops.py) ------------------
+# One check (csrc/tensor_pairs.cpp) guards every operator's (weight, sorted init) pairs:
+# the same bad input raises the same type from the CPU kernel's op and from the CUDA
+# backend's path (here its CPU emulation, which checks its group as rank_match_planned_
+# does), and the type the Python API raises: TypeError for a dtype, ValueError otherwise.
 
-def _direct(ws, ss, match) -> Case:
-    return Case(lambda: torch.ops.laperm.rank_match_many_(ws, ss),
-                [*ws, *ss], RuntimeError, match)
-
-
-DIRECT_CASES = {
-    "shape": lambda: _direct([_w()], [_w((6, 4))], "shape"),
-    "lengths": lambda: _direct([_w(), _w()], [_w()], "2 weights but 1 sorted_inits"),
-    "weight_not_contiguous": lambda: _direct([_w((6, 4)).t()], [_w()], "contiguous"),
-    "sorted_init_not_contiguous": lambda: _direct([_w()], [_w((6, 4)).t()], "contiguous"),
-    "dtype_mismatch": lambda: _direct([_w()], [_w(dtype=torch.float64)], "dtype"),
-    "int_dtype": lambda: _direct([torch.zeros(4, 6, dtype=torch.int32)],
-                                 [torch.zeros(4, 6, dtype=torch.int32)], "dtype"),
-    "0d": lambda: _direct([torch.tensor(1.0)], [torch.tensor(1.0)], "0-d"),
-    "last_bad": lambda: _direct([_w(seed=1), _w(seed=2)], [_s(_w(seed=1)), _w((6, 4))],
-                                r"sorted_inits\[1\] has shape"),
+DIRECT_CASES = {  # name -> () -> (weights, sorted_inits, error, match)
+    "shape": lambda: ([_w()], [_w((6, 4))], ValueError, "shape"),
+    "lengths": lambda: ([_w(), _w()], [_w()], ValueError, "2 weights but 1 sorted_inits"),
+    "weight_not_contiguous": lambda: ([_w((6, 4)).t()], [_w()], ValueError, "contiguous"),
+    "sorted_init_not_contiguous": lambda: ([_w()], [_w((6, 4)).t()], ValueError, "contiguous"),
+    "dtype_mismatch": lambda: ([_w()], [_w(dtype=torch.float64)], TypeError, "dtype"),
+    "int_dtype": lambda: ([torch.zeros(4, 6, dtype=torch.int32)],
+                          [torch.zeros(4, 6, dtype=torch.int32)], TypeError, "dtype"),
+    "0d": lambda: ([torch.tensor(1.0)], [torch.tensor(1.0)], ValueError, "0-d"),
+    "last_bad": lambda: ([_w(seed=1), _w(seed=2)], [_s(_w(seed=1)), _w((6, 4))], ValueError,
+                         r"sorted_inits\[1\] has shape"),
 }
+
+
+def _emulate_planned(ws, ss):
+    """The CUDA backend's checks, on CPU tensors: the group is refused before the plan
+    (empty here) is read."""
+    no_plan = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+               torch.zeros(0, dtype=torch.int32))
+    torch.ops.laperm._test_emulate_planned_(ws, ss, *no_plan)
 
 
 @needs_extension
 @pytest.mark.parametrize("name", DIRECT_CASES)
-def test_native_op_checks(name):
-    _check_raises_and_untouched(DIRECT_CASES[name]())
+@pytest.mark.parametrize("op", ["cpu_op", "cuda_path"])
+def test_native_op_checks(name, op):
+    ws, ss, error, match = DIRECT_CASES[name]()
+    run = torch.ops.laperm.rank_match_many_ if op == "cpu_op" else _emulate_planned
+    _check_raises_and_untouched(Case(lambda: run(ws, ss), [*ws, *ss], error, match))
 
 
 def test_adjacent_views_sharing_no_element_are_fine():

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                           reference_result)
+from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
 
 pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
                                 reason=f"C++ extension not loaded: {lk._extension.load_error()}")
@@ -20,17 +19,11 @@ OPCHECK_CASES = {
 }
 
 
-def _pair_lists(specs, seed):
-    gen = generator(seed)
-    ws = [make_values("special", shape, dtype, gen) for shape, dtype in specs]
-    return ws, [lk.sort_rows(make_values("normal", w.shape, w.dtype, gen)) for w in ws]
-
-
 @pytest.mark.parametrize("case", OPCHECK_CASES)
 def test_opcheck(case):
     # schema (declared mutation of weights only), fake kernel, autograd registration,
     # and AOT dispatch with dynamic shapes
-    ws, ss = _pair_lists(OPCHECK_CASES[case], seed=30)
+    ws, ss = tensor_group(OPCHECK_CASES[case], "special", seed=30, sorted_inits="sorted_normal")
     torch.library.opcheck(torch.ops.laperm.rank_match_many_.default, (ws, ss))
 
 
@@ -40,10 +33,8 @@ def _sync_and_use(ws, ss):
 
 
 def test_torch_compile_matches_eager():
-    gen = generator(31)
     specs = [((12, 40), torch.float32), ((4, 3, 3, 3), torch.float32), ((50,), torch.float32)]
-    ws = [make_values("ties", shape, dtype, gen) for shape, dtype in specs]
-    ss = [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
+    ws, ss = tensor_group(specs, "ties", seed=31)
     eager_ws, compiled_ws = [w.clone() for w in ws], [w.clone() for w in ws]
 
     eager_out = _sync_and_use(eager_ws, ss)

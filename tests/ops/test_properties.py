@@ -12,7 +12,7 @@ import laperm_kernels as lk
 from laperm_kernels.reference import rows_and_length
 from tests.helpers import (BACKEND_NAMES, DTYPES, KERNEL_NAMES, KINDS, assert_bitwise_equal,
                            generator, make_sorted_init, make_values, needs_extension,
-                           reference_result, run_backend)
+                           num_threads, reference_result, run_backend, tensor_group)
 
 # Lengths around every boundary of the C++ kernel: 0/1/2, the insertion-sort limit (32),
 # the digit widths (256, 512, 1,024, 2,048), and long rows.
@@ -83,9 +83,7 @@ def test_idempotent(shape, dtype, w_kind, s_kind, seed):
        dtypes_=st.lists(dtypes, min_size=5, max_size=5), kind=kinds, seed=seeds)
 def test_many_equals_one_by_one(shapes, dtypes_, kind, seed):
     """Rows never interact: one call over a list (mixed dtypes) is the per-tensor calls."""
-    gen = generator(seed)
-    ws = [make_values(kind, shape, dt, gen) for shape, dt in zip(shapes, dtypes_)]
-    ss = [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
+    ws, ss = tensor_group(list(zip(shapes, dtypes_)), kind, seed)
     for backend in BACKEND_NAMES:
         outs = [w.clone() for w in ws]
         lk.rank_match_many_(outs, ss, backend=backend)
@@ -115,19 +113,13 @@ def test_a_row_alone_equals_the_row_in_a_big_tensor(rows, length, dtype, kind, s
 def test_cpu_kernel_bits_do_not_depend_on_thread_count(shapes, dtype, kind, seed):
     # A fixed tensor of 64 x 784 keeps every call above the kernel's serial threshold
     # (16,384 elements), so two threads really split the rows.
-    gen = generator(seed)
-    ws = [make_values(kind, shape, dtype, gen) for shape in [(64, 784), *shapes]]
-    ss = [make_sorted_init(w.shape, dtype, gen) for w in ws]
+    ws, ss = tensor_group([(shape, dtype) for shape in [(64, 784), *shapes]], kind, seed)
     results = []
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
+    for n in (1, 2):
+        with num_threads(n):
             outs = [w.clone() for w in ws]
             lk.rank_match_many_(outs, ss, backend="cpu")
             results.append(outs)
-    finally:
-        torch.set_num_threads(threads)
     for i, (one, two) in enumerate(zip(*results)):
         assert_bitwise_equal(two, one, f"tensor {i}")
 

@@ -10,7 +10,7 @@ import laperm_kernels.backends as backends
 from laperm_kernels.presets import PRESETS
 from laperm_kernels.reference import rows_and_length
 from tests.helpers import (BACKENDS, DTYPES, assert_bitwise_equal, generator, make_sorted_init,
-                           make_values, needs_extension, reference_result)
+                           make_values, needs_extension, reference_result, tensor_group)
 
 # Small models with every dtype, interleaved so the (device, dtype) grouping must split
 # and reassemble the list; empty tensors and rows of one element included.
@@ -21,12 +21,6 @@ MIXED_MODELS = {
     "one_dtype_each": [((2, 4096), dt) for dt in DTYPES],
     "single_empty": [((0,), torch.float32)],
 }
-
-
-def _model(specs, kind, seed):
-    gen = generator(seed)
-    ws = [make_values(kind, shape, dtype, gen) for shape, dtype in specs]
-    return ws, [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
 
 
 def _check_many(backend, ws, ss):
@@ -41,20 +35,20 @@ def _check_many(backend, ws, ss):
 @BACKENDS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_lenet_in_one_call(backend, dtype):
-    _check_many(backend, *_model([(shape, dtype) for shape in PRESETS["lenet-300-100"]],
-                                 "special", seed=10))
+    _check_many(backend, *tensor_group([(shape, dtype) for shape in PRESETS["lenet-300-100"]],
+                                        "special", seed=10))
 
 
 @BACKENDS
 @pytest.mark.parametrize("model", MIXED_MODELS)
 @pytest.mark.parametrize("kind", ["special", "ties", "near_one"])
 def test_mixed_dtypes_in_one_call(backend, model, kind):
-    _check_many(backend, *_model(MIXED_MODELS[model], kind, seed=11))
+    _check_many(backend, *tensor_group(MIXED_MODELS[model], kind, seed=11))
 
 
 @BACKENDS
 def test_tuples_and_empty_lists(backend):
-    ws, ss = _model(MIXED_MODELS["interleaved"][:3], "normal", seed=12)
+    ws, ss = tensor_group(MIXED_MODELS["interleaved"][:3], "normal", seed=12)
     expected = [reference_result(w, s) for w, s in zip(ws, ss)]
     lk.rank_match_many_(tuple(ws), tuple(ss), backend=backend)
     for w, e in zip(ws, expected):
@@ -77,7 +71,7 @@ def test_disjoint_views_of_one_storage(backend):
 @needs_extension
 def test_direct_op_takes_mixed_dtypes():
     """The native op itself runs every dtype in one call (ops.py groups anyway)."""
-    ws, ss = _model(MIXED_MODELS["interleaved"], "special", seed=15)
+    ws, ss = tensor_group(MIXED_MODELS["interleaved"], "special", seed=15)
     outs = [w.clone() for w in ws]
     torch.ops.laperm.rank_match_many_(outs, ss)
     for out, w, s in zip(outs, ws, ss):
@@ -106,7 +100,7 @@ def test_auto_without_autotuning_picks_the_cpu_kernel(monkeypatch):
     monkeypatch.setenv("LAPERM_AUTOTUNE", "0")
     assert lk.available_backends("cpu")[0] == "cpu"
     cpu_calls, torch_calls = _spy_on(monkeypatch, "cpu"), _spy_on(monkeypatch, "torch")
-    ws, ss = _model(MIXED_MODELS["interleaved"], "normal", seed=16)
+    ws, ss = tensor_group(MIXED_MODELS["interleaved"], "normal", seed=16)
     lk.rank_match_many_(ws, ss)
     # one native call per dtype group, covering all 8 tensors
     assert sorted(cpu_calls) == [2, 2, 2, 2] and torch_calls == []
@@ -116,7 +110,7 @@ def test_auto_falls_back_to_the_reference(monkeypatch):
     monkeypatch.setattr(backends.BACKENDS["cpu"], "is_available", lambda: False)
     assert lk.available_backends("cpu") == ["torch"]
     torch_calls = _spy_on(monkeypatch, "torch")
-    w, s = _model([((4, 9), torch.float32)], "normal", seed=17)
+    w, s = tensor_group([((4, 9), torch.float32)], "normal", seed=17)
     expected = reference_result(w[0], s[0])
     lk.rank_match_(w[0], s[0])
     assert torch_calls == [1]

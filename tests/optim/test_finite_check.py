@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import laperm_kernels as lk
-from tests.helpers import DTYPES, needs_extension
+from tests.helpers import DTYPES, mlp, needs_extension
 from laperm_kernels.finite_check import FiniteCheck
 
 HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
@@ -38,13 +38,6 @@ class CountHostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(),
-                               torch.nn.Linear(16, 12), torch.nn.ReLU(),
-                               torch.nn.Linear(12, 3))
-
-
 def _step(model, opt, x):
     opt.zero_grad()
     model(x).square().mean().backward()
@@ -55,7 +48,7 @@ def _step(model, opt, x):
 
 @pytest.mark.parametrize("check_finite,reads_per_sync", [(True, 1), (False, 0)])
 def test_a_steady_sync_reads_at_most_the_checks_one_copy(check_finite, reads_per_sync):
-    model = _mlp()
+    model = mlp(sizes=(10, 16, 12, 3))
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=1,
                     check_finite=check_finite)
     x = torch.randn(8, 10)
@@ -65,7 +58,7 @@ def test_a_steady_sync_reads_at_most_the_checks_one_copy(check_finite, reads_per
 
 
 def test_inf_alone_is_reported():
-    model = _mlp()
+    model = mlp(sizes=(10, 16, 12, 3))
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=3)
     opt.sync()  # past the first-step check, which would take S again (test_first_step.py)
     with torch.no_grad():
@@ -77,7 +70,7 @@ def test_inf_alone_is_reported():
 
 
 def test_nan_alone_is_reported_and_finite_weights_are_not():
-    model = _mlp()
+    model = mlp(sizes=(10, 16, 12, 3))
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

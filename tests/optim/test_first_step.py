@@ -12,7 +12,7 @@ import torch
 
 import laperm_kernels as lk
 from laperm_kernels.first_step import fingerprint
-from tests.helpers import assert_bitwise_equal, tiny_mlp, train_step
+from tests.helpers import DTYPES, assert_bitwise_equal, mlp, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K = 2
@@ -23,7 +23,7 @@ def rows_sort_to(w, s):
 
 
 def test_a_reinitialised_weight_gets_its_s_taken_again_at_the_first_step():
-    model = tiny_mlp()
+    model = mlp()
     opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(model), lr=1e-2), K)
     old_S = opt.sorted_inits[model[0].weight].clone()
     with torch.no_grad():                    # .data: invisible to the version counter
@@ -41,7 +41,7 @@ def test_a_reinitialised_weight_gets_its_s_taken_again_at_the_first_step():
 
 
 def test_unchanged_weights_keep_their_s_without_a_word():
-    model = tiny_mlp()
+    model = mlp()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), K)
     S = dict(opt.sorted_inits)
     with warnings.catch_warnings():
@@ -52,7 +52,7 @@ def test_unchanged_weights_keep_their_s_without_a_word():
 
 
 def test_the_check_runs_once_and_a_forced_sync_runs_it_too():
-    model = tiny_mlp()
+    model = mlp()
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), K)
     with torch.no_grad():
         model[2].weight.mul_(2)
@@ -67,10 +67,10 @@ def test_the_check_runs_once_and_a_forced_sync_runs_it_too():
 
 
 def test_a_loaded_checkpoint_is_not_second_guessed():
-    source = tiny_mlp(seed=1)
+    source = mlp(seed=1)
     sopt = lk.LaPerm(torch.optim.Adam(source.parameters(), lr=1e-2), K)
     train_step(source, sopt, 1)
-    model = tiny_mlp()
+    model = mlp()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), K)
     model.load_state_dict(source.state_dict())   # the weights change after LaPerm was built
     opt.load_state_dict(sopt.state_dict())       # and S comes from the checkpoint
@@ -82,7 +82,7 @@ def test_a_loaded_checkpoint_is_not_second_guessed():
 
 
 def test_groups_added_later_are_checked_at_the_next_step():
-    model = tiny_mlp()
+    model = mlp()
     opt = lk.LaPerm(torch.optim.SGD([model[0].weight], lr=0.1), K)
     train_step(model, opt, 1)
     opt.add_param_group({"params": [model[2].weight]})
@@ -95,10 +95,10 @@ def test_groups_added_later_are_checked_at_the_next_step():
 
 def test_check_ranks_must_be_a_bool_or_a_process_group():
     with pytest.raises(TypeError, match="check_ranks must be True, False or a"):
-        lk.LaPerm(torch.optim.SGD(tiny_mlp().parameters(), lr=0.1), check_ranks="yes")
+        lk.LaPerm(torch.optim.SGD(mlp().parameters(), lr=0.1), check_ranks="yes")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fingerprint_is_exact_and_position_sensitive(dtype):
     g = torch.Generator().manual_seed(0)
     t = torch.randn(37, 29, generator=g).to(dtype)

@@ -12,6 +12,7 @@ Checkpoints are in test_optim_checkpoint.py, GradScaler in test_optim_amp.py.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 
 import pytest
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 import laperm_kernels as lk
 from laperm_kernels.reference import rank_match_reference_
 
+from tests import helpers
 from tests.helpers import BACKENDS, assert_bitwise_equal
 
 
@@ -32,9 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --- helpers ----------------------------------------------------------------------------
 
-def mlp(seed: int = 0, act: type = nn.ReLU) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(20, 32), act(), nn.Linear(32, 10))
+mlp = functools.partial(helpers.mlp, sizes=(20, 32, 10))  # seed, act: this module's MLP
 
 
 class TinyCNN(nn.Module):

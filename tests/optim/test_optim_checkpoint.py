@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import laperm_kernels as lk
 
+from tests import helpers
 from tests.helpers import assert_bitwise_equal
 
 K = 7          # sync period: syncs at 7..28 before the checkpoint, 35..70 after it
@@ -31,8 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(seed: int, hidden: int = 32) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(20, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    return helpers.mlp(seed, sizes=(20, hidden, 10))
 
 
 def batch(t: int):

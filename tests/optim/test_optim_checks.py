@@ -9,14 +9,14 @@ import torch
 from torch import nn
 
 import laperm_kernels as lk
-from tests.helpers import assert_bitwise_equal, tiny_mlp, train_step
+from tests.helpers import assert_bitwise_equal, mlp, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K = 2
 
 
 def test_the_state_dict_records_the_inner_optimizers_class():
-    opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(tiny_mlp())), K)
+    opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(mlp())), K)
     assert {g["laperm_inner"] for g in opt.state_dict()["param_groups"]} == \
         {"torch.optim.adam.Adam"}
     opt.load_state_dict(opt.state_dict())
@@ -24,10 +24,10 @@ def test_the_state_dict_records_the_inner_optimizers_class():
 
 
 def test_a_checkpoint_of_another_inner_class_is_refused_before_anything_changes():
-    source = tiny_mlp(seed=1)
+    source = mlp(seed=1)
     adam = lk.LaPerm(torch.optim.Adam(source.parameters(), lr=1e-2), K)
     train_step(source, adam, 1)
-    model = tiny_mlp()
+    model = mlp()
     sgd = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), K)
     train_step(model, sgd, 1)
     S = dict(sgd.sorted_inits)
@@ -44,19 +44,19 @@ def test_a_checkpoint_of_another_inner_class_is_refused_before_anything_changes(
 
 
 def test_a_checkpoint_without_the_class_still_loads():
-    model = tiny_mlp()
+    model = mlp()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), K)
     train_step(model, opt, 1)
     sd = opt.state_dict()
     for g in sd["param_groups"]:
         del g["laperm_inner"]                # as written before the class was recorded
-    twin = lk.LaPerm(torch.optim.Adam(tiny_mlp(seed=3).parameters(), lr=1e-2), K)
+    twin = lk.LaPerm(torch.optim.Adam(mlp(seed=3).parameters(), lr=1e-2), K)
     twin.load_state_dict(sd)
     assert twin.step_count == 1
 
 
 def test_a_parameter_twice_in_a_group_is_refused_at_construction():
-    model = tiny_mlp()
+    model = mlp()
     named = [("0.weight", model[0].weight), ("2.weight", model[2].weight),
              ("0.weight", model[0].weight)]
     with pytest.warns(UserWarning, match="duplicate parameters"):   # torch only warns
@@ -71,7 +71,7 @@ def test_a_parameter_twice_in_a_group_is_refused_at_construction():
 
 
 def test_a_parameter_twice_in_an_added_group_is_refused_and_nothing_is_added():
-    model = tiny_mlp()
+    model = mlp()
     opt = lk.LaPerm(torch.optim.SGD([model[0].weight], lr=0.1), K)
     with pytest.raises(ValueError, match="param group 1 lists parameter 0 of param group 1 "
                                          "twice"):

@@ -4,6 +4,7 @@ compiled training step compiles once: nothing more at later steps, syncs include
 from __future__ import annotations
 
 import copy
+import functools
 import pickle
 
 import pytest
@@ -12,15 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import laperm_kernels as lk
+from tests import helpers
 from tests.helpers import assert_bitwise_equal
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K = 3
 
 
-def mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 5))
+mlp = functools.partial(helpers.mlp, sizes=(12, 24, 5))  # seed: this module's MLP
 
 
 def batch(t):

@@ -9,18 +9,12 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import laperm_kernels as lk
-from tests.helpers import assert_bitwise_equal
+from tests.helpers import assert_bitwise_equal, mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K = 3
-
-
-def mlp(seed=0, dtype=torch.float32):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).to(dtype)
 
 
 def train(model, opt, steps):

@@ -10,10 +10,7 @@ from tests.reliability import fuzz
 
 CASES = 150
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("backend", list(fuzz.BACKENDS))

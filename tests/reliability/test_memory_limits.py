@@ -27,8 +27,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                           needs_extension, reference_result)
+from tests.helpers import (assert_bitwise_equal, generator, make_values, needs_extension,
+                           num_threads, reference_result, tensor_group)
 from laperm_kernels.backends import cpu, cuda
 
 pytestmark = needs_extension
@@ -52,16 +52,12 @@ def disarm():
 
 @pytest.fixture
 def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
+    with num_threads(request.param):
+        yield request.param
 
 
-def group(specs, dtype, seed=0):
-    gen = generator(seed)
-    ws = [make_values("normal", shape, dtype, gen) for shape in specs]
-    return ws, [make_sorted_init(w.shape, dtype, gen) for w in ws]
+def group(shapes, dtype, seed=0):
+    return tensor_group([(shape, dtype) for shape in shapes], seed=seed)
 
 
 def reference(ws, ss):

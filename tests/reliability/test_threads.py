@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                           needs_extension, reference_result)
+from tests.helpers import (assert_bitwise_equal, needs_extension, num_threads, reference_result,
+                           tensor_group)
 from laperm_kernels.backends import cuda
 
 JOIN_TIMEOUT_S = 120
@@ -37,12 +37,6 @@ def _run_threads(targets):
         raise errors[0]
 
 
-def _model(specs, seed):
-    gen = generator(seed)
-    ws = [make_values("special", shape, dtype, gen) for shape, dtype in specs]
-    return ws, [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
-
-
 SPECS = [((16, 300), torch.float32), ((8, 3, 3, 3), torch.float32), ((40,), torch.float16),
          ((4, 5000), torch.bfloat16), ((30, 20), torch.float64)]
 
@@ -52,7 +46,7 @@ def test_many_threads_same_and_different_shapes(backend):
     jobs = []
     for i in range(8):
         specs = SPECS if i % 2 else [((i + 3, 70 + i), torch.float32)]  # shared or own shapes
-        ws, ss = _model(specs, seed=i)
+        ws, ss = tensor_group(specs, "special", seed=i)
         want = [reference_result(w, s) for w, s in zip(ws, ss)]
         jobs.append((ws, ss, want))
 
@@ -71,7 +65,8 @@ def test_many_threads_same_and_different_shapes(backend):
 @needs_extension
 def test_cuda_plans_from_many_threads_through_the_emulation():
     # the CUDA backend's host path: plan cache and planned op, CPU tensors standing in
-    jobs = [_model([((6, 100 + 50 * (i % 3)), torch.float32), ((2, 9000), torch.float32)], i)
+    jobs = [tensor_group([((6, 100 + 50 * (i % 3)), torch.float32), ((2, 9000), torch.float32)],
+                         "special", i)
             for i in range(6)]
 
     def work(ws, ss):
@@ -121,15 +116,11 @@ def test_the_gil_is_released_during_the_cpu_kernel():
     a C call that holds the GIL (``sum`` over a ``range``) is the control."""
     w = torch.randn(4096, 4096)
     s = lk.sort_rows(w)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         lk.rank_match_(w.clone(), s, backend="cpu")  # warm-up
         rate = _python_loop_rate()
         kernel = _other_thread_progress(lambda: lk.rank_match_(w, s, backend="cpu"))
         control = _other_thread_progress(lambda: sum(range(30_000_000)))
-    finally:
-        torch.set_num_threads(threads)
     for _, seconds in (kernel, control):
         assert seconds > 0.05, "a call too short to tell"
     def bound(seconds):  # a blocked thread counts for one switch interval; a free one,

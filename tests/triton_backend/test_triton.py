@@ -72,11 +72,8 @@ MERGE_TENSORS = [((2, 5), "special"), ((3, 13), "ties"), ((2, 16), "special"),
 
 def _check(tensors, dtype, seed, run):
     """Makes W/S for ``tensors``, runs ``run(ws, ss)`` and compares with the reference."""
-    from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                               reference_result)
-    gen = generator(seed)
-    ws = [make_values(kind, shape, dtype, gen) for shape, kind in tensors]
-    ss = [make_sorted_init(shape, dtype, gen) for shape, _ in tensors]
+    from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
+    ws, ss = tensor_group([(shape, dtype, kind) for shape, kind in tensors], seed=seed)
     expected = [reference_result(w, s) for w, s in zip(ws, ss)]
     out = [w.clone() for w in ws]
     run(out, ss)
@@ -129,17 +126,14 @@ def case_scratch_oom():
     # 8,193 are 3 chunks of 4,096; nothing runs), then with small chunks, where the same
     # call then runs for real.
     import laperm_kernels as lk
-    from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                               reference_result)
+    from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
     from laperm_kernels.backends import triton as tb
 
     def no_memory(keys, device):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
     def fails(tensors, run, needed):
-        gen = generator(8)
-        ws = [make_values(kind, shape, torch.float16, gen) for shape, kind in tensors]
-        ss = [make_sorted_init(shape, torch.float16, gen) for shape, _ in tensors]
+        ws, ss = tensor_group([(shape, torch.float16, kind) for shape, kind in tensors], seed=8)
         out = [w.clone() for w in ws]
         allocate, tb._empty_scratch = tb._empty_scratch, no_memory
         try:
@@ -312,13 +306,10 @@ GPU_SHAPES = {
 @pytest.mark.parametrize("kind", ["normal", "special", "ties"])
 def test_gpu_bitwise(preset, dtype, kind):
     import laperm_kernels as lk
-    from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
-                               reference_result)
+    from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
     from laperm_kernels.presets import PRESETS
     shapes = GPU_SHAPES[preset] or PRESETS[preset]
-    gen = generator(7)
-    ws = [make_values(kind, s, dtype, gen) for s in shapes]
-    ss = [make_sorted_init(s, dtype, gen) for s in shapes]
+    ws, ss = tensor_group([(s, dtype) for s in shapes], kind, seed=7)
     # the reference on CPU copies: CUDA's float sort misorders NaNs (the reference's
     # integer keys avoid it, but the oracle of a GPU test should not depend on that)
     expected = [reference_result(w, s) for w, s in zip(ws, ss)]

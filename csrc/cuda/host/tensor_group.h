@@ -14,12 +14,14 @@ namespace cuda {
 // The kernels' element type of a torch dtype; a clear error naming `arg` otherwise.
 ElementType element_type_of(at::ScalarType dtype, const char* arg);
 
-// Checks one group: as many weights as sorted_inits (at least one), every tensor at least
-// 1-D, contiguous, of weights[0]'s dtype and device, each sorted init shaped like its
-// weight. Returns the group's element type. `op` prefixes every message.
+// Checks one group: the pairs as every operator checks them (check_pairs, tensor_pairs.h:
+// as many weights as sorted_inits, each pair 1-D or more, contiguous, of one supported
+// dtype, device and shape), at least one pair, and all of weights[0]'s dtype (else
+// TypeError) and device (else ValueError). Returns the group's element type. `op`
+// prefixes every message.
 ElementType check_group(const char* op, at::TensorList weights, at::TensorList sorted_inits);
 
-// Rows (reshape(shape[0], -1)) and addresses of every (weight, sorted init) pair.
+// Rows (rows_and_length, tensor_pairs.h) and addresses of every (weight, sorted init) pair.
 std::vector<TensorRows> describe_rows(at::TensorList weights, at::TensorList sorted_inits);
 
 }  // namespace cuda
