@@ -29,13 +29,10 @@
 #include <vector>
 
 #include "cpu/rank_match_cpu.h"
+#include "tensor_pairs.h"
 
 namespace laperm {
 namespace {
-
-bool supported(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
 
 // The standard sufficient test: each stride, by increasing size, steps past everything
 // the smaller ones span.
@@ -102,7 +99,7 @@ CallCheck check_call(at::TensorList weights, at::TensorList sorted_inits,
   for (size_t i = 0; i < weights.size(); ++i) {
     const at::Tensor& w = weights[i];
     const at::Tensor& s = sorted_inits[i];
-    if (!supported(w.scalar_type()) || s.scalar_type() != w.scalar_type() || w.dim() == 0 ||
+    if (!is_supported_dtype(w.scalar_type()) || s.scalar_type() != w.scalar_type() || w.dim() == 0 ||
         s.sizes() != w.sizes() || s.device() != w.device() || elements_overlap(w))
       return invalid();
     contiguous = contiguous && w.is_contiguous() && s.is_contiguous();
