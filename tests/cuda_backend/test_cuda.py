@@ -15,7 +15,7 @@ import laperm_kernels as lk
 from tests.helpers import (DTYPES, KINDS, assert_bitwise_equal, generator, make_sorted_init,
                            make_values, reference_result)
 from laperm_kernels.backends import cuda
-from laperm_kernels.presets import resnet50, transformer_mlp
+from laperm_kernels.bench.presets import resnet50, transformer_mlp
 
 pytestmark = pytest.mark.skipif(
     not cuda.is_available(),

@@ -298,7 +298,7 @@ needs_gpu = pytest.mark.skipif(
     reason="needs triton and a CUDA device")
 
 GPU_SHAPES = {
-    "resnet50": None,                                  # laperm_kernels.presets
+    "resnet50": None,                                  # laperm_kernels.bench.presets
     "mlp-4096x11008": None,
     "buckets": [(1000, 1), (300, 63), (300, 64), (300, 65), (100, 1024), (64, 4096),
                 (16, 8192), (8, 8193), (8, 16384)],
@@ -314,7 +314,7 @@ def test_gpu_bitwise(preset, dtype, kind):
     import laperm_kernels as lk
     from tests.helpers import (assert_bitwise_equal, generator, make_sorted_init, make_values,
                                reference_result)
-    from laperm_kernels.presets import PRESETS
+    from laperm_kernels.bench.presets import PRESETS
     shapes = GPU_SHAPES[preset] or PRESETS[preset]
     gen = generator(7)
     ws = [make_values(kind, s, dtype, gen) for s in shapes]

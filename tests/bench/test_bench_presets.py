@@ -11,8 +11,11 @@ once, so a wrong kernel cannot post a time.
 import pytest
 import torch
 
-from laperm_kernels import bench
-from laperm_kernels.presets import PRESETS
+from laperm_kernels import rank_match_many_
+from laperm_kernels.bench import baselines
+from laperm_kernels.bench.presets import PRESETS
+from laperm_kernels.bench.results import make_model, methods_for
+from laperm_kernels.reference import bitwise_equal
 
 DTYPE = torch.float32
 
@@ -27,14 +30,14 @@ def one_thread():
 
 def _cases():
     for preset in PRESETS:
-        for name, fn, checked in bench.methods_for(torch.device("cpu"), DTYPE, None):
+        for name, fn, checked in methods_for(torch.device("cpu"), DTYPE, None):
             yield pytest.param(preset, name, fn, checked, id=f"{preset}-{name}")
 
 
 @pytest.mark.parametrize("preset,name,fn,checked", list(_cases()))
 def test_rank_match_throughput(benchmark, preset, name, fn, checked):
-    pristine, sorted_inits = bench.make_model(PRESETS[preset], DTYPE, torch.device("cpu"))
-    bench.baselines.prepare_sort_keys(pristine)
+    pristine, sorted_inits = make_model(PRESETS[preset], DTYPE, torch.device("cpu"))
+    baselines.prepare_sort_keys(pristine)
     work = [p.clone() for p in pristine]
 
     def restore():
@@ -46,5 +49,5 @@ def test_rank_match_throughput(benchmark, preset, name, fn, checked):
     benchmark.pedantic(fn, setup=restore, rounds=5, warmup_rounds=1)
     if checked:
         expected = [p.clone() for p in pristine]
-        bench.rank_match_many_(expected, sorted_inits, backend="torch")
-        assert all(bench.bitwise_equal(a, b) for a, b in zip(work, expected))
+        rank_match_many_(expected, sorted_inits, backend="torch")
+        assert all(bitwise_equal(a, b) for a, b in zip(work, expected))
