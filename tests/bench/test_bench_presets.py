@@ -1,8 +1,9 @@
 """pytest-benchmark suite: the CLI's presets, every backend and baseline, one thread.
 
-Not part of the default test run (testpaths = tests). Run it with
+Not part of the default test run (pyproject.toml's addopts ignore tests/bench unless it is
+named). Run it with
 
-    python -m pytest bench --benchmark-columns=median,ops --benchmark-sort=name
+    python -m pytest tests/bench --benchmark-columns=median,ops --benchmark-sort=name
 
 Each round restores the weights (untimed setup) and is checked against the reference
 once, so a wrong kernel cannot post a time.
