@@ -46,7 +46,7 @@ from pathlib import Path
 from ..bench.presets import PRESETS
 from . import checks
 from .checks import DTYPES, FAIL, QUICK_DTYPES, QUICK_PRESETS, Context, run_check
-from .report import _tally, machine_info, verdict, write_report
+from .report import machine_info, tally, verdict, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
               f"{check.summary}", flush=True)
         done.append(check)
     write_report(args.outdir, info, done, command)
-    print(f"laperm-gpucheck: {verdict(done)} ({_tally(done)}); wrote "
+    print(f"laperm-gpucheck: {verdict(done)} ({tally(done)}); wrote "
           f"{args.outdir / 'report.md'} and {args.outdir / 'report.json'}")
     return 1 if verdict(done) == FAIL else 0
 

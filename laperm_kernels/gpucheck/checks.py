@@ -345,7 +345,7 @@ def check_laperm_steps(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str
 def check_dispatch(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     decisions = lk.dispatch_report()
     details["decisions"] = decisions
-    bad = [f"{c['backend']} on {_signature_text(d['signature'])}: {c['verdict']} {c['detail']}"
+    bad = [f"{c['backend']} on {signature_text(d['signature'])}: {c['verdict']} {c['detail']}"
            for d in decisions for c in d["candidates"] if c["verdict"] in ("mismatch", "error")]
     details["bad_candidates"] = bad
     if bad:
@@ -353,10 +353,10 @@ def check_dispatch(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     if not decisions:
         return True, "no backend='auto' decision in this process"
     return True, f"{len(decisions)} decisions: " + ", ".join(
-        f"{_signature_text(d['signature'])} -> {d['backend']}" for d in decisions)
+        f"{signature_text(d['signature'])} -> {d['backend']}" for d in decisions)
 
 
-def _signature_text(sig: Dict[str, Any]) -> str:
+def signature_text(sig: Dict[str, Any]) -> str:
     shapes = [tuple(s) for s in sig.get("shapes", [])]
     model = next((p for p, s in PRESETS.items() if s == shapes), f"{len(shapes)} tensors")
     return f"{model} {sig.get('dtype', '?')} on {sig.get('device', '?')}"

@@ -21,7 +21,7 @@ import laperm_kernels as lk
 
 from .. import _extension, dispatch
 from ..bench.machine import machine_info as bench_machine_info
-from .checks import FAIL, PASS, SKIPPED, Check, _signature_text, source_checkout
+from .checks import FAIL, PASS, SKIPPED, Check, signature_text, source_checkout
 
 
 # --- the machine ----------------------------------------------------------------------
@@ -92,7 +92,7 @@ def verdict(checks: List[Check]) -> str:
     return FAIL if any(c.status == FAIL for c in checks) else PASS
 
 
-def _tally(checks: List[Check]) -> str:
+def tally(checks: List[Check]) -> str:
     counts = Counter(c.status for c in checks)
     return ", ".join(f"{counts[s]} {s}" for s in (PASS, FAIL, SKIPPED) if counts[s])
 
@@ -169,7 +169,7 @@ def _details_md(check: Check) -> List[str]:
                   f"backends available on this device: {d['available']}"]
     elif check.name == "dispatch" and d.get("decisions"):
         lines += _table(["group", "backend", "source", "candidates"], [
-            [_signature_text(x["signature"]), x["backend"], x["source"], "; ".join(
+            [signature_text(x["signature"]), x["backend"], x["source"], "; ".join(
                 dispatch.Verdict(**c).text() for c in x["candidates"])]
             for x in d["decisions"]])
     if "traceback" in d:
@@ -179,7 +179,7 @@ def _details_md(check: Check) -> List[str]:
 
 def render_markdown(info: Dict[str, str], checks: List[Check], command: str) -> str:
     total = sum(c.seconds for c in checks)
-    lines = [f"# laperm-kernels GPU check: {verdict(checks)} ({_tally(checks)})", "",
+    lines = [f"# laperm-kernels GPU check: {verdict(checks)} ({tally(checks)})", "",
              f"{datetime.datetime.now().isoformat(timespec='seconds')}, `{command}`: the "
              f"checks took {total:.1f} s.", "", "## Machine", ""]
     lines += _table(["", ""], [[k, v] for k, v in info.items()])
