@@ -1,5 +1,7 @@
 // Every operator schema of the `laperm` library, in one place.
 //
+// The product's operators come first; the inspection and test-only ones (`_inspect_`,
+// `_test_` and cpu_kernel_limits) close the list, in their own section.
 // Backends register kernels for these schemas in their own files (call_check.cpp,
 // max_abs.cpp, cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp,
 // testing/emulated_launcher.cpp).
@@ -30,8 +32,6 @@ TORCH_LIBRARY(laperm, m) {
   m.def("max_abs(Tensor[] tensors) -> Tensor");
   // Which instruction-set build of the CPU kernel this process runs (avx512/avx2/generic).
   m.def("cpu_kernel_isa() -> str");
-  // The CPU kernel's constants (cpu/row_kernel.h), named: the one source Python reads.
-  m.def("cpu_kernel_limits() -> (int max_row_length, int scratch_bytes_per_element)");
 
   // --- the CUDA backend (csrc/cuda) ---
   // Which native backends this build contains: ["cpu"] or ["cpu", "cuda"].
@@ -49,21 +49,34 @@ TORCH_LIBRARY(laperm, m) {
         "int[] block_threads, int[] block_items, int default_batch_items, "
         "int max_batch_items, int max_batch_rows, int device_sort_min_length, "
         "int max_warp_class_rows, int max_block_class_rows)");
-  // The layout of a plan's host words (cuda/host/plan_encoding.h), for tests that forge
-  // plans: the magic word, then the words of the header, of a tensor, launch and batch.
-  m.def("cuda_plan_layout() -> (int magic, int header_words, int tensor_words, "
-        "int launch_words, int batch_words)");
-  // A plan's host words, decoded and checked: its dtype, row and segment-offset counts,
-  // largest batch, and one int64 row per tensor [w_addr, s_addr, rows, length], launch
-  // [tile_index (-1: warp class), row_begin, row_count] and large batch [row_begin,
-  // row_count, items, max_length, offsets_begin].
-  m.def("cuda_decode_plan(Tensor plan) -> (str dtype, int rows, int segment_offsets, "
-        "int max_batch_items, Tensor tensors, Tensor launches, Tensor batches)");
   // rank_match_many_ with a plan made by cuda_row_plan for exactly these tensors: only
   // checks and launches, so it can be captured in a CUDA graph.
   m.def("rank_match_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
         "Tensor rows, Tensor segment_offsets) -> ()");
 
+  // ==========================================================================================
+  // Not the product: inspection and test-only operators. Nothing on the rank-matching
+  // path calls them (tests, backends.cuda.describe_plan and the tools do); the product's
+  // operators are all above.
+  // ==========================================================================================
+
+  // --- inspection: what the extension holds, read by tests, the benchmark and gpucheck ---
+  // The CPU kernel's constants (cpu/row_kernel.h), named: the one source Python reads
+  // (backends.cpu.kernel_limits(); only tests use them).
+  m.def("cpu_kernel_limits() -> (int max_row_length, int scratch_bytes_per_element)");
+  // The layout of a plan's host words (cuda/host/plan_encoding.h), for tests that forge
+  // plans: the magic word, then the words of the header, of a tensor, launch and batch.
+  m.def("_inspect_cuda_plan_layout() -> (int magic, int header_words, int tensor_words, "
+        "int launch_words, int batch_words)");
+  // A plan's host words, decoded and checked: its dtype, row and segment-offset counts,
+  // largest batch, and one int64 row per tensor [w_addr, s_addr, rows, length], launch
+  // [tile_index (-1: warp class), row_begin, row_count] and large batch [row_begin,
+  // row_count, items, max_length, offsets_begin] (backends.cuda.describe_plan).
+  m.def("_inspect_cuda_decode_plan(Tensor plan) -> (str dtype, int rows, "
+        "int segment_offsets, int max_batch_items, Tensor tensors, Tensor launches, "
+        "Tensor batches)");
+
+  // --- test-only ---
   // Test-only (scratch.h): the k-th scratch allocation (1-based) of the next call of
   // rank_match_many_, rank_match_planned_ or check_call_ that reaches its allocations
   // fails as if memory had run out; that call disarms it, as does k = 0. For tests of the

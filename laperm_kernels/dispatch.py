@@ -21,12 +21,13 @@ once per signature: about two reference runs and two to four runs of each candid
 Memory: one copy of the group, plus one tensor's reference (the tensor, its order keys
 and its int64 sort indices) at a time.
 
-Decisions persist across processes in ``dispatch-v2.json`` under ``LAPERM_CACHE_DIR``
-(default ``$XDG_CACHE_HOME/laperm_kernels``, else ``~/.cache/laperm_kernels``), keyed by the
-device's identity and driver, the versions of torch, triton and this package, a
-fingerprint of the compiled kernels, the dtype, the shapes and (on the CPU) the thread
-count, so a restarted job does not pay the trial again. Only complete trials are saved:
-every candidate that could win was timed warm, and none was left out for lack of memory.
+Decisions persist across processes in ``dispatch-v2.json`` (dispatch_cache.py, the file)
+under ``LAPERM_CACHE_DIR`` (default ``$XDG_CACHE_HOME/laperm_kernels``, else
+``~/.cache/laperm_kernels``), keyed by the device's identity and driver, the versions of
+torch, triton and this package, a fingerprint of the compiled kernels, the dtype, the
+shapes and (on the CPU) the thread count, so a restarted job does not pay the trial
+again. Only complete trials are saved: every candidate that could win was timed warm, and
+none was left out for lack of memory.
 A saved decision carries its verdicts, so a backend banned in an earlier process stays
 banned, and the process that finds the ban warns once, saying when and why, and how to
 test the backend again. An unreadable or corrupt file (anything ``json`` cannot read, or
@@ -45,12 +46,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import platform
 import statistics
-import tempfile
 import threading
 import time
 import warnings
@@ -60,7 +58,7 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 import torch
 
 from . import backends as _backends
-from . import graph_capture
+from . import dispatch_cache, graph_capture
 from .backends import plan_cache
 from .reference import rank_match_reference_, rows_and_length, same_width_int
 from .timing import DeviceTimer, synchronize
@@ -68,7 +66,6 @@ from .timing import DeviceTimer, synchronize
 MAX_TIMED_RUNS = 3
 TIME_BUDGET_S = 0.5      # per candidate, after its warm-up run and at least one timed run
 MAX_DECISIONS = 512      # in memory and on disk; the oldest go first
-CACHE_FILE = "dispatch-v2.json"  # v1 files may hold decisions timed cold: not read
 
 _OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -117,13 +114,11 @@ class Decision:
         return dataclasses.asdict(self)
 
 
-_lock = threading.Lock()          # guards the dicts below and the disk cache's copy
+_lock = threading.Lock()          # guards the dicts below
 _trial_lock = threading.RLock()   # one trial at a time; a waiting thread then finds its result
 _decisions: "OrderedDict[tuple, Decision]" = OrderedDict()
 _banned: Dict[Tuple[str, torch.dtype], Dict[str, str]] = {}  # (device id, dtype) -> {backend: why}
 _identities: Dict[torch.device, str] = {}
-_disk: Optional[Dict[str, dict]] = None
-_warned_disk = False
 _warned_bans: set = set()         # (backend, device identity, dtype) announced from disk
 _cpu_keys: Dict[int, Tuple[int, ...]] = {}  # threads -> cpu_keys(); emptied as _decisions changes
 
@@ -140,25 +135,16 @@ def report() -> List[Dict[str, object]]:
 
 def reset() -> None:
     """Forgets this process's decisions, bans and warnings (the disk cache stays)."""
-    global _disk, _warned_disk
     with _lock:
         _decisions.clear()
         _cpu_keys.clear()
         _banned.clear()
-        _disk = None
-        _warned_disk = False
         _warned_bans.clear()
+    dispatch_cache.forget()
 
 
 def autotune_enabled() -> bool:
     return os.environ.get("LAPERM_AUTOTUNE", "1") != "0"
-
-
-def cache_path() -> str:
-    root = os.environ.get("LAPERM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "laperm_kernels")
-    return os.path.join(root, CACHE_FILE)
 
 
 # --- what ops.py calls ----------------------------------------------------------------
@@ -428,93 +414,19 @@ def _remember(key: tuple, decision: Decision) -> None:
         _cpu_keys.clear()
 
 
-# --- the disk cache -------------------------------------------------------------------
-
-def _environment() -> Dict[str, str]:
-    """What a decision on disk is only valid for, beside the device and the shapes."""
-    from . import __version__, _extension
-    env = {"torch": torch.__version__, "laperm_kernels": __version__,
-           "kernels": _kernels_fingerprint(_extension)}
-    try:
-        from importlib.metadata import version
-        env["triton"] = version("triton")
-    except Exception:  # noqa: BLE001  (not installed)
-        env["triton"] = "none"
-    if torch.cuda.is_available():
-        driver = getattr(torch._C, "_cuda_getDriverVersion", None)
-        env["cuda"] = f"{torch.version.cuda} driver {driver() if driver else 'unknown'}"
-    return env
-
-
-def _kernels_fingerprint(extension) -> str:
-    """Size and modification time of the compiled extension and the Triton sources: a
-    rebuilt kernel is a new kernel, whatever the version says."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.join(here, "triton_kernels", f)
-             for f in sorted(os.listdir(os.path.join(here, "triton_kernels")))]
-    if extension.is_loaded():
-        from . import _C
-        files.append(_C.__file__)
-    h = hashlib.sha256()
-    for path in files:
-        try:
-            st = os.stat(path)
-            h.update(f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns};".encode())
-        except OSError:
-            pass
-    return h.hexdigest()[:16]
-
+# --- decisions from and to the disk cache (dispatch_cache.py: the file) ---------------
 
 def _disk_key(device, dtype, weights) -> str:
-    return json.dumps({**_signature(device, dtype, weights), "device": device.type,
-                       "environment": _environment()}, sort_keys=True)
-
-
-def _read_disk() -> Dict[str, dict]:
-    global _warned_disk
-    path = cache_path()
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        if not isinstance(data, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("backend"), str)
-                and isinstance(v.get("candidates", []), list) for v in data.values()):
-            raise ValueError("not a JSON object of decisions")
-        return data
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    except Exception as e:  # noqa: BLE001  (OSError, ValueError, RecursionError, ...)
-        if not _warned_disk:
-            _warned_disk = True
-            warnings.warn(f"laperm_kernels: ignoring the dispatch cache {path} "
-                          f"({type(e).__name__}: {e}); backend='auto' will run its trials "
-                          "again", RuntimeWarning, stacklevel=5)
-        return {}
-
-
-def _verdicts(entry: dict) -> List[Verdict]:
-    """A disk entry's verdicts; those that do not parse are left out."""
-    fields = {f.name for f in dataclasses.fields(Verdict)}
-    out = []
-    for v in entry.get("candidates", []):
-        if isinstance(v, dict) and isinstance(v.get("backend"), str) and \
-                isinstance(v.get("verdict"), str):
-            out.append(Verdict(**{k: x for k, x in v.items() if k in fields}))
-    return out
+    return dispatch_cache.key(_signature(device, dtype, weights), device.type)
 
 
 def _from_disk(key, device, dtype, weights) -> Optional[Decision]:
     """The saved decision for this group, if its backend can run here and now. The bans
     it records apply in this process from now on, each announced once."""
-    global _disk
-    disk_key = _disk_key(device, dtype, weights)
-    with _lock:
-        if _disk is None:
-            _disk = _read_disk()
-        entry = _disk.get(disk_key)
+    entry = dispatch_cache.entry(_disk_key(device, dtype, weights))
     if not entry:
         return None
-    verdicts = _verdicts(entry)
+    verdicts = dispatch_cache.verdicts(entry, Verdict)
     decided_at = entry.get("decided_at") if isinstance(entry.get("decided_at"), str) else ""
     for v in verdicts:
         if v.verdict in BANNING:
@@ -538,35 +450,11 @@ def _ban_from_disk(verdict: Verdict, device, dtype, decided_at: str) -> None:
             f"laperm_kernels: backend {verdict.backend!r} is banned on {ident} ({device}) for "
             f"{dtype}: a trial on {decided_at or 'an unknown date'} found it "
             f"{verdict.verdict} ({verdict.detail}); backend='auto' uses the others. To test "
-            f"it again, delete the file {cache_path()} (or its entries naming "
+            f"it again, delete the file {dispatch_cache.cache_path()} (or its entries naming "
             f"{verdict.backend!r}) and restart.", RuntimeWarning, stacklevel=6)
 
 
 def _to_disk(disk_key: str, decision: Decision) -> None:
-    """Merges the decision into the file and replaces it atomically."""
-    global _disk, _warned_disk
-    path = cache_path()
-    entry = {"backend": decision.backend, "decided_at": decision.decided_at,
-             "candidates": [dataclasses.asdict(v) for v in decision.candidates]}
-    with _lock:
-        data = _read_disk()
-        data.pop(disk_key, None)
-        data[disk_key] = entry
-        while len(data) > MAX_DECISIONS:
-            data.pop(next(iter(data)))
-        _disk = data
-        tmp = None
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".dispatch-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=0)
-            os.replace(tmp, path)
-        except OSError as e:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
-            if not _warned_disk:
-                _warned_disk = True
-                warnings.warn(f"laperm_kernels: cannot write the dispatch cache {path} ({e}); "
-                              "decisions last for this process only", RuntimeWarning,
-                              stacklevel=4)
+    dispatch_cache.save(disk_key, {
+        "backend": decision.backend, "decided_at": decision.decided_at,
+        "candidates": [dataclasses.asdict(v) for v in decision.candidates]}, MAX_DECISIONS)

@@ -23,11 +23,9 @@ import torch
 from . import _extension
 from . import backends as _backends
 from . import dispatch as _dispatch
-from .reference import sort_rows_reference
+from .reference import SUPPORTED_DTYPES, SUPPORTED_DTYPES_TEXT, sort_rows_reference
 from .staging import contiguous_buffer
 
-SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_DTYPE_NAMES = "float32, float64, float16 or bfloat16"
 
 
 def available_backends(device: "torch.device | str | None" = None) -> List[str]:
@@ -220,7 +218,7 @@ def _labels(n: int, w_name: str, s_name: str) -> List[Tuple[str, str]]:
 def _check_dtype(t: torch.Tensor, name: str) -> None:
     if t.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} has dtype {t.dtype}; rank matching needs a floating dtype "
-                        f"({_DTYPE_NAMES})")
+                        f"({SUPPORTED_DTYPES_TEXT})")
 
 
 def _check_pair(w, s, w_name: str, s_name: str) -> None:

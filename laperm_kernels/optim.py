@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 from torch.optim import Optimizer
 
-from . import first_step, optim_state
+from . import first_step, graph_capture, optim_state
 from .finite_check import FiniteCheck
 from .layouts import check_placements, like_param, local_tensor
 from .ops import _byte_span, check_backend_name, rank_match_groups_eagerly, sort_rows
@@ -192,7 +192,7 @@ class LaPerm(Optimizer):
         """Before the first step (or sync) writes anything: takes S again for permuted
         weights changed in place since it was taken, and compares the ranks' weights
         (laperm_kernels/first_step.py). Called while ``self._pending`` holds them."""
-        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        if torch.cuda.is_available() and graph_capture.capturing(torch.device("cuda")):
             return  # it reads values back: left for the next eager step (docs/capture.md)
         params = [p for p in self._all_params() if p in self._pending]
         now = [int(first_step.fingerprint(local_tensor(p))) for p in params]

@@ -88,7 +88,10 @@ def main() -> int:
         print(json.dumps(child(spec["threads"], spec["shapes"])))
         return 0
     sys.path.insert(0, str(args.after))
-    from laperm_kernels.presets import PRESETS
+    try:
+        from laperm_kernels.bench.presets import PRESETS
+    except ImportError:  # a checkout from before the benchmark became a package
+        from laperm_kernels.presets import PRESETS
     spec = json.dumps({"threads": args.threads,
                        "shapes": {m: PRESETS[m] for m in ROW_MODELS}})
     results = {"before": [], "after": []}

@@ -7,7 +7,7 @@ docs/cuda.md ("first GPU run").
 - gpu-tests: the GPU tests make their tensors and the reference results on the CPU
   (tests/cuda_backend/test_cuda.py's ``model`` and ``expected``, test_triton.py's
   test_gpu_bitwise): each is timed here as the test does it, with CPU tensors.
-- benchmark: ``bench.make_model`` per preset and dtype (the weights are drawn on the CPU,
+- benchmark: ``bench.results.make_model`` per preset and dtype (the weights are drawn on the CPU,
   then copied to the device; the expected result and the timed runs are GPU work).
 
 Prints one line per part and the totals. Other costs (interpreter start, torch import,
@@ -35,7 +35,7 @@ def _timed(rows, label, fn, *args):
 
 
 def gpu_tests(rows, quick):
-    from laperm_kernels.presets import PRESETS, resnet50, transformer_mlp
+    from laperm_kernels.bench.presets import PRESETS, resnet50, transformer_mlp
     from tests.cuda_backend import test_cuda as tc
     from tests.helpers import (DTYPES, KINDS, generator, make_sorted_init, make_values,
                                reference_result)
@@ -75,14 +75,14 @@ def gpu_tests(rows, quick):
 
 
 def benchmark(rows, quick):
-    from laperm_kernels import bench
-    from laperm_kernels.presets import PRESETS
+    from laperm_kernels.bench.presets import PRESETS
+    from laperm_kernels.bench.results import make_model
     from laperm_kernels.reference import SUPPORTED_DTYPES_BY_NAME
     presets = ["resnet50"] if quick else sorted(PRESETS)
     dtypes = ["float32"] if quick else list(SUPPORTED_DTYPES_BY_NAME)
     for preset in presets:
         for dtype in dtypes:
-            _timed(rows, f"benchmark make_model {preset} {dtype}", bench.make_model,
+            _timed(rows, f"benchmark make_model {preset} {dtype}", make_model,
                    PRESETS[preset], SUPPORTED_DTYPES_BY_NAME[dtype], "cpu")
 
 

@@ -29,6 +29,10 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype in SUPPORTED_DTYPES
 
 
+def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
+    """Nothing to prepare: one native call does all (no plan, nothing compiled)."""
+
+
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
     torch.ops.laperm.rank_match_many_(list(weights), list(sorted_inits))
 

@@ -83,10 +83,11 @@ def size_classes():
 @functools.lru_cache(maxsize=None)
 def plan_layout():
     """The layout of a plan's host words (csrc/cuda/host/plan_encoding.h,
-    ``laperm::cuda_plan_layout``): ``magic``, ``header_words``, ``tensor_words``,
+    ``laperm::_inspect_cuda_plan_layout``): ``magic``, ``header_words``, ``tensor_words``,
     ``launch_words``, ``batch_words``. For tests that forge plans; to read a plan, use
     :func:`describe_plan`."""
-    return _extension.named_results(torch.ops.laperm.cuda_plan_layout.default, "PlanLayout")
+    return _extension.named_results(torch.ops.laperm._inspect_cuda_plan_layout.default,
+                                    "PlanLayout")
 
 
 def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:
@@ -123,10 +124,10 @@ def describe_plan(plan: Plan) -> Dict[str, object]:
     Returns ``{"dtype", "tensors", "rows", "launches": [(class, first row, rows)],
     "large_batches": [(first row, rows, items, longest row, first offset)],
     "max_batch_items"}``; a launch's class is ``"warp"`` or ``"block<tile>"``. The plan's
-    words are decoded (and checked) by the extension: ``laperm::cuda_decode_plan``.
+    words are decoded (and checked) by the extension: ``laperm::_inspect_cuda_decode_plan``.
     """
     dtype, rows, _, max_items, tensors, launches, batches = \
-        torch.ops.laperm.cuda_decode_plan(plan[0])
+        torch.ops.laperm._inspect_cuda_decode_plan(plan[0])
     tiles = size_classes().block_tiles
     return {"dtype": dtype, "tensors": len(tensors), "rows": rows,
             "launches": [("warp" if tile < 0 else f"block{tiles[tile]}", begin, count)

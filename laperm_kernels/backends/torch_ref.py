@@ -23,6 +23,10 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return True
 
 
+def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
+    """Nothing to prepare: no plan, nothing compiled."""
+
+
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
     for w, s in zip(weights, sorted_inits):
         rank_match_reference_(w, s)

@@ -14,7 +14,7 @@ import torch
 import laperm_kernels as lk
 from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, reference_result, tensor_group
 from laperm_kernels.backends import cuda
-from laperm_kernels.presets import resnet50, transformer_mlp
+from laperm_kernels.bench.presets import resnet50, transformer_mlp
 
 pytestmark = pytest.mark.skipif(
     not cuda.is_available(),

@@ -19,7 +19,7 @@ import torch
 import laperm_kernels as lk
 from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, tensor_group
 from laperm_kernels.backends import cuda
-from laperm_kernels.presets import resnet50, transformer_mlp
+from laperm_kernels.bench.presets import resnet50, transformer_mlp
 from laperm_kernels.reference import rows_and_length
 
 pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
@@ -296,7 +296,7 @@ def test_corrupted_plan_words_are_refused(corrupt):
     with pytest.raises(ValueError, match="not a plan made by laperm::cuda_row_plan"):
         emulate_planned(ws, ss, words, rows, offsets)
     with pytest.raises(ValueError, match="not a plan made by laperm::cuda_row_plan"):
-        torch.ops.laperm.cuda_decode_plan(words)
+        torch.ops.laperm._inspect_cuda_decode_plan(words)
     assert _unchanged(ws, before)
 
 

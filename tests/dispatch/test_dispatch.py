@@ -25,7 +25,7 @@ import torch
 import laperm_kernels as lk
 from tests.helpers import (DTYPES, FakeClock, assert_bitwise_equal, num_threads,
                            reference_result, tensor_group)
-from laperm_kernels import backends, dispatch
+from laperm_kernels import backends, dispatch, dispatch_cache
 from laperm_kernels.reference import rank_match_reference_
 
 SLOW_S, REFERENCE_S, COLD_S, WARM_S = 0.2, 0.05, 10.0, 0.001
@@ -198,7 +198,7 @@ def test_an_explicit_backend_never_holds_a_trial(registry):
 def test_decisions_survive_a_restart_through_the_disk_cache(registry):
     made = registry("slow", "fast")
     _run_exact(*_model())
-    with open(dispatch.cache_path()) as f:
+    with open(dispatch_cache.cache_path()) as f:
         [entry] = json.load(f).values()
     assert entry["backend"] == "fast"
     dispatch.reset()  # what a new process starts with
@@ -211,7 +211,7 @@ def test_decisions_survive_a_restart_through_the_disk_cache(registry):
 
 def test_a_corrupt_cache_is_ignored_with_a_warning_and_rewritten(registry):
     registry("fast")
-    path = dispatch.cache_path()
+    path = dispatch_cache.cache_path()
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as f:
         f.write('{"truncated')
@@ -336,7 +336,7 @@ def test_a_trial_missing_a_candidate_for_lack_of_memory_is_not_saved(registry):
         assert _run_exact(*_model())[0][2] == "fast"
     [decision] = lk.dispatch_report()
     assert decision["candidates"][0]["verdict"] == "out of memory"
-    assert not os.path.exists(dispatch.cache_path())
+    assert not os.path.exists(dispatch_cache.cache_path())
     dispatch.reset()                            # a new process tries oom again
     _run_exact(*_model())
     assert [v["backend"] for v in lk.dispatch_report()[0]["candidates"]] == [
@@ -356,7 +356,7 @@ def test_a_ban_found_on_disk_is_announced_once_with_when_why_and_how(registry):
     [warning] = [w for w in caught if "'wrong'" in str(w.message)]
     message = str(warning.message)
     for part in ("'wrong' is banned", "float32", r"row 1", "mismatch",
-                 dispatch.cache_path(), "delete"):
+                 dispatch_cache.cache_path(), "delete"):
         assert part in message, message
     assert re.search(r"on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", message), message
     assert len(made["wrong"].calls) == tried   # not run again, neither by the trial
@@ -376,7 +376,7 @@ def test_a_ban_found_on_disk_is_announced_once_with_when_why_and_how(registry):
 ], ids=["deeply-nested", "backend-not-a-name", "candidates-not-a-list", "not-utf-8"])
 def test_any_unreadable_cache_is_ignored_with_one_warning(registry, content):
     registry("fast")
-    path = dispatch.cache_path()
+    path = dispatch_cache.cache_path()
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as f:
         f.write(content if isinstance(content, bytes) else content.encode())
@@ -395,5 +395,5 @@ def test_each_thread_count_gets_its_own_trial_and_disk_entry(registry):
     report = lk.dispatch_report()
     assert [d["signature"]["threads"] for d in report] == [1, 2]
     assert [d["source"] for d in report] == ["trial", "trial"]
-    with open(dispatch.cache_path()) as f:
+    with open(dispatch_cache.cache_path()) as f:
         assert sorted(json.loads(k)["threads"] for k in json.load(f)) == [1, 2]

@@ -7,7 +7,7 @@ import torch
 
 import laperm_kernels as lk
 import laperm_kernels.backends as backends
-from laperm_kernels.presets import PRESETS
+from laperm_kernels.bench.presets import PRESETS
 from laperm_kernels.reference import rows_and_length
 from tests.helpers import (BACKENDS, DTYPES, assert_bitwise_equal, generator, make_sorted_init,
                            make_values, needs_extension, reference_result, tensor_group)

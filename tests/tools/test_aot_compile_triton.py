@@ -51,7 +51,7 @@ def test_the_checks_request_exactly_the_tools_compiles(tool, monkeypatch):
 
     from laperm_kernels import triton_kernels as tk
     from laperm_kernels.backends import triton as tb
-    from laperm_kernels.presets import PRESETS
+    from laperm_kernels.bench.presets import PRESETS
     from tests.triton_backend.test_triton import GPU_SHAPES
 
     requests = set()

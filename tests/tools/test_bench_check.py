@@ -6,8 +6,11 @@ from __future__ import annotations
 import types
 
 import pytest
+import torch
 
-from laperm_kernels import backends, bench
+from laperm_kernels import backends
+from laperm_kernels.bench.__main__ import main
+from laperm_kernels.bench.results import run_benchmark
 
 
 def _off_by_one_row(ws, ss):
@@ -26,14 +29,14 @@ def wrong_backend(monkeypatch):
 
 
 def test_a_wrong_method_is_a_mismatch(wrong_backend):
-    results = {r.method: r for r in bench.run_benchmark("lenet-300-100", "float32",
-                                                        bench.torch.device("cpu"), 1, 1)}
+    results = {r.method: r for r in run_benchmark("lenet-300-100", "float32",
+                                                  torch.device("cpu"), 1, 1)}
     assert results["wrong"].check == "MISMATCH" and results["wrong"].elements_per_s is None
     assert results["torch"].check == "bit-identical"
 
 
 def test_the_command_exits_non_zero_on_a_mismatch(wrong_backend, capsys):
-    code = bench.main(["--preset", "lenet-300-100", "--repeat", "1", "--threads", "1",
-                       "--backends", "torch", "wrong"])
+    code = main(["--preset", "lenet-300-100", "--repeat", "1", "--threads", "1",
+                 "--backends", "torch", "wrong"])
     assert code == 1
     assert "wrong differs from the reference" in capsys.readouterr().err

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laperm_kernels import baselines, bench
+from laperm_kernels.bench import baselines
+from laperm_kernels.bench.results import Result, methods_for
+from laperm_kernels.bench.table import floor_lines
 from laperm_kernels.reference import order_keys, stable_order
 from tests.helpers import generator, make_values
 
@@ -28,18 +30,18 @@ def test_floor_keys_are_the_rows_order_keys(kind):
 
 
 def _result(method, per_s):
-    return bench.Result("p", "float32", "cpu", 1, method, 100, 1.0, per_s, 1.0, 1.0,
+    return Result("p", "float32", "cpu", 1, method, 100, 1.0, per_s, 1.0, 1.0,
                         "bit-identical")
 
 
 def test_floor_lines_give_each_kernel_as_multiples_of_each_floor():
     results = [_result("torch", 10.0), _result("cpu", 300.0), _result("tf-two-argsorts", 5.0),
                _result("numpy-sort-int64", 200.0), _result("numpy-sort-int32", 400.0)]
-    assert bench.floor_lines(results) == [
+    assert floor_lines(results) == [
         "cpu vs the floors: 1.50x numpy-sort-int64, 0.75x numpy-sort-int32"]
-    assert bench.floor_lines(results[:3]) == []  # no floor measured: no line
+    assert floor_lines(results[:3]) == []  # no floor measured: no line
 
 
 def test_the_benchmark_times_both_floors():
-    names = [name for name, _, _ in bench.methods_for(torch.device("cpu"), torch.float32, None)]
+    names = [name for name, _, _ in methods_for(torch.device("cpu"), torch.float32, None)]
     assert set(baselines.FLOORS) <= set(names)

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from laperm_kernels import bench
+from laperm_kernels.bench.timing import time_methods
 
 
 def _sleeping(seconds):
@@ -26,7 +26,7 @@ def test_a_method_over_its_budget_sits_out_the_later_rounds():
         return wrapped
 
     pristine = [torch.zeros(3)]
-    fast, slow = bench.time_methods(
+    fast, slow = time_methods(
         [counted("fast", _sleeping(0)), counted("slow", _sleeping(0.06))], [True, False],
         pristine, [torch.zeros(3)], repeat=5, budget_s=0.1)
     assert fast.runs == 5 and calls["fast"] == 6          # a warm-up, then every round
@@ -39,6 +39,6 @@ def test_a_method_over_its_budget_sits_out_the_later_rounds():
 
 
 def test_without_a_budget_every_method_runs_every_round():
-    timings = bench.time_methods([_sleeping(0), _sleeping(0.01)], [False, False],
+    timings = time_methods([_sleeping(0), _sleeping(0.01)], [False, False],
                                  [torch.zeros(2)], [torch.zeros(2)], repeat=3)
     assert [t.runs for t in timings] == [3, 3]

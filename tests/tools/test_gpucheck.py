@@ -17,8 +17,10 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import gpucheck
-from laperm_kernels.presets import resnet50
+from laperm_kernels.bench.presets import resnet50
+from laperm_kernels.gpucheck import __main__ as cli
+from laperm_kernels.gpucheck import checks as gc
+from laperm_kernels.gpucheck import junit, report
 
 GPU_CHECKS = ("backends", "gpu-tests", "copy-bandwidth", "benchmark", "cuda-graph",
               "laperm-steps")
@@ -35,7 +37,7 @@ def test_end_to_end(tmp_path):
     markdown = (tmp_path / "out" / "report.md").read_text()
     status = {c["name"]: c["status"] for c in report["checks"]}
     assert report["verdict"] == "PASS" and set(status.values()) <= {"PASS", "SKIPPED"}, status
-    assert list(status) == [name for name, _ in gpucheck.CHECKS]
+    assert list(status) == [name for name, _ in gc.CHECKS]
     assert report["machine"]["torch"].startswith(torch.__version__)
     assert "## Machine" in markdown and "| launch-plans | PASS |" in markdown
     if not torch.cuda.is_available():
@@ -60,7 +62,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 def test_parse_junit(tmp_path):
     path = tmp_path / "j.xml"
     path.write_text(JUNIT)
-    got = gpucheck.parse_junit(path)
+    got = junit.parse_junit(path)
     assert {k: got[k] for k in ("passed", "failed", "errors", "skipped")} == \
         {"passed": 2, "failed": 2, "errors": 1, "skipped": 2}
     assert got["failures"][0] == "tests.cuda_backend.test_cuda::test_bad: assert 1 == 2"
@@ -68,18 +70,18 @@ def test_parse_junit(tmp_path):
     assert got["skip_reasons"] == {"needs a GPU": 2}
     # a bare <testsuite> root (older pytest, other tools)
     path.write_text('<testsuite><testcase classname="a" name="b"/></testsuite>')
-    assert gpucheck.parse_junit(path)["passed"] == 1
+    assert junit.parse_junit(path)["passed"] == 1
 
 
 def test_parse_junit_missing_or_corrupt(tmp_path):
-    assert gpucheck.parse_junit(tmp_path / "absent.xml") is None
+    assert junit.parse_junit(tmp_path / "absent.xml") is None
     (tmp_path / "bad.xml").write_text("<testsuites><testcase")  # pytest killed mid-write
-    assert gpucheck.parse_junit(tmp_path / "bad.xml") is None
+    assert junit.parse_junit(tmp_path / "bad.xml") is None
 
 
 def _context(tmp_path, **kw):
-    return gpucheck.Context(tmp_path, repeat=1, presets=["lenet-300-100"], dtypes=["float32"],
-                            run_tests=True, **kw)
+    return gc.Context(tmp_path, repeat=1, presets=["lenet-300-100"], dtypes=["float32"],
+                      run_tests=True, **kw)
 
 
 def test_gpu_tests_step_on_a_stand_in_file(tmp_path, monkeypatch):
@@ -94,11 +96,11 @@ def test_gpu_tests_step_on_a_stand_in_file(tmp_path, monkeypatch):
         "def test_interpreter(): assert False  # deselected\n")
     out = tmp_path / "out"
     out.mkdir()
-    monkeypatch.setattr(gpucheck, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gpucheck, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gpucheck, "GPU_TEST_FILES",
+    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(gc, "GPU_TEST_FILES",
                         ("tests/cuda_backend/test_x.py", "tests/cuda_backend/test_absent.py"))
-    check = gpucheck.run_check("gpu-tests", gpucheck.check_gpu_tests, _context(out))
+    check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(out))
     assert check.status == "FAIL", check
     assert check.summary.startswith("1 passed, 1 failed, 0 errors, 1 skipped (pytest exit 1)")
     assert check.details["skip_reasons"] == {"not here": 1}
@@ -106,9 +108,9 @@ def test_gpu_tests_step_on_a_stand_in_file(tmp_path, monkeypatch):
 
 
 def test_gpu_tests_skip_without_a_checkout(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpucheck, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gpucheck, "source_checkout", lambda: None)
-    check = gpucheck.run_check("gpu-tests", gpucheck.check_gpu_tests, _context(tmp_path))
+    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gc, "source_checkout", lambda: None)
+    check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(tmp_path))
     assert (check.status, check.summary) == ("SKIPPED", "no source checkout (no tests/ beside "
                                                         "laperm_kernels/)")
 
@@ -118,13 +120,13 @@ def test_a_failing_check_fails_the_run(tmp_path, monkeypatch):
         raise RuntimeError("device lost")
 
     def skip(ctx, details):
-        raise gpucheck.Skip("not here")
+        raise gc.Skip("not here")
 
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))  # main() sets it
-    monkeypatch.setattr(gpucheck, "CHECKS", [("fine", lambda ctx, d: (True, "ok")),
-                                             ("wrong", lambda ctx, d: (False, "3 differ")),
-                                             ("boom", boom), ("skip", skip)])
-    assert gpucheck.main([str(tmp_path)]) == 1
+    monkeypatch.setattr(gc, "CHECKS", [("fine", lambda ctx, d: (True, "ok")),
+                                       ("wrong", lambda ctx, d: (False, "3 differ")),
+                                       ("boom", boom), ("skip", skip)])
+    assert cli.main([str(tmp_path)]) == 1
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["verdict"] == "FAIL"
     assert [(c["status"], c["summary"]) for c in report["checks"]] == [
@@ -138,11 +140,11 @@ def test_a_failing_check_fails_the_run(tmp_path, monkeypatch):
 def test_skipped_checks_do_not_fail_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
     def skip(ctx, details):
-        raise gpucheck.Skip("no CUDA device")
+        raise gc.Skip("no CUDA device")
 
-    monkeypatch.setattr(gpucheck, "CHECKS", [("fine", lambda ctx, d: (True, "ok")),
-                                             ("skip", skip)])
-    assert gpucheck.main([str(tmp_path)]) == 0
+    monkeypatch.setattr(gc, "CHECKS", [("fine", lambda ctx, d: (True, "ok")),
+                                       ("skip", skip)])
+    assert cli.main([str(tmp_path)]) == 0
     assert json.loads((tmp_path / "report.json").read_text())["verdict"] == "PASS"
 
 
@@ -161,10 +163,10 @@ def test_report_tables_with_missing_values():
                                 "detail": ""},
                                {"backend": "triton", "verdict": "error", "seconds": None,
                                 "detail": "out of | memory"}]}
-    checks = [gpucheck.Check("benchmark", "FAIL", "1 mismatch", 1.0,
-                             {"rows": [row, fast], "errors": ["mlp float64: ValueError: x"]}),
-              gpucheck.Check("dispatch", "FAIL", "", 0.0, {"decisions": [decision]})]
-    markdown = gpucheck.render_markdown({"GPU": "none"}, checks, "python -m x")
+    checks = [gc.Check("benchmark", "FAIL", "1 mismatch", 1.0,
+                        {"rows": [row, fast], "errors": ["mlp float64: ValueError: x"]}),
+              gc.Check("dispatch", "FAIL", "", 0.0, {"decisions": [decision]})]
+    markdown = report.render_markdown({"GPU": "none"}, checks, "python -m x")
     assert ("| resnet50 | float32 | auto (first call 250.0 ms) | - | - | - | - | - | - | "
             "MISMATCH |") in markdown
     assert "| resnet50 | float32 | cuda | 33000.0 | 396.0 | 10.0% | - | 2.00x | 7 |" in markdown
@@ -179,22 +181,22 @@ def test_dispatch_check_fails_on_a_mismatching_candidate(monkeypatch):
                 "candidates": [{"backend": "triton", "verdict": "mismatch", "seconds": None,
                                 "detail": "tensor 0 row 1"}]}
     monkeypatch.setattr(lk, "dispatch_report", lambda: [decision])
-    passed, summary = gpucheck.check_dispatch(None, {})
+    passed, summary = gc.check_dispatch(None, {})
     assert not passed
     assert summary == "triton on 1 tensors float16 on cuda:0: mismatch tensor 0 row 1"
 
 
 def test_theoretical_peak():
     h100 = types.SimpleNamespace(memory_clock_rate=2_619_000, memory_bus_width=5120)  # kHz, bits
-    peak, how = gpucheck.theoretical_peak(h100)
+    peak, how = gc.theoretical_peak(h100)
     assert round(peak) == 3352 and how == "2 x 2619 MHz x 5120-bit bus"
-    peak, how = gpucheck.theoretical_peak(types.SimpleNamespace(name="old torch"))
+    peak, how = gc.theoretical_peak(types.SimpleNamespace(name="old torch"))
     assert peak is None and "does not expose memory_clock_rate" in how
 
 
 @pytest.mark.skipif(not lk._extension.is_loaded(), reason="needs the C++ extension")
 def test_launch_counts_of_resnet50_as_documented():
-    counts = gpucheck.launch_counts(resnet50(), torch.float32, torch.device("cpu"))
+    counts = gc.launch_counts(resnet50(), torch.float32, torch.device("cpu"))
     assert counts["cuda"] == 7  # README and docs/cuda.md: "ResNet-50 is 7 launches"
     if importlib.util.find_spec("triton") is not None:
         assert counts["triton"] == 8  # docs/triton.md: "ResNet-50 ... is 8 launches"
@@ -204,16 +206,16 @@ def test_gpu_checks_run_their_logic_on_the_cpu(tmp_path, monkeypatch):
     # The benchmark, LaPerm and dispatch checks with the CPU standing in for the GPU: the
     # real bench Results, auto's choice and the report tables, end to end.
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(gpucheck, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
     ctx = _context(tmp_path)
-    checks = [gpucheck.run_check(name, fn, ctx) for name, fn in gpucheck.CHECKS
+    checks = [gc.run_check(name, fn, ctx) for name, fn in gc.CHECKS
               if name in ("launch-plans", "benchmark", "laperm-steps", "dispatch")]
     assert [c.status for c in checks] == ["PASS"] * 4, [(c.name, c.summary) for c in checks]
     rows = {r["method"]: r for r in checks[1].details["rows"]}
     assert {"torch", "auto"} <= set(rows) and rows["torch"]["check"] == "bit-identical"
     assert rows["auto"]["backend"] in lk.available_backends("cpu")
     assert "lenet-300-100 float32 on cpu" in checks[3].summary  # auto's trial, reported
-    markdown = gpucheck.render_markdown({}, checks, "x")
+    markdown = report.render_markdown({}, checks, "x")
     assert "| lenet-300-100 | float32 | auto (" in markdown
 
 
@@ -227,26 +229,26 @@ def test_quick_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     checks = {c["name"]: c for c in report["checks"]}
-    assert list(checks) == [name for name, _ in gpucheck.CHECKS]
-    for name in gpucheck.QUICK_SKIPS:
+    assert list(checks) == [name for name, _ in gc.CHECKS]
+    for name in gc.QUICK_SKIPS:
         assert (checks[name]["status"], checks[name]["summary"]) == ("SKIPPED", "--quick")
     assert checks["launch-plans"]["status"] == "PASS"
     assert [(r["preset"], r["dtype"]) for r in checks["launch-plans"]["details"]["rows"]] == \
         [("resnet50", "float32")]
     for c in checks.values():  # every cap within the budget, and what the quick run uses
-        assert 0 < c["limit_s"] <= min(300, gpucheck.check_limit(c["name"], quick=True)), c
+        assert 0 < c["limit_s"] <= min(300, gc.check_limit(c["name"], quick=True)), c
     assert "| cap s |" in (tmp_path / "report.md").read_text()
 
 
 def test_quick_defaults_and_explicit_choices():
-    args = gpucheck.parse_args(["out", "--quick"])
+    args = cli.parse_args(["out", "--quick"])
     assert (args.preset, args.dtype, args.quick) == (["resnet50"], ["float32"], True)
-    args = gpucheck.parse_args(["out", "--quick", "--preset", "conv4", "--dtype", "float16"])
+    args = cli.parse_args(["out", "--quick", "--preset", "conv4", "--dtype", "float16"])
     assert (args.preset, args.dtype) == (["conv4"], ["float16"])
-    args = gpucheck.parse_args(["out"])
-    assert args.preset == sorted(gpucheck.PRESETS) and args.dtype == list(gpucheck.DTYPES)
+    args = cli.parse_args(["out"])
+    assert args.preset == sorted(cli.PRESETS) and args.dtype == list(gc.DTYPES)
     with pytest.raises(SystemExit):
-        gpucheck.parse_args(["out", "--time-budget", "0"])
+        cli.parse_args(["out", "--time-budget", "0"])
 
 
 def test_quick_runs_the_backends_test_files_only(tmp_path, monkeypatch):
@@ -255,23 +257,23 @@ def test_quick_runs_the_backends_test_files_only(tmp_path, monkeypatch):
         (tmp_path / "tests" / name).write_text("def test_ok(): pass\n")
     out = tmp_path / "out"
     out.mkdir()
-    monkeypatch.setattr(gpucheck, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gpucheck, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gpucheck, "GPU_TEST_FILES", ("tests/test_a.py", "tests/test_b.py"))
-    monkeypatch.setattr(gpucheck, "QUICK_TEST_FILES", ("tests/test_a.py",))
+    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(gc, "GPU_TEST_FILES", ("tests/test_a.py", "tests/test_b.py"))
+    monkeypatch.setattr(gc, "QUICK_TEST_FILES", ("tests/test_a.py",))
     ctx = _context(out, quick=True)
-    check = gpucheck.run_check("gpu-tests", gpucheck.check_gpu_tests, ctx)
+    check = gc.run_check("gpu-tests", gc.check_gpu_tests, ctx)
     assert check.status == "PASS", check
-    assert check.details["command"].endswith(f"-k '{gpucheck.QUICK_DESELECT}' "
+    assert check.details["command"].endswith(f"-k '{gc.QUICK_DESELECT}' "
                                               f"--junitxml={out / 'gpu-tests.xml'} tests/test_a.py")
     assert check.summary.startswith("1 passed, 0 failed")
 
 
 def test_quick_deselects_only_triton_cases_other_cases_cover():
     # Which GPU cases --quick keeps (collected without running, here or on a GPU)
-    files = [os.path.join(ROOT, f) for f in gpucheck.QUICK_TEST_FILES]
+    files = [os.path.join(ROOT, f) for f in gc.QUICK_TEST_FILES]
     ids = {}
-    for name, expr in (("full", gpucheck.DESELECT), ("quick", gpucheck.QUICK_DESELECT)):
+    for name, expr in (("full", gc.DESELECT), ("quick", gc.QUICK_DESELECT)):
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--co", "-p",
                                "no:cacheprovider", "-k", expr, *files], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
@@ -300,11 +302,11 @@ def test_a_check_past_its_cap_fails_and_the_next_runs(tmp_path, monkeypatch):
             return True, "swallowed"
 
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(gpucheck, "CHECKS", [("sleeps", sleeps), ("swallows", swallows),
-                                             ("fine", lambda ctx, d: (True, "ok"))])
-    monkeypatch.setattr(gpucheck, "CHECK_LIMITS_S", {"sleeps": (0.3, 0.3), "swallows": (0.3, 0.3)})
+    monkeypatch.setattr(gc, "CHECKS", [("sleeps", sleeps), ("swallows", swallows),
+                                       ("fine", lambda ctx, d: (True, "ok"))])
+    monkeypatch.setattr(gc, "CHECK_LIMITS_S", {"sleeps": (0.3, 0.3), "swallows": (0.3, 0.3)})
     start = time.monotonic()
-    assert gpucheck.main([str(tmp_path)]) == 1
+    assert cli.main([str(tmp_path)]) == 1
     assert time.monotonic() - start < 10
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no alarm left behind
     report = json.loads((tmp_path / "report.json").read_text())
@@ -319,9 +321,9 @@ def test_time_budget_cuts_the_caps(tmp_path, monkeypatch):
         return True, "slept"
 
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(gpucheck, "CHECKS", [("first", sleeps), ("second", sleeps)])
+    monkeypatch.setattr(gc, "CHECKS", [("first", sleeps), ("second", sleeps)])
     start = time.monotonic()
-    assert gpucheck.main([str(tmp_path), "--time-budget", "0.5"]) == 1
+    assert cli.main([str(tmp_path), "--time-budget", "0.5"]) == 1
     assert time.monotonic() - start < 10
     report = json.loads((tmp_path / "report.json").read_text())
     first, second = report["checks"]
@@ -334,12 +336,12 @@ def test_gpu_tests_past_the_cap_fail_with_the_log(tmp_path, monkeypatch):
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_slow.py").write_text(
         "import time\ndef test_slow(): time.sleep(60)\n")
-    monkeypatch.setattr(gpucheck, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gpucheck, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gpucheck, "GPU_TEST_FILES", ("tests/test_slow.py",))
-    monkeypatch.setattr(gpucheck, "CHECK_LIMITS_S", {"gpu-tests": (8, 8)})
+    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(gc, "GPU_TEST_FILES", ("tests/test_slow.py",))
+    monkeypatch.setattr(gc, "CHECK_LIMITS_S", {"gpu-tests": (8, 8)})
     start = time.monotonic()
-    check = gpucheck.run_check("gpu-tests", gpucheck.check_gpu_tests, _context(tmp_path))
+    check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(tmp_path))
     assert time.monotonic() - start < 20
     assert (check.status, check.summary) == ("FAIL", "pytest stopped after 3 s (log: "
                                                      "gpu-tests.log)")

@@ -1,4 +1,4 @@
-"""The benchmark's host-overhead line (laperm_kernels/host_overhead.py): every figure is
+"""The benchmark's host-overhead line (laperm_kernels/bench/host_overhead.py): every figure is
 there and is a time, the sync's cost is the difference of the two steps, and the bench
 prints the line and writes the figures to its JSON. (How large they are is for the
 benchmark to show, not for a test to assert.)"""
@@ -9,7 +9,8 @@ import json
 
 import torch
 
-from laperm_kernels import bench, host_overhead
+from laperm_kernels.bench import host_overhead
+from laperm_kernels.bench.__main__ import main
 
 
 def test_measure_times_every_part_and_the_line_says_them():
@@ -28,7 +29,7 @@ def test_the_benchmark_prints_and_saves_it(tmp_path, capsys, monkeypatch):
         "op": 1.0, "rank_match_many_": 2.0, "inner_step": 3.0, "laperm_step": 7.5,
         "sync_above_inner_step": 4.5})
     out = tmp_path / "r.json"
-    assert bench.main(["--preset", "lenet-300-100", "--repeat", "1", "--threads", "1",
-                       "--backends", "cpu", "--json", str(out)]) == 0
+    assert main(["--preset", "lenet-300-100", "--repeat", "1", "--threads", "1",
+                 "--backends", "cpu", "--json", str(out)]) == 0
     assert "a sync costs 4.5 us above the inner step" in capsys.readouterr().out
     assert json.loads(out.read_text())["host_overhead_us"]["laperm_step"] == 7.5

@@ -292,7 +292,7 @@ needs_gpu = pytest.mark.skipif(
     reason="needs triton and a CUDA device")
 
 GPU_SHAPES = {
-    "resnet50": None,                                  # laperm_kernels.presets
+    "resnet50": None,                                  # laperm_kernels.bench.presets
     "mlp-4096x11008": None,
     "buckets": [(1000, 1), (300, 63), (300, 64), (300, 65), (100, 1024), (64, 4096),
                 (16, 8192), (8, 8193), (8, 16384)],
@@ -307,7 +307,7 @@ GPU_SHAPES = {
 def test_gpu_bitwise(preset, dtype, kind):
     import laperm_kernels as lk
     from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
-    from laperm_kernels.presets import PRESETS
+    from laperm_kernels.bench.presets import PRESETS
     shapes = GPU_SHAPES[preset] or PRESETS[preset]
     ws, ss = tensor_group([(s, dtype) for s in shapes], kind, seed=7)
     # the reference on CPU copies: CUDA's float sort misorders NaNs (the reference's

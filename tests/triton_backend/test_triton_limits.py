@@ -1,8 +1,8 @@
 """The triton backend's size limits and its all-or-nothing rule, without running a kernel.
 
-* Size limits (docs/triton.md, "Limits"): ``plan_layout`` plans made-up row descriptions
-  (addresses are never dereferenced) far beyond any memory: rows of 2^31 - 1 elements,
-  3 x 2^30 rows, a million long rows. Tensors on the ``meta`` device check that the public
+* Size limits (docs/triton.md, "Limits"): ``triton_layout.plan_layout`` plans made-up row
+  descriptions (addresses are never dereferenced) far beyond any memory: rows of 2^31 - 1
+  elements, 3 x 2^30 rows, a million long rows. Tensors on the ``meta`` device check that the public
   entry point refuses before anything is planned or touched.
 * All or nothing: with the kernels replaced by recorders, a call allocates its scratch
   and compiles every kernel before its first launch, and launches nothing when the
@@ -19,6 +19,7 @@ import importlib.util
 import pytest
 import torch
 
+from laperm_kernels.backends import triton_layout as tl
 from laperm_kernels.backends.plan_cache import PlanCache
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
@@ -38,8 +39,9 @@ def tk(tb):
 
 
 def layout(tb, tk, pieces, max_block=None, chunk=None):
-    return tb.plan_layout(pieces, max_block or tk.MAX_BLOCK, chunk or tk.CHUNK,
-                          {b: rows for b, (rows, _) in tk.BLOCK_CONFIGS.items()})
+    return tl.plan_layout(pieces, max_block or tk.MAX_BLOCK, chunk or tk.CHUNK,
+                          {b: rows for b, (rows, _) in tk.BLOCK_CONFIGS.items()},
+                          tb.SCRATCH_KEYS)
 
 
 def piece(rows, n, w=1 << 40, s=1 << 41, size=4):
@@ -52,11 +54,11 @@ def test_rows_longer_than_int32_are_refused(tb, tk):
     with pytest.raises(ValueError, match=r"2,147,483,648 elements .* at most 2,147,483,647"):
         layout(tb, tk, [piece(2, 100), piece(1, 2**31)])
     # empty tensors are fine whatever their row length
-    assert layout(tb, tk, [piece(0, 2**40)]) == tb.Layout([], [], 0)
+    assert layout(tb, tk, [piece(0, 2**40)]) == tl.Layout([], [], 0)
 
 
 def test_longest_row_plans_within_int32(tb, tk):
-    n = tb.MAX_ROW_LENGTH
+    n = tl.MAX_ROW_LENGTH
     [batch] = layout(tb, tk, [piece(1, n)]).batches   # over SCRATCH_KEYS: a batch alone
     chunks = -(-n // tk.CHUNK)
     assert batch.keys == 2**31                         # n rounded up to SEGMENT_KEYS
@@ -77,17 +79,17 @@ def test_meta_tensors_too_long_are_refused_before_anything(tb):
 
 @pytest.mark.parametrize("n", [1, 64, 1000, 8192])
 def test_block_launches_are_split_below_int32_rows(tb, tk, n):
-    rows = 3 * tb.LAUNCH_ROWS + 5
+    rows = 3 * tl.LAUNCH_ROWS + 5
     out = layout(tb, tk, [piece(rows - 7, n), piece(7, n, w=1 << 50, s=1 << 51)])
-    assert [b.rows for b in out.blocks] == [tb.LAUNCH_ROWS] * 3 + [5]
-    block = max(tb.MIN_BLOCK, 1 << (n - 1).bit_length())
+    assert [b.rows for b in out.blocks] == [tl.LAUNCH_ROWS] * 3 + [5]
+    block = max(tl.MIN_BLOCK, 1 << (n - 1).bit_length())
     assert all(b.block == block for b in out.blocks)
     for b in out.blocks:
         assert sum(p[2] for p in b.pieces) == b.rows
-        assert -(-b.rows // tk.BLOCK_CONFIGS[block][0]) <= tb.MAX_PROGRAMS
+        assert -(-b.rows // tk.BLOCK_CONFIGS[block][0]) <= tl.MAX_PROGRAMS
     # consecutive parts continue where the previous one stopped
     first, second = out.blocks[0].pieces[0], out.blocks[1].pieces[0]
-    assert second[0] == first[0] + tb.LAUNCH_ROWS * n * 4
+    assert second[0] == first[0] + tl.LAUNCH_ROWS * n * 4
     # the second tensor straddles the last two: 2 rows, then 5 from its third row on
     assert [p[:3] for p in out.blocks[-1].pieces] == [((1 << 50) + 2 * n * 4,
                                                       (1 << 51) + 2 * n * 4, 5)]
@@ -105,7 +107,7 @@ def test_long_row_batches_are_bounded_and_longest_first(tb, tk):
         assert b.keys <= tb.SCRATCH_KEYS or rows == 1
         assert b.programs[0] == sum(p[2] * -(-p[3] // tk.CHUNK) for p in b.pieces)
         assert b.programs == sorted(b.programs, reverse=True)   # unmerged rows: a prefix
-        assert max(b.programs) <= tb.MAX_PROGRAMS
+        assert max(b.programs) <= tl.MAX_PROGRAMS
     assert out.scratch_keys == max(b.keys * b.buffers for b in out.batches)
     assert out.scratch_keys == 2 * (2**25 + 16)   # the longest row, alone, two buffers
 
@@ -119,7 +121,7 @@ def test_programs_per_launch_are_checked(tb, tk, monkeypatch):
 def test_the_programs_limit_is_exact(tb, tk, monkeypatch):
     # With the limit made small, exactly the limit plans and one program more is refused,
     # for a block launch and for a long-row batch.
-    monkeypatch.setattr(tb, "MAX_PROGRAMS", 4)
+    monkeypatch.setattr(tl, "MAX_PROGRAMS", 4)
     rows_per_program = tk.BLOCK_CONFIGS[64][0]
     assert len(layout(tb, tk, [piece(4 * rows_per_program, 64)]).blocks) == 1
     with pytest.raises(ValueError, match="5 programs"):

@@ -4,8 +4,8 @@
 //   laperm::cuda_row_plan           a group's plan (host words and device tables)
 //   laperm::cuda_largest_block_tile the largest tile a device's shared memory allows
 //   laperm::cuda_size_classes       size_classes.h's constants: Python reads them here
-//   laperm::cuda_plan_layout        plan_encoding.h's word layout
-//   laperm::cuda_decode_plan        a plan's launches and batches, for inspection
+//   laperm::_inspect_cuda_plan_layout  plan_encoding.h's word layout (inspection: tests)
+//   laperm::_inspect_cuda_decode_plan  a plan's launches and batches (inspection)
 // and the CPU kernel of laperm::rank_match_planned_, which only says that the op runs the
 // CUDA kernels (tests run plans on the CPU through laperm::_test_emulate_planned_).
 #include <torch/library.h>
@@ -71,7 +71,8 @@ at::Tensor records(const at::Tensor& words, int64_t& at, size_t count, int64_t w
 
 std::tuple<std::string, int64_t, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor>
 cuda_decode_plan(const at::Tensor& plan) {
-  const DecodedPlan d = decode_plan_tensor("cuda_decode_plan", plan);  // checks every word
+  // checks every word
+  const DecodedPlan d = decode_plan_tensor("_inspect_cuda_decode_plan", plan);
   int64_t at = kPlanHeaderWords;
   at::Tensor tensors = records(plan, at, d.plan.tensors.size(), kTensorWords);
   at::Tensor launches = records(plan, at, d.plan.launches.size(), kLaunchWords);
@@ -98,8 +99,8 @@ TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
   m.impl("cuda_row_plan", cuda_row_plan);
   m.impl("cuda_largest_block_tile", cuda_largest_block_tile);
   m.impl("cuda_size_classes", cuda_size_classes);
-  m.impl("cuda_plan_layout", cuda_plan_layout);
-  m.impl("cuda_decode_plan", cuda_decode_plan);
+  m.impl("_inspect_cuda_plan_layout", cuda_plan_layout);
+  m.impl("_inspect_cuda_decode_plan", cuda_decode_plan);
 }
 
 }  // namespace cuda

@@ -19,9 +19,9 @@ from typing import Callable, Dict
 
 import torch
 
-from .ops import rank_match_many_, sort_rows
-from .optim import LaPerm
-from .timing import synchronize
+from ..ops import rank_match_many_, sort_rows
+from ..optim import LaPerm
+from ..timing import synchronize
 
 TENSORS, SHAPE = 54, (2, 3)   # ResNet-50's count of permuted tensors, each tiny
 

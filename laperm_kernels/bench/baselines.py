@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .reference import as_rows, order_keys
+from ..reference import as_rows, order_keys
 
 try:
     import numpy as np
@@ -87,7 +87,7 @@ BASELINES: Dict[str, "tuple[Baseline, bool, tuple]"] = {
 if np is not None:
     BASELINES["numpy-argsort"] = (numpy_argsort, True,
                                   (torch.float32, torch.float64, torch.float16))
-    # The floors: sorts alone, of the same rows' keys (bench.py also prints them as ratios).
+    # The floors: sorts alone, of the same rows' keys (the table also gives them as ratios).
     BASELINES["numpy-sort-int64"] = (numpy_sort_int64, False, (torch.float32,))
     BASELINES["numpy-sort-int32"] = (numpy_sort_int32, False, (torch.float32,))
 

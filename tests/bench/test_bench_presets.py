@@ -1,8 +1,9 @@
 """pytest-benchmark suite: the CLI's presets, every backend and baseline, one thread.
 
-Not part of the default test run (testpaths = tests). Run it with
+Not part of the default test run (pyproject.toml's addopts ignore tests/bench unless it is
+named). Run it with
 
-    python -m pytest bench --benchmark-columns=median,ops --benchmark-sort=name
+    python -m pytest tests/bench --benchmark-columns=median,ops --benchmark-sort=name
 
 Each round restores the weights (untimed setup) and is checked against the reference
 once, so a wrong kernel cannot post a time.
@@ -11,8 +12,11 @@ once, so a wrong kernel cannot post a time.
 import pytest
 import torch
 
-from laperm_kernels import bench
-from laperm_kernels.presets import PRESETS
+from laperm_kernels import rank_match_many_
+from laperm_kernels.bench import baselines
+from laperm_kernels.bench.presets import PRESETS
+from laperm_kernels.bench.results import make_model, methods_for
+from laperm_kernels.reference import bitwise_equal
 
 DTYPE = torch.float32
 
@@ -27,14 +31,14 @@ def one_thread():
 
 def _cases():
     for preset in PRESETS:
-        for name, fn, checked in bench.methods_for(torch.device("cpu"), DTYPE, None):
+        for name, fn, checked in methods_for(torch.device("cpu"), DTYPE, None):
             yield pytest.param(preset, name, fn, checked, id=f"{preset}-{name}")
 
 
 @pytest.mark.parametrize("preset,name,fn,checked", list(_cases()))
 def test_rank_match_throughput(benchmark, preset, name, fn, checked):
-    pristine, sorted_inits = bench.make_model(PRESETS[preset], DTYPE, torch.device("cpu"))
-    bench.baselines.prepare_sort_keys(pristine)
+    pristine, sorted_inits = make_model(PRESETS[preset], DTYPE, torch.device("cpu"))
+    baselines.prepare_sort_keys(pristine)
     work = [p.clone() for p in pristine]
 
     def restore():
@@ -46,5 +50,5 @@ def test_rank_match_throughput(benchmark, preset, name, fn, checked):
     benchmark.pedantic(fn, setup=restore, rounds=5, warmup_rounds=1)
     if checked:
         expected = [p.clone() for p in pristine]
-        bench.rank_match_many_(expected, sorted_inits, backend="torch")
-        assert all(bench.bitwise_equal(a, b) for a, b in zip(work, expected))
+        rank_match_many_(expected, sorted_inits, backend="torch")
+        assert all(bitwise_equal(a, b) for a, b in zip(work, expected))

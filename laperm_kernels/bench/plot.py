@@ -12,7 +12,7 @@ from typing import Dict, List
 
 
 def plot_results(results: List, path: str, machine: Dict[str, str]) -> str:
-    """Draws ``results`` (``bench.Result`` rows) into the PNG ``path``; returns a line
+    """Draws ``results`` (``bench.results.Result`` rows) into the PNG ``path``; returns a line
     saying what was written (or why not)."""
     try:
         import matplotlib

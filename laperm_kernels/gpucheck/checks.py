@@ -1,49 +1,10 @@
-"""One command that qualifies a GPU: tests, benchmark, graph capture, LaPerm steps and the
-auto-dispatch verdicts, written to a report.
-
-    python -m laperm_kernels.gpucheck OUTDIR          # or: laperm-gpucheck OUTDIR
-    python -m laperm_kernels.gpucheck --quick OUTDIR  # correctness and ResNet-50 fp32 only
-
-Checks, in order; each ends PASS, FAIL or SKIPPED (with the reason), and each has a time
-cap (CHECK_LIMITS_S): a check still running at its cap is stopped and FAILs:
-
-- backends: with a GPU, the "cuda" and "triton" backends must both be available.
-- gpu-tests: pytest of the GPU test files of the source checkout, in a subprocess (the
-  Triton interpreter cases, CPU tests, deselected); counts from OUTDIR/gpu-tests.xml
-  (JUnit), log in OUTDIR/gpu-tests.log. --quick: the cuda and triton backends' files,
-  less the Triton cases whose kernels other cases launch too (QUICK_DESELECT).
-- launch-plans: launches per call of the cuda and triton backends for every preset and
-  dtype (without a GPU, planned on CPU tensors with sm_90's shared memory).
-- copy-bandwidth: a device-to-device copy timed by CUDA events, and the theoretical peak
-  when torch exposes the memory clock and bus width.
-- benchmark: ``bench.run_benchmark`` for every preset x dtype on the GPU, every method
-  (--quick: ResNet-50, float32).
-- cuda-graph: a planned sync captured in a CUDA graph and replayed, bit for bit against
-  the reference on CPU copies; replay vs eager time.
-- laperm-steps: LaPerm(Adam) on a small MLP, backend "auto" vs "torch": parameters
-  bit-identical after 7 steps.
-- dispatch: ``laperm_kernels.dispatch_report()``, the decisions of backend="auto" in this
-  process; a candidate that mismatched or raised fails it.
-
---quick skips cuda-graph and laperm-steps (SKIPPED, "--quick").
-
-backend="auto" decides afresh: LAPERM_CACHE_DIR is set to OUTDIR/dispatch-cache, emptied
-first (also for the test subprocess). Writes OUTDIR/report.md and OUTDIR/report.json and
-exits 1 if any check FAILED, else 0: without a GPU every GPU check is SKIPPED and the run
-passes.
-"""
+"""The checks of laperm-gpucheck, in order (``CHECKS``), and how one runs: each returns
+(passed, summary) or raises :class:`Skip`, and runs under its time cap (``run_check``)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime
-import importlib.metadata
-import json
-import os
-import platform
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
@@ -51,8 +12,6 @@ import sys
 import threading
 import time
 import traceback
-import xml.etree.ElementTree as ET
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -61,16 +20,18 @@ import torch
 
 import laperm_kernels as lk
 
-from . import _extension, bench, dispatch
-from .backends import BACKENDS
-from .backends import cuda as cuda_backend
-from .backends import triton as triton_backend
-from .presets import PRESETS
-from .reference import bitwise_equal, rank_match_reference_
-from .timing import DeviceTimer
+from .. import _extension, dispatch
+from ..backends import BACKENDS
+from ..backends import cuda as cuda_backend
+from ..backends import triton as triton_backend
+from ..bench.presets import PRESETS
+from ..bench.results import make_model, run_benchmark
+from ..reference import SUPPORTED_DTYPES_BY_NAME, bitwise_equal, rank_match_reference_
+from ..timing import DeviceTimer
+from .junit import parse_junit
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
-DTYPES = ("float32", "float64", "float16", "bfloat16")
+DTYPES = tuple(SUPPORTED_DTYPES_BY_NAME)
 # The GPU tests (files, or a file's one GPU test), and auto's trials (CPU stand-ins,
 # cheap); the missing are left out. --quick runs the first two: the cuda and triton
 # backends against the reference.
@@ -150,7 +111,7 @@ def _need_cuda_backend() -> torch.device:
 
 def source_checkout() -> Optional[Path]:
     """The repository root holding tests/ beside this package, or None (an installed wheel)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "tests").is_dir() and (root / "laperm_kernels").is_dir() else None
 
 
@@ -174,32 +135,6 @@ def check_backends(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     if missing:
         return False, "; ".join(missing)
     return True, f"on CUDA tensors, available fastest first: {lk.available_backends('cuda')}"
-
-
-def parse_junit(path: Path) -> Optional[Dict[str, Any]]:
-    """Outcome counts of a pytest JUnit XML file (either root element), the failures and
-    the skip reasons; None if the file is missing or unreadable."""
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
-        return None
-    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    failures, skip_reasons = [], Counter()
-    for case in root.iter("testcase"):
-        test = "::".join(filter(None, (case.get("classname"), case.get("name"))))
-        outcome = {child.tag: child for child in case}
-        for tag, key in (("failure", "failed"), ("error", "errors"), ("skipped", "skipped")):
-            if tag in outcome:
-                counts[key] += 1
-                message = (outcome[tag].get("message") or "").strip().splitlines()
-                if tag == "skipped":
-                    skip_reasons[message[0] if message else "(no reason)"] += 1
-                else:
-                    failures.append(f"{test}: {message[0][:300] if message else tag}")
-                break
-        else:
-            counts["passed"] += 1
-    return {**counts, "failures": failures, "skip_reasons": dict(skip_reasons.most_common())}
 
 
 def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
@@ -266,7 +201,7 @@ def check_launch_plans(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str
     details["rows"] = []
     for preset in ctx.presets:
         for dtype in ctx.dtypes:
-            counts = launch_counts(PRESETS[preset], bench._DTYPES[dtype], device)
+            counts = launch_counts(PRESETS[preset], SUPPORTED_DTYPES_BY_NAME[dtype], device)
             ctx.launches[(preset, dtype)] = counts
             details["rows"].append({"preset": preset, "dtype": dtype, **counts})
     return True, f"{len(details['rows'])} preset x dtype plans ({details['planned_on']})"
@@ -317,8 +252,8 @@ def check_benchmark(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     for preset in ctx.presets:
         for dtype in ctx.dtypes:
             try:
-                results = bench.run_benchmark(preset, dtype, device, torch.get_num_threads(),
-                                              ctx.repeat, budget_s=BENCH_BUDGET_S)
+                results = run_benchmark(preset, dtype, device, torch.get_num_threads(),
+                                        ctx.repeat, budget_s=BENCH_BUDGET_S)
             except Exception as e:  # one broken combination must not hide the others
                 errors.append(f"{preset} {dtype}: {type(e).__name__}: {e}")
                 continue
@@ -343,7 +278,7 @@ def check_benchmark(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
 
 def check_cuda_graph(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     device = _need_cuda_backend()
-    ws, ss = bench.make_model(GRAPH_SHAPES, torch.float32, device, seed=1)
+    ws, ss = make_model(GRAPH_SHAPES, torch.float32, device, seed=1)
     pristine = [w.clone() for w in ws]
     want = [rank_match_reference_(w.cpu(), s.cpu()) for w, s in zip(ws, ss)]
     plan = cuda_backend.plan_for(ws, ss)
@@ -409,7 +344,7 @@ def check_laperm_steps(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str
 def check_dispatch(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     decisions = lk.dispatch_report()
     details["decisions"] = decisions
-    bad = [f"{c['backend']} on {_signature_text(d['signature'])}: {c['verdict']} {c['detail']}"
+    bad = [f"{c['backend']} on {signature_text(d['signature'])}: {c['verdict']} {c['detail']}"
            for d in decisions for c in d["candidates"] if c["verdict"] in ("mismatch", "error")]
     details["bad_candidates"] = bad
     if bad:
@@ -417,10 +352,10 @@ def check_dispatch(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     if not decisions:
         return True, "no backend='auto' decision in this process"
     return True, f"{len(decisions)} decisions: " + ", ".join(
-        f"{_signature_text(d['signature'])} -> {d['backend']}" for d in decisions)
+        f"{signature_text(d['signature'])} -> {d['backend']}" for d in decisions)
 
 
-def _signature_text(sig: Dict[str, Any]) -> str:
+def signature_text(sig: Dict[str, Any]) -> str:
     shapes = [tuple(s) for s in sig.get("shapes", [])]
     model = next((p for p, s in PRESETS.items() if s == shapes), f"{len(shapes)} tensors")
     return f"{model} {sig.get('dtype', '?')} on {sig.get('device', '?')}"
@@ -490,233 +425,3 @@ def run_check(name: str, fn, ctx: Context, limit_s: Optional[float] = None) -> C
         check.details["traceback"] = traceback.format_exc()
     check.seconds = time.perf_counter() - start
     return check
-
-
-# --- the machine ----------------------------------------------------------------------
-
-def _command_output(cmd: List[str], cwd: Optional[Path] = None) -> Optional[str]:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info() -> Dict[str, str]:
-    root = source_checkout()
-    info = {
-        "host": platform.node(),
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "cpu": f"{dispatch.cpu_model()}, {os.cpu_count()} logical CPUs",
-        "torch": f"{torch.__version__} (CUDA {torch.version.cuda or 'none: a CPU build'})",
-        "triton": _version("triton"),
-        "laperm-kernels": f"{lk.__version__} ({Path(lk.__file__).parent})",
-        "source checkout": str(root) if root else "none",
-    }
-    if os.environ.get("LAPERM_GPUCHECK_BUILD"):  # set by tools/gpu_build_and_check.sh
-        info["build"] = os.environ["LAPERM_GPUCHECK_BUILD"]
-    if root is not None:
-        info["git commit"] = _command_output(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root) or "unknown"
-    if _extension.is_loaded():
-        info["compiled backends"] = ", ".join(torch.ops.laperm.compiled_backends())
-        info["C++ kernel ISA"] = torch.ops.laperm.cpu_kernel_isa()
-    else:
-        info["compiled backends"] = f"none: {_extension.load_error()}"
-    info["available backends"] = ", ".join(lk.available_backends()) or "none"
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        info["GPU"] = (f"{props.name}, {torch.cuda.device_count()} visible, using "
-                       f"cuda:{torch.cuda.current_device()}")
-        info["compute capability"] = f"{props.major}.{props.minor} (sm_{props.major}{props.minor})"
-        info["GPU memory"] = (f"{props.total_memory / 2**30:.1f} GiB, "
-                              f"{props.multi_processor_count} SMs")
-        driver = _command_output(["nvidia-smi", "--query-gpu=driver_version",
-                                  "--format=csv,noheader", "-i", str(torch.cuda.current_device())])
-        info["driver"] = driver.splitlines()[0] if driver else "unknown (no nvidia-smi)"
-        info["torch CUDA arch list"] = " ".join(torch.cuda.get_arch_list())
-    else:
-        info["GPU"] = "none: " + (f"torch {torch.__version__} is a CPU build"
-                                  if torch.version.cuda is None
-                                  else "torch.cuda.is_available() is False")
-    return info
-
-
-# --- the report -----------------------------------------------------------------------
-
-def verdict(checks: List[Check]) -> str:
-    return FAIL if any(c.status == FAIL for c in checks) else PASS
-
-
-def _tally(checks: List[Check]) -> str:
-    counts = Counter(c.status for c in checks)
-    return ", ".join(f"{counts[s]} {s}" for s in (PASS, FAIL, SKIPPED) if counts[s])
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(headers: List[str], rows: List[List[Any]]) -> List[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return lines + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-
-
-def _fmt(value: Optional[float], spec: str, scale: float = 1.0, suffix: str = "") -> str:
-    return "-" if value is None else format(value * scale, spec) + suffix
-
-
-def _count(value: Optional[int]) -> str:
-    return "-" if value is None else str(value)
-
-
-def _method_cell(row: Dict[str, Any]) -> str:
-    if row["method"] != "auto":
-        return row["method"]
-    first = row.get("first_call_s")
-    notes = [n for n in (row["backend"], first and f"first call {first * 1e3:.1f} ms") if n]
-    return f"auto ({'; '.join(notes)})" if notes else "auto"
-
-
-def _details_md(check: Check) -> List[str]:
-    d = check.details
-    lines: List[str] = []
-    if check.name == "backends" and "state" in d:
-        lines += _table(["backend", "state"], [[n, s] for n, s in d["state"].items()])
-    elif check.name == "gpu-tests" and "command" in d:
-        lines += [f"`{d['command']}` in `{d['cwd']}`; log `{d['log']}`, JUnit `{d['junit']}`."]
-        lines += [""] + [f"- FAILED {f}" for f in d.get("failures", [])]
-        lines += [f"- skipped {n}x: {reason}" for reason, n in d.get("skip_reasons", {}).items()]
-    elif check.name == "launch-plans" and "rows" in d:
-        lines += [f"Launches per call, planned on {d['planned_on']}.", ""]
-        lines += _table(["preset", "dtype", "cuda", "triton"],
-                        [[r["preset"], r["dtype"], _count(r["cuda"]), _count(r["triton"])]
-                         for r in d["rows"]])
-        lines += ["", "cuda: one launch per size class plus one per large batch (a batch is a "
-                  "gather, CUB's sort kernels and a scatter); triton: one per block bucket plus "
-                  "one per batch of long rows (a chunk sort, then one merge pass per "
-                  "doubling of the sorted runs)."]
-    elif check.name == "copy-bandwidth" and "bytes" in d:
-        peak = (f"{d['peak_gb_per_s']:.0f} GB/s ({d['peak_from']})" if d["peak_gb_per_s"]
-                else f"unknown: {d['peak_from']}")
-        lines += [f"- `dst.copy_(src)` of {d['bytes'] >> 20} MiB: median {d['median_s'] * 1e3:.3f}"
-                  f" ms of 10, {d['copy_gb_per_s']:.0f} GB/s counting bytes read and written",
-                  f"- theoretical peak: {peak}"]
-    elif check.name == "benchmark" and "rows" in d:
-        lines += _table(
-            ["preset", "dtype", "method", "M elem/s", "GB/s", "of copy", "of peak", "vs torch",
-             "launches", "check"],
-            [[r["preset"], r["dtype"], _method_cell(r), _fmt(r["elements_per_s"], ".1f", 1e-6),
-              _fmt(r["effective_gb_per_s"], ".1f"), _fmt(r["of_copy_bandwidth"], ".1%"),
-              _fmt(r["of_peak_bandwidth"], ".1%"), _fmt(r["speedup_vs_torch"], ".2f", suffix="x"),
-              _count(r["launches"]), r["check"]] for r in d["rows"]])
-        lines += ["", "GB/s counts 3 x itemsize per element (read W, read S, write W); "
-                  "\"of copy\" is against the copy-bandwidth check, \"of peak\" against the "
-                  "theoretical peak; launches as in launch-plans."]
-        lines += [f"- ERROR {e}" for e in d.get("errors", [])]
-    elif check.name == "cuda-graph" and "shapes" in d:
-        lines += [f"- shapes {d['shapes']}; launches {d['launches']} + {d['large_batches']} "
-                  "large batches"]
-        if "replay_us" in d:
-            lines += [f"- a sync: graph replay {d['replay_us']:.1f} us, eager planned call "
-                      f"{d['eager_us']:.1f} us (CUDA events, mean of 20 back to back)"]
-    elif check.name == "laperm-steps" and "steps" in d:
-        lines += [f"- LaPerm(Adam), sync_period {d['sync_period']}, {d['steps']} steps; "
-                  f"backends available on this device: {d['available']}"]
-    elif check.name == "dispatch" and d.get("decisions"):
-        lines += _table(["group", "backend", "source", "candidates"], [
-            [_signature_text(x["signature"]), x["backend"], x["source"], "; ".join(
-                dispatch.Verdict(**c).text() for c in x["candidates"])]
-            for x in d["decisions"]])
-    if "traceback" in d:
-        lines += ["```", d["traceback"].rstrip(), "```"]
-    return lines
-
-
-def render_markdown(info: Dict[str, str], checks: List[Check], command: str) -> str:
-    total = sum(c.seconds for c in checks)
-    lines = [f"# laperm-kernels GPU check: {verdict(checks)} ({_tally(checks)})", "",
-             f"{datetime.datetime.now().isoformat(timespec='seconds')}, `{command}`: the "
-             f"checks took {total:.1f} s.", "", "## Machine", ""]
-    lines += _table(["", ""], [[k, v] for k, v in info.items()])
-    lines += ["", "## Checks", ""]
-    lines += _table(["check", "status", "seconds", "cap s", "result"],
-                    [[c.name, c.status, f"{c.seconds:.1f}", _fmt(c.limit_s, "g"), c.summary]
-                     for c in checks])
-    for c in checks:
-        body = _details_md(c)
-        if body:
-            lines += ["", f"## {c.name}: {c.status}", "", *body]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(outdir: Path, info: Dict[str, str], checks: List[Check], command: str) -> None:
-    report = {"verdict": verdict(checks), "command": command, "machine": info,
-              "checks": [asdict(c) for c in checks]}
-    (outdir / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (outdir / "report.md").write_text(render_markdown(info, checks, command))
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="laperm-gpucheck", description=__doc__.split("\n\n")[0])
-    p.add_argument("outdir", type=Path, help="where report.md, report.json and logs go")
-    p.add_argument("--quick", action="store_true",
-                   help="correctness (the cuda and triton backends' GPU tests) and the "
-                        "ResNet-50 float32 timing only; cuda-graph and laperm-steps skipped")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per benchmark method (median)")
-    p.add_argument("--preset", nargs="+", choices=sorted(PRESETS),
-                   help="presets to plan and time (default: all; --quick: resnet50)")
-    p.add_argument("--dtype", nargs="+", choices=DTYPES,
-                   help="dtypes to plan and time (default: all; --quick: float32)")
-    p.add_argument("--skip-tests", action="store_true", help="do not run the GPU test files")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="every check ends within this many seconds (with the report written "
-                        "after); each check's cap is also cut to what is left")
-    args = p.parse_args(argv)
-    if args.repeat < 1:
-        p.error("--repeat must be >= 1")
-    if args.time_budget is not None and not args.time_budget > 0:
-        p.error("--time-budget must be > 0")
-    if args.preset is None:
-        args.preset = list(QUICK_PRESETS) if args.quick else sorted(PRESETS)
-    if args.dtype is None:
-        args.dtype = list(QUICK_DTYPES) if args.quick else list(DTYPES)
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    cache = (args.outdir / "dispatch-cache").resolve()
-    shutil.rmtree(cache, ignore_errors=True)  # ours, from an earlier run into OUTDIR
-    os.environ["LAPERM_CACHE_DIR"] = str(cache)
-    deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
-    ctx = Context(args.outdir, args.repeat, args.preset, args.dtype, not args.skip_tests,
-                  args.quick, deadline)
-    command = shlex.join(["python", "-m", "laperm_kernels.gpucheck",
-                          *(sys.argv[1:] if argv is None else argv)])
-    info = machine_info()
-    print("laperm-gpucheck: " + "; ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-    checks = []
-    for name, fn in CHECKS:
-        check = run_check(name, fn, ctx)
-        print(f"laperm-gpucheck: {name}: {check.status} ({check.seconds:.1f} s) "
-              f"{check.summary}", flush=True)
-        checks.append(check)
-    write_report(args.outdir, info, checks, command)
-    print(f"laperm-gpucheck: {verdict(checks)} ({_tally(checks)}); wrote "
-          f"{args.outdir / 'report.md'} and {args.outdir / 'report.json'}")
-    return 1 if verdict(checks) == FAIL else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
