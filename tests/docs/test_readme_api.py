@@ -7,7 +7,8 @@ The API block is the first ```python block under "## API". Each entry starts a l
 its purpose, and a signature may continue on the next lines until its parentheses close.
 PARAMS is read as a Python parameter list and compared with ``inspect.signature`` of the
 real object: names, kinds (positional, keyword-only, ...) and defaults. Parameters whose
-name starts with ``_`` are private and left out of the comparison.
+name starts with ``_`` are private and left out of the comparison. docs/optimizer.md's
+quoted ``LaPerm(optimizer, ...)`` signature is held to the code the same way.
 """
 
 from __future__ import annotations
@@ -198,3 +199,14 @@ def test_every_relative_link_points_at_a_file():
     assert len(DOCUMENTS) >= 10
     bad = [problem for path in DOCUMENTS for problem in broken_links(path)]
     assert not bad, "broken links:\n" + "\n".join(bad)
+
+
+def test_optimizer_doc_signature_matches_the_code():
+    text = (ROOT / "docs" / "optimizer.md").read_text()
+    spans = re.findall(r"`LaPerm\((optimizer[^`]*)\)`", text)  # not `LaPerm(Adam)`
+    assert spans, "docs/optimizer.md quotes no `LaPerm(...)` signature"
+    code = actual(lk.LaPerm, method=False)
+    for params in spans:
+        doc = documented(" ".join(params.split()))
+        assert _same(doc, code), (f"docs/optimizer.md says LaPerm{_render(doc)}, "
+                                  f"the code has LaPerm{_render(code)}")
