@@ -197,7 +197,7 @@ def test_theoretical_peak():
 @pytest.mark.skipif(not lk._extension.is_loaded(), reason="needs the C++ extension")
 def test_launch_counts_of_resnet50_as_documented():
     counts = gc.launch_counts(resnet50(), torch.float32, torch.device("cpu"))
-    assert counts["cuda"] == 7  # README and docs/cuda.md: "ResNet-50 is 7 launches"
+    assert counts["cuda"] == 7  # docs/cuda.md: "ResNet-50 ... 7 launches"
     if importlib.util.find_spec("triton") is not None:
         assert counts["triton"] == 8  # docs/triton.md: "ResNet-50 ... is 8 launches"
 

@@ -1,0 +1,1 @@
+"""The documents against the code and the tree: the README's API signatures, every relative link."""
