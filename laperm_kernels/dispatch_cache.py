@@ -24,7 +24,7 @@ import torch
 
 CACHE_FILE = "dispatch-v2.json"  # v1 files may hold decisions timed cold: not read
 
-_lock = threading.Lock()          # guards the file's copy below, and the writes
+_lock = threading.Lock()  # guards the file's copy below, and the writes
 _disk: Optional[Dict[str, dict]] = None
 _warned = False
 
@@ -32,7 +32,8 @@ _warned = False
 def cache_path() -> str:
     root = os.environ.get("LAPERM_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "laperm_kernels")
+        "laperm_kernels",
+    )
     return os.path.join(root, CACHE_FILE)
 
 
@@ -46,8 +47,9 @@ def forget() -> None:
 
 def key(signature: Dict[str, object], device_type: str) -> str:
     """The entry's key: a group's signature (its device by type), and the environment."""
-    return json.dumps({**signature, "device": device_type, "environment": _environment()},
-                      sort_keys=True)
+    return json.dumps(
+        {**signature, "device": device_type, "environment": _environment()}, sort_keys=True
+    )
 
 
 def entry(disk_key: str) -> Optional[dict]:
@@ -65,8 +67,11 @@ def verdicts(saved: dict, verdict_type) -> List:
     fields = {f.name for f in dataclasses.fields(verdict_type)}
     out = []
     for v in saved.get("candidates", []):
-        if isinstance(v, dict) and isinstance(v.get("backend"), str) and \
-                isinstance(v.get("verdict"), str):
+        if (
+            isinstance(v, dict)
+            and isinstance(v.get("backend"), str)
+            and isinstance(v.get("verdict"), str)
+        ):
             out.append(verdict_type(**{k: x for k, x in v.items() if k in fields}))
     return out
 
@@ -95,9 +100,12 @@ def save(disk_key: str, saved: dict, max_entries: int) -> None:
                 os.unlink(tmp)
             if not _warned:
                 _warned = True
-                warnings.warn(f"laperm_kernels: cannot write the dispatch cache {path} ({e}); "
-                              "decisions last for this process only", RuntimeWarning,
-                              stacklevel=5)
+                warnings.warn(
+                    f"laperm_kernels: cannot write the dispatch cache {path} ({e}); "
+                    "decisions last for this process only",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
 
 
 def _read() -> Dict[str, dict]:
@@ -107,8 +115,11 @@ def _read() -> Dict[str, dict]:
         with open(path) as f:
             data = json.load(f)
         if not isinstance(data, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("backend"), str)
-                and isinstance(v.get("candidates", []), list) for v in data.values()):
+            isinstance(v, dict)
+            and isinstance(v.get("backend"), str)
+            and isinstance(v.get("candidates", []), list)
+            for v in data.values()
+        ):
             raise ValueError("not a JSON object of decisions")
         return data
     except (FileNotFoundError, NotADirectoryError):
@@ -116,19 +127,28 @@ def _read() -> Dict[str, dict]:
     except Exception as e:  # noqa: BLE001  (OSError, ValueError, RecursionError, ...)
         if not _warned:
             _warned = True
-            warnings.warn(f"laperm_kernels: ignoring the dispatch cache {path} "
-                          f"({type(e).__name__}: {e}); backend='auto' will run its trials "
-                          "again", RuntimeWarning, stacklevel=6)
+            warnings.warn(
+                f"laperm_kernels: ignoring the dispatch cache {path} "
+                f"({type(e).__name__}: {e}); backend='auto' will run its trials "
+                "again",
+                RuntimeWarning,
+                stacklevel=6,
+            )
         return {}
 
 
 def _environment() -> Dict[str, str]:
     """What a decision on disk is only valid for, beside the device and the shapes."""
     from . import __version__, _extension
-    env = {"torch": torch.__version__, "laperm_kernels": __version__,
-           "kernels": _kernels_fingerprint(_extension)}
+
+    env = {
+        "torch": torch.__version__,
+        "laperm_kernels": __version__,
+        "kernels": _kernels_fingerprint(_extension),
+    }
     try:
         from importlib.metadata import version
+
         env["triton"] = version("triton")
     except Exception:  # noqa: BLE001  (not installed)
         env["triton"] = "none"
@@ -142,10 +162,13 @@ def _kernels_fingerprint(extension) -> str:
     """Size and modification time of the compiled extension and the Triton sources: a
     rebuilt kernel is a new kernel, whatever the version says."""
     here = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.join(here, "triton_kernels", f)
-             for f in sorted(os.listdir(os.path.join(here, "triton_kernels")))]
+    files = [
+        os.path.join(here, "triton_kernels", f)
+        for f in sorted(os.listdir(os.path.join(here, "triton_kernels")))
+    ]
     if extension.is_loaded():
         from . import _C
+
         files.append(_C.__file__)
     h = hashlib.sha256()
     for path in files:

@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
-_CHUNK = 1 << 20     # int16 words per step: bounds the transient int64 copies to 16 MiB
-_PERIOD = 65521      # position weights cycle through 1..65521 (a prime)
+_CHUNK = 1 << 20  # int16 words per step: bounds the transient int64 copies to 16 MiB
+_PERIOD = 65521  # position weights cycle through 1..65521 (a prime)
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def fingerprint(t: torch.Tensor) -> torch.Tensor:
         return total
     words = flat.contiguous().view(torch.int16)
     for start in range(0, words.numel(), _CHUNK):
-        k = words[start:start + _CHUNK].to(torch.int64)
+        k = words[start : start + _CHUNK].to(torch.int64)
         w = torch.arange(start, start + k.numel(), dtype=torch.int64, device=t.device)
         total += (k * w.remainder_(_PERIOD).add_(1)).sum()
     return total
@@ -57,8 +57,10 @@ def first_disagreement(gathered: Sequence[tuple], names: Sequence[str]) -> Optio
     """Why the ranks' plain-tensor weights differ (None when they agree)."""
     counts = {len(fps) for _, fps in gathered}
     if len(counts) > 1:
-        return (f"the ranks permute different numbers of plain-tensor parameters "
-                f"({[len(fps) for _, fps in gathered]} by rank)")
+        return (
+            f"the ranks permute different numbers of plain-tensor parameters "
+            f"({[len(fps) for _, fps in gathered]} by rank)"
+        )
     for j, name in enumerate(names):
         values = [fps[j] for _, fps in gathered]
         if len(set(values)) > 1:

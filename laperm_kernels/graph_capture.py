@@ -28,4 +28,5 @@ def not_prepared(what: str) -> NotPreparedForCapture:
         f"rank matching during CUDA graph capture needs {what}, made by an eager call with "
         "the same tensors (same addresses and shapes): run one sync (one rank_match call, "
         "or one LaPerm step that syncs) outside the capture first, as with warm-up "
-        "iterations on a side stream. Nothing was modified.")
+        "iterations on a side stream. Nothing was modified."
+    )

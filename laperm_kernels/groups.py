@@ -75,10 +75,12 @@ def param_groups(model: nn.Module, *, embeddings: str = "skip") -> List[Dict[str
                 claim(weight, table(weight))
             elif isinstance(module, _CONV_TRANSPOSE):
                 if module.groups != 1:
-                    warnings.warn(f"laperm_kernels.param_groups: {name} is a ConvTranspose "
-                                  f"with groups={module.groups}; its weight's dim 1 mixes "
-                                  "the units of every group, so it is not permuted",
-                                  stacklevel=2)
+                    warnings.warn(
+                        f"laperm_kernels.param_groups: {name} is a ConvTranspose "
+                        f"with groups={module.groups}; its weight's dim 1 mixes "
+                        "the units of every group, so it is not permuted",
+                        stacklevel=2,
+                    )
                 claim(weight, 1 if module.groups == 1 else None)
             elif _is_transformers_conv1d(module):
                 claim(weight, 1)
@@ -92,8 +94,7 @@ def param_groups(model: nn.Module, *, embeddings: str = "skip") -> List[Dict[str
                 claim(p, 0)
 
     row_dims = sorted({v for v in rule.values() if v is not None})
-    groups = [{"params": [p for p in order if rule[id(p)] == d], "row_dim": d}
-              for d in row_dims]
+    groups = [{"params": [p for p in order if rule[id(p)] == d], "row_dim": d} for d in row_dims]
     groups.append({"params": [p for p in order if rule[id(p)] is None], "permute": False})
     groups = [g for g in groups if g["params"]]
     for g in groups:
@@ -104,8 +105,11 @@ def param_groups(model: nn.Module, *, embeddings: str = "skip") -> List[Dict[str
 def _is_table(module: nn.Module, name: str, p: nn.Parameter) -> bool:
     """Whether ``p`` (ndim >= 2, held directly by ``module`` as ``name``, not a layer's
     weight) is a per-token or per-position table (the rule in param_groups' docstring)."""
-    return ((p.dim() >= 3 and p.shape[0] == 1) or bool(_TABLE_NAME.search(name))
-            or bool(_TABLE_MODULE.search(type(module).__name__)))
+    return (
+        (p.dim() >= 3 and p.shape[0] == 1)
+        or bool(_TABLE_NAME.search(name))
+        or bool(_TABLE_MODULE.search(type(module).__name__))
+    )
 
 
 def _is_transformers_conv1d(module: nn.Module) -> bool:

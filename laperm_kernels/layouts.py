@@ -34,7 +34,7 @@ def rows_view(p: torch.Tensor, row_dim: int = 0) -> torch.Tensor:
 def rows_shape(shape: Tuple[int, ...], row_dim: int) -> Tuple[int, ...]:
     """The shape of :func:`rows_view` of a tensor of ``shape`` (whole, not one shard)."""
     d = row_dim % len(shape)
-    return (shape[d], *shape[:d], *shape[d + 1:])
+    return (shape[d], *shape[:d], *shape[d + 1 :])
 
 
 def local_tensor(p: torch.Tensor, row_dim: int = 0) -> torch.Tensor:
@@ -54,19 +54,25 @@ def _strided_shard_type():
 def shards_dim(placement, d: int) -> bool:
     """Whether ``placement`` shards tensor dimension ``d`` (``Shard(d)`` or FSDP2's
     ``_StridedShard(d)``, whose ``is_shard()`` is False in torch 2.13)."""
-    return ((placement.is_shard() or isinstance(placement, _strided_shard_type()))
-            and placement.dim == d)
+    return (
+        placement.is_shard() or isinstance(placement, _strided_shard_type())
+    ) and placement.dim == d
 
 
 def check_placements(p: torch.Tensor, what: str) -> None:
     """Refuses a DTensor parameter placed ``Partial`` (pending sums, not values) or in a
     way that is neither replication nor sharding; ``what`` names the parameter."""
     for placement in getattr(p, "placements", None) or ():
-        if not (placement.is_replicate() or placement.is_shard()
-                or isinstance(placement, _strided_shard_type())):
-            raise ValueError(f"LaPerm: {what} is a DTensor placed as {tuple(p.placements)}; "
-                             f"LaPerm permutes values held as Shard or Replicate, not "
-                             f"{placement}")
+        if not (
+            placement.is_replicate()
+            or placement.is_shard()
+            or isinstance(placement, _strided_shard_type())
+        ):
+            raise ValueError(
+                f"LaPerm: {what} is a DTensor placed as {tuple(p.placements)}; "
+                f"LaPerm permutes values held as Shard or Replicate, not "
+                f"{placement}"
+            )
 
 
 def whole_row_placements(p: torch.Tensor, row_dim: int = 0) -> Optional[Tuple]:
@@ -82,8 +88,8 @@ def whole_row_placements(p: torch.Tensor, row_dim: int = 0) -> Optional[Tuple]:
     if all(pl.is_replicate() or shards_dim(pl, d) for pl in placements):
         return None
     from torch.distributed.tensor import Shard
-    return tuple(pl if pl.is_replicate() or shards_dim(pl, d) else Shard(d)
-                 for pl in placements)
+
+    return tuple(pl if pl.is_replicate() or shards_dim(pl, d) else Shard(d) for pl in placements)
 
 
 def rows_placements(placements: Sequence, d: int) -> Tuple:
@@ -120,5 +126,11 @@ def like_param(rows: torch.Tensor, p: torch.Tensor, row_dim: int = 0) -> torch.T
 
     shape = rows_shape(tuple(p.shape), row_dim)
     stride = tuple(torch.empty(shape, device="meta").stride())
-    return DTensor.from_local(rows, p.device_mesh, s_placements(p, row_dim),
-                              run_check=False, shape=torch.Size(shape), stride=stride)
+    return DTensor.from_local(
+        rows,
+        p.device_mesh,
+        s_placements(p, row_dim),
+        run_check=False,
+        shape=torch.Size(shape),
+        stride=stride,
+    )

@@ -27,7 +27,6 @@ from .reference import SUPPORTED_DTYPES, SUPPORTED_DTYPES_TEXT, sort_rows_refere
 from .staging import contiguous_buffer
 
 
-
 def available_backends(device: "torch.device | str | None" = None) -> List[str]:
     """Backends usable in this process (for ``device``'s type, if given), fastest first."""
     if device is None:
@@ -35,13 +34,15 @@ def available_backends(device: "torch.device | str | None" = None) -> List[str]:
         return [n for n in names if _backends.BACKENDS[n].is_available()]
     dev = torch.device(device)
     return [
-        n for n in _backends.AUTO_ORDER.get(dev.type, ["torch"])
+        n
+        for n in _backends.AUTO_ORDER.get(dev.type, ["torch"])
         if _backends.BACKENDS[n].is_available()
     ]
 
 
-def rank_match_(weight: torch.Tensor, sorted_init: torch.Tensor, *, backend: str = "auto"
-                ) -> torch.Tensor:
+def rank_match_(
+    weight: torch.Tensor, sorted_init: torch.Tensor, *, backend: str = "auto"
+) -> torch.Tensor:
     """Permutes ``weight`` in place so that each row holds ``sorted_init``'s row, in the
     order of ``weight``'s ranks: ``W[r, order(W[r])[i]] = S[r, i]``. Returns ``weight``.
 
@@ -53,9 +54,13 @@ def rank_match_(weight: torch.Tensor, sorted_init: torch.Tensor, *, backend: str
     return weight
 
 
-def rank_match_many_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor],
-                     *, backend: str = "auto", _names: Tuple[str, str] = ("weights", "sorted_inits")
-                     ) -> None:
+def rank_match_many_(
+    weights: Sequence[torch.Tensor],
+    sorted_inits: Sequence[torch.Tensor],
+    *,
+    backend: str = "auto",
+    _names: Tuple[str, str] = ("weights", "sorted_inits"),
+) -> None:
     """:func:`rank_match_` for a whole model's tensors in one call, in place.
 
     Tensors are grouped by (device, dtype); each group is one backend call (one parallel
@@ -65,18 +70,24 @@ def rank_match_many_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[tor
 
 
 @torch.compiler.disable  # validation reads addresses and strides: run eagerly, never traced
-def rank_match_groups_(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor],
-                       *, backend: str = "auto",
-                       _names: Tuple[str, str] = ("weights", "sorted_inits")
-                       ) -> List[Tuple[torch.device, torch.dtype, str]]:
+def rank_match_groups_(
+    weights: Sequence[torch.Tensor],
+    sorted_inits: Sequence[torch.Tensor],
+    *,
+    backend: str = "auto",
+    _names: Tuple[str, str] = ("weights", "sorted_inits"),
+) -> List[Tuple[torch.device, torch.dtype, str]]:
     """:func:`rank_match_many_`, returning which backend ran each (device, dtype) group
     (under ``"auto"``: the backend chosen for the next calls, also after a trial)."""
     return rank_match_groups_eagerly(weights, sorted_inits, backend, _names)
 
 
-def rank_match_groups_eagerly(weights, sorted_inits, backend: str = "auto",
-                              _names: Tuple[str, str] = ("weights", "sorted_inits")
-                              ) -> List[Tuple[torch.device, torch.dtype, str]]:
+def rank_match_groups_eagerly(
+    weights,
+    sorted_inits,
+    backend: str = "auto",
+    _names: Tuple[str, str] = ("weights", "sorted_inits"),
+) -> List[Tuple[torch.device, torch.dtype, str]]:
     """:func:`rank_match_groups_` for callers already outside torch.compile's tracing
     (LaPerm's sync): one ``torch.compiler.disable`` boundary less per call."""
     check_backend_name(backend)
@@ -84,9 +95,15 @@ def rank_match_groups_eagerly(weights, sorted_inits, backend: str = "auto",
         ran, groups = _checked_groups(weights, sorted_inits, *_names, backend=backend)
         if ran:  # the native check ran the C++ kernel: the CPU fast path
             return [(groups[0].device, groups[0].dtype, "cpu")]
-        plan = [(g, _dispatch.decided(g.device, g.dtype, g.weights, g.shapes_key)
-                 if backend == "auto" else _check_explicit(backend, g.device, g.dtype))
-                for g in groups]  # may raise: still nothing touched
+        plan = [
+            (
+                g,
+                _dispatch.decided(g.device, g.dtype, g.weights, g.shapes_key)
+                if backend == "auto"
+                else _check_explicit(backend, g.device, g.dtype),
+            )
+            for g in groups
+        ]  # may raise: still nothing touched
 
         # Everything that can fail before a kernel runs (staging buffers, launch plans and
         # their size limits, compilation; during CUDA graph capture, anything an eager call
@@ -122,20 +139,22 @@ def rank_match_groups_eagerly(weights, sorted_inits, backend: str = "auto",
 
 class _Group(NamedTuple):
     """The tensors of one (device, dtype) of a call, validated."""
+
     device: torch.device
     dtype: torch.dtype
     weights: List[torch.Tensor]
     sorted_inits: List[torch.Tensor]
-    shapes_key: Hashable    # the weights' shapes, for dispatch.decided
-    contiguous: bool        # every tensor of the call is: no staging needed
+    shapes_key: Hashable  # the weights' shapes, for dispatch.decided
+    contiguous: bool  # every tensor of the call is: no staging needed
 
 
 def _native_check(weights, sorted_inits, cpu_keys=(), cpu_any=False):
     return torch.ops.laperm.check_call_.default(weights, sorted_inits, cpu_keys, cpu_any)
 
 
-def _checked_groups(weights, sorted_inits, w_name: str, s_name: str,
-                    backend: Optional[str] = None) -> Tuple[bool, List[_Group]]:
+def _checked_groups(
+    weights, sorted_inits, w_name: str, s_name: str, backend: Optional[str] = None
+) -> Tuple[bool, List[_Group]]:
     """Whether the call already ran, and its groups in order of first appearance, once
     every input rule holds.
 
@@ -144,12 +163,18 @@ def _checked_groups(weights, sorted_inits, w_name: str, s_name: str,
     checks below run and raise the error that names the argument. A valid call that is one
     group of contiguous CPU tensors bound for the C++ kernel (``backend="cpu"``, or
     ``"auto"`` having decided it for these shapes) is run by that same native call."""
-    if _extension.is_loaded() and isinstance(weights, (list, tuple)) \
-            and isinstance(sorted_inits, (list, tuple)):
+    if (
+        _extension.is_loaded()
+        and isinstance(weights, (list, tuple))
+        and isinstance(sorted_inits, (list, tuple))
+    ):
         try:
             valid, group_of, keys, contiguous, ran = _native_check(
-                weights, sorted_inits, _dispatch.cpu_keys() if backend == "auto" else (),
-                backend == "cpu" and _backends.BACKENDS["cpu"].is_available())
+                weights,
+                sorted_inits,
+                _dispatch.cpu_keys() if backend == "auto" else (),
+                backend == "cpu" and _backends.BACKENDS["cpu"].is_available(),
+            )
         except torch.OutOfMemoryError:  # the fast path's scratch: nothing was written
             raise
         except (RuntimeError, TypeError, ValueError):
@@ -164,8 +189,10 @@ def _checked_groups(weights, sorted_inits, w_name: str, s_name: str,
             for g, w, s in zip(group_of, weights, sorted_inits):
                 members[g][0].append(w)
                 members[g][1].append(s)
-            return False, [_Group(ws[0].device, ws[0].dtype, ws, ss, key, contiguous)
-                           for (ws, ss), key in zip(members, keys)]
+            return False, [
+                _Group(ws[0].device, ws[0].dtype, ws, ss, key, contiguous)
+                for (ws, ss), key in zip(members, keys)
+            ]
 
     weights, sorted_inits = _check_lists(weights, sorted_inits, w_name, s_name)
     labels = _labels(len(weights), w_name, s_name)
@@ -173,13 +200,16 @@ def _checked_groups(weights, sorted_inits, w_name: str, s_name: str,
         _check_pair(w, s, *labels[i])
     _check_no_shared_memory(weights, sorted_inits, labels)
     by_kind: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = defaultdict(
-        lambda: ([], []))
+        lambda: ([], [])
+    )
     for w, s in zip(weights, sorted_inits):
         ws, ss = by_kind[(w.device, w.dtype)]
         ws.append(w)
         ss.append(s)
-    return False, [_Group(device, dtype, ws, ss, tuple(tuple(w.shape) for w in ws), False)
-                   for (device, dtype), (ws, ss) in by_kind.items()]
+    return False, [
+        _Group(device, dtype, ws, ss, tuple(tuple(w.shape) for w in ws), False)
+        for (device, dtype), (ws, ss) in by_kind.items()
+    ]
 
 
 @torch.compiler.disable
@@ -190,22 +220,29 @@ def sort_rows(tensor: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"sort_rows: tensor must be a torch.Tensor, got {type(tensor).__name__}")
     _check_dtype(tensor, "tensor")
     if tensor.dim() == 0:
-        raise ValueError("sort_rows: tensor is 0-d; rank matching needs ndim >= 1 "
-                         "(rows are reshape(shape[0], -1), a 1-D tensor is one row)")
+        raise ValueError(
+            "sort_rows: tensor is 0-d; rank matching needs ndim >= 1 "
+            "(rows are reshape(shape[0], -1), a 1-D tensor is one row)"
+        )
     with torch.no_grad():
         return sort_rows_reference(tensor.detach())
 
 
 # --- validation -------------------------------------------------------------------------
 
+
 def _check_lists(weights, sorted_inits, w_name, s_name):
     for value, name in ((weights, w_name), (sorted_inits, s_name)):
         if isinstance(value, torch.Tensor) or not isinstance(value, (list, tuple)):
-            raise TypeError(f"rank_match_many_: {name} must be a list or tuple of tensors, "
-                            f"got {type(value).__name__}")
+            raise TypeError(
+                f"rank_match_many_: {name} must be a list or tuple of tensors, "
+                f"got {type(value).__name__}"
+            )
     if len(weights) != len(sorted_inits):
-        raise ValueError(f"rank_match_many_: got {len(weights)} {w_name} but "
-                         f"{len(sorted_inits)} {s_name}; they pair up one to one")
+        raise ValueError(
+            f"rank_match_many_: got {len(weights)} {w_name} but "
+            f"{len(sorted_inits)} {s_name}; they pair up one to one"
+        )
     return list(weights), list(sorted_inits)
 
 
@@ -217,8 +254,10 @@ def _labels(n: int, w_name: str, s_name: str) -> List[Tuple[str, str]]:
 
 def _check_dtype(t: torch.Tensor, name: str) -> None:
     if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; rank matching needs a floating dtype "
-                        f"({SUPPORTED_DTYPES_TEXT})")
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; rank matching needs a floating dtype "
+            f"({SUPPORTED_DTYPES_TEXT})"
+        )
 
 
 def _check_pair(w, s, w_name: str, s_name: str) -> None:
@@ -227,20 +266,27 @@ def _check_pair(w, s, w_name: str, s_name: str) -> None:
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     _check_dtype(w, w_name)
     if s.dtype != w.dtype:
-        raise TypeError(f"{s_name} has dtype {s.dtype} but {w_name} has {w.dtype}; "
-                        "they must match")
+        raise TypeError(f"{s_name} has dtype {s.dtype} but {w_name} has {w.dtype}; they must match")
     if w.dim() == 0:
-        raise ValueError(f"{w_name} is 0-d; rank matching needs ndim >= 1 "
-                         "(rows are reshape(shape[0], -1), a 1-D tensor is one row)")
+        raise ValueError(
+            f"{w_name} is 0-d; rank matching needs ndim >= 1 "
+            "(rows are reshape(shape[0], -1), a 1-D tensor is one row)"
+        )
     if s.shape != w.shape:
-        raise ValueError(f"{s_name} has shape {tuple(s.shape)} but {w_name} has "
-                         f"{tuple(w.shape)}; make it with laperm_kernels.sort_rows({w_name})")
+        raise ValueError(
+            f"{s_name} has shape {tuple(s.shape)} but {w_name} has "
+            f"{tuple(w.shape)}; make it with laperm_kernels.sort_rows({w_name})"
+        )
     if s.device != w.device:
-        raise ValueError(f"{s_name} is on {s.device} but {w_name} is on {w.device}; "
-                         "they must be on the same device")
+        raise ValueError(
+            f"{s_name} is on {s.device} but {w_name} is on {w.device}; "
+            "they must be on the same device"
+        )
     if _elements_overlap(w):
-        raise ValueError(f"{w_name} has elements that share memory (e.g. made by expand()); "
-                         "it cannot be permuted in place: pass a tensor that owns its elements")
+        raise ValueError(
+            f"{w_name} has elements that share memory (e.g. made by expand()); "
+            "it cannot be permuted in place: pass a tensor that owns its elements"
+        )
 
 
 def _elements_overlap(t: torch.Tensor) -> bool:
@@ -276,12 +322,14 @@ def _check_no_shared_memory(weights, sorted_inits, labels) -> None:
                 spans.append((*_byte_span(t), writes, name))
     spans.sort()
     for k, (storage, _, end, writes, name) in enumerate(spans):
-        for storage2, start2, _, writes2, name2 in spans[k + 1:]:
+        for storage2, start2, _, writes2, name2 in spans[k + 1 :]:
             if storage2 != storage or start2 >= end:
                 break
             if writes or writes2:
-                raise ValueError(f"{name} and {name2} share memory; every weight must be a "
-                                 "distinct tensor that no other argument aliases")
+                raise ValueError(
+                    f"{name} and {name2} share memory; every weight must be a "
+                    "distinct tensor that no other argument aliases"
+                )
 
 
 def check_backend_name(backend) -> None:
@@ -289,8 +337,10 @@ def check_backend_name(backend) -> None:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend != "auto" and backend not in _backends.BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of "
-                         f"{sorted(_backends.BACKENDS)} (available here: {available_backends()})")
+        raise ValueError(
+            f"unknown backend {backend!r}; choose 'auto' or one of "
+            f"{sorted(_backends.BACKENDS)} (available here: {available_backends()})"
+        )
 
 
 def _check_explicit(backend: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -299,7 +349,11 @@ def _check_explicit(backend: str, device: torch.device, dtype: torch.dtype) -> s
     if impl.is_available() and impl.supports(device, dtype):
         return backend
     if not impl.is_available():
-        raise RuntimeError(f"backend {backend!r} is not available: {impl.unavailable_reason()} "
-                           f"(available here: {available_backends()})")
-    raise ValueError(f"backend {backend!r} does not support {dtype} tensors on {device}; "
-                     f"backends for {device.type}: {available_backends(device)}")
+        raise RuntimeError(
+            f"backend {backend!r} is not available: {impl.unavailable_reason()} "
+            f"(available here: {available_backends()})"
+        )
+    raise ValueError(
+        f"backend {backend!r} does not support {dtype} tensors on {device}; "
+        f"backends for {device.type}: {available_backends(device)}"
+    )

@@ -96,10 +96,17 @@ class LaPerm(Optimizer):
     when gradients overflow: the step counter does not advance and no sync happens.
     """
 
-    def __init__(self, optimizer: Optimizer, sync_period: SyncPeriod = 20, *,
-                 permute: PermuteRule = "auto", backend: str = "auto",
-                 track_changes: bool = False, check_finite: bool = True,
-                 check_ranks: Any = True) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        sync_period: SyncPeriod = 20,
+        *,
+        permute: PermuteRule = "auto",
+        backend: str = "auto",
+        track_changes: bool = False,
+        check_finite: bool = True,
+        check_ranks: Any = True,
+    ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"LaPerm wraps a torch.optim.Optimizer; got {type(optimizer).__name__}")
         _check_sync_period(sync_period, "sync_period")
@@ -109,7 +116,7 @@ class LaPerm(Optimizer):
         self.optimizer = optimizer
         self.param_groups = optimizer.param_groups  # shared, as timm's Lookahead does
         self.defaults = optimizer.defaults
-        self.state = optimizer.state                # the inner state: LaPerm adds S beside it
+        self.state = optimizer.state  # the inner state: LaPerm adds S beside it
         self.sync_period = sync_period
         self.permute = permute
         self.backend = backend
@@ -201,8 +208,7 @@ class LaPerm(Optimizer):
         retake = bool(changed)
         group = self._rank_group()
         if group is not None:
-            plain = [(p, f) for p, f in zip(params, now)
-                     if getattr(p, "placements", None) is None]
+            plain = [(p, f) for p, f in zip(params, now) if getattr(p, "placements", None) is None]
             gathered = first_step.exchange(group, retake, [f for _, f in plain])
             why = first_step.first_disagreement(gathered, [names[id(p)] for p, _ in plain])
             if why is not None:
@@ -211,7 +217,8 @@ class LaPerm(Optimizer):
                     "initial values and diverge. Give every rank the same weights before "
                     "LaPerm's first step (the same seed, or DDP(model), which broadcasts "
                     "rank 0's weights); if the ranks hold different models on purpose "
-                    "(pipeline stages), pass check_ranks=False")
+                    "(pipeline stages), pass check_ranks=False"
+                )
             retake = any(c for c, _ in gathered)
         if changed:
             shown = ", ".join(names[id(p)] for p in changed[:4])
@@ -222,7 +229,9 @@ class LaPerm(Optimizer):
                 "weights loaded into the model or cast): their sorted initial rows are taken again "
                 "now, from the current weights. Build LaPerm after DDP(model) and after "
                 "initialising, or call reset_sorted_init_() after changing the weights.",
-                UserWarning, stacklevel=4)
+                UserWarning,
+                stacklevel=4,
+            )
         if retake:  # on every rank alike: a DTensor's S may take a collective
             for g in self.param_groups:
                 self._snapshot([p for p in g["params"] if p in self._pending], g)
@@ -233,6 +242,7 @@ class LaPerm(Optimizer):
         if self.check_ranks is False:
             return None
         import torch.distributed as dist
+
         if not (dist.is_available() and dist.is_initialized()):
             return None
         group = dist.group.WORLD if self.check_ranks is True else self.check_ranks
@@ -268,8 +278,7 @@ class LaPerm(Optimizer):
         if plan is None or not plan.fits(groups, self.sorted_inits):
             if len(self._sync_plans) >= 8:  # subsets of groups due at once: few
                 self._sync_plans.clear()
-            plan = self._sync_plans[key] = SyncPlan(groups, self.param_groups,
-                                                    self.sorted_inits)
+            plan = self._sync_plans[key] = SyncPlan(groups, self.param_groups, self.sorted_inits)
         return plan
 
     def _check_layout(self, pairs) -> None:
@@ -285,7 +294,8 @@ class LaPerm(Optimizer):
                     "or moved after LaPerm was built. Cast or move the model before "
                     "building the optimizer, or call opt.load_state_dict(opt.state_dict()) "
                     "to bring LaPerm's and the inner optimizer's state to the parameters' "
-                    "dtype and device")
+                    "dtype and device"
+                )
 
     def _report_not_finite(self) -> None:
         """Warns once if a finished check found NaN or inf (a diverged run): the sync then
@@ -301,7 +311,10 @@ class LaPerm(Optimizer):
             f"LaPerm: at the sync after step {step}, permuted parameters held NaN or inf "
             f"({', '.join(bad)}): the run may have diverged. The sync went on as the "
             "contract orders (NaN ranks after every number), so those positions now hold "
-            "initial values. This warning is given once.", RuntimeWarning, stacklevel=4)
+            "initial values. This warning is given once.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def _period(self, group, step: int) -> int:
         period = group.get("sync_period", self.sync_period)
@@ -320,8 +333,12 @@ class LaPerm(Optimizer):
 
     def _wanted(self, groups) -> Dict[int, bool]:
         """``{id(tensor): whether it is permuted}`` for the tensors of ``groups``."""
-        return {id(p): self._wants(p, g) for g in groups for p in _tensors(g["params"])
-                if isinstance(p, torch.Tensor)}
+        return {
+            id(p): self._wants(p, g)
+            for g in groups
+            for p in _tensors(g["params"])
+            if isinstance(p, torch.Tensor)
+        }
 
     def _check_params(self, group, index: int, groups, wanted) -> None:
         """Refuses, before anything changes, permuted parameters that ``row_dim`` does not
@@ -330,8 +347,10 @@ class LaPerm(Optimizer):
         for j, p in enumerate(_tensors(group["params"])):
             if wanted.get(id(p)):
                 if not -p.dim() <= row_dim < p.dim():
-                    raise ValueError(f"param group 'row_dim' is {row_dim}, but "
-                                     f"{label(groups, index, j)} has shape {tuple(p.shape)}")
+                    raise ValueError(
+                        f"param group 'row_dim' is {row_dim}, but "
+                        f"{label(groups, index, j)} has shape {tuple(p.shape)}"
+                    )
                 check_placements(p, label(groups, index, j))
 
     def _check_no_overlap(self, groups, wanted) -> None:
@@ -346,15 +365,18 @@ class LaPerm(Optimizer):
                         spans.append((*_byte_span(t), label(groups, gi, j)))
         spans.sort()
         for k, (storage, _, end, name) in enumerate(spans):
-            for storage2, start2, _, name2 in spans[k + 1:]:
+            for storage2, start2, _, name2 in spans[k + 1 :]:
                 if storage2 != storage or start2 >= end:
                     break
-                raise ValueError(f"LaPerm: {name} and {name2} share memory; permuted "
-                                 "parameters must be distinct tensors")
+                raise ValueError(
+                    f"LaPerm: {name} and {name2} share memory; permuted "
+                    "parameters must be distinct tensors"
+                )
 
     @torch.no_grad()
-    def _snapshot(self, params: Iterable[torch.Tensor], group,
-                  wanted: Optional[Dict[int, bool]] = None) -> None:
+    def _snapshot(
+        self, params: Iterable[torch.Tensor], group, wanted: Optional[Dict[int, bool]] = None
+    ) -> None:
         row_dim = group.get("row_dim", 0)
         for p in params:
             if wanted[id(p)] if wanted is not None else self._wants(p, group):
@@ -382,8 +404,7 @@ class LaPerm(Optimizer):
         parameters, or those given), e.g. after re-initialising or pruning the weights."""
         wanted = None if params is None else {id(p) for p in params}
         for group in self.param_groups:
-            self._snapshot([p for p in group["params"] if wanted is None or id(p) in wanted],
-                           group)
+            self._snapshot([p for p in group["params"] if wanted is None or id(p) in wanted], group)
 
     # --- torch.optim.Optimizer plumbing ---------------------------------------------------
 
@@ -416,8 +437,13 @@ class LaPerm(Optimizer):
         in every param group) merged in (laperm_kernels/optim_state.py)."""
         for hook in self._optimizer_state_dict_pre_hooks.values():
             hook(self)
-        state_dict = optim_state.pack(self.optimizer.state_dict(), self.param_groups,
-                                      self.sorted_inits, self._step, type(self.optimizer))
+        state_dict = optim_state.pack(
+            self.optimizer.state_dict(),
+            self.param_groups,
+            self.sorted_inits,
+            self._step,
+            type(self.optimizer),
+        )
         for hook in self._optimizer_state_dict_post_hooks.values():
             state_dict = hook(self, state_dict) or state_dict
         return state_dict
@@ -428,8 +454,9 @@ class LaPerm(Optimizer):
         raises ValueError or TypeError and leaves the optimizer untouched."""
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             state_dict = hook(self, state_dict) or state_dict
-        inner, step, sorted_inits = optim_state.unpack(state_dict, self.param_groups,
-                                                       type(self.optimizer))
+        inner, step, sorted_inits = optim_state.unpack(
+            state_dict, self.param_groups, type(self.optimizer)
+        )
         self.optimizer.load_state_dict(inner)  # checks its own part first
         # Optimizer.load_state_dict rebinds the inner param_groups and state: share them
         # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
@@ -440,8 +467,9 @@ class LaPerm(Optimizer):
         self._last_synced = {}
         if self.track_changes:
             for p in sorted_inits:
-                self._last_synced[p] = local_tensor(
-                    p, _row_dim_of(p, self.param_groups)).detach().clone()
+                self._last_synced[p] = (
+                    local_tensor(p, _row_dim_of(p, self.param_groups)).detach().clone()
+                )
         self._step = step
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
@@ -450,8 +478,7 @@ class LaPerm(Optimizer):
     # check_finite result still on its way); unlike its __getstate__ (defaults, state and
     # param_groups only), everything else is.
     def __getstate__(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()
-                if k not in _HOOKS and k not in _REBUILT}
+        return {k: v for k, v in self.__dict__.items() if k not in _HOOKS and k not in _REBUILT}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -460,18 +487,25 @@ class LaPerm(Optimizer):
         self._init_hooks()
 
     def __repr__(self) -> str:
-        return (f"LaPerm(sync_period={self.sync_period!r}, permute={self.permute!r}, "
-                f"backend={self.backend!r}, permuted_tensors={len(self.sorted_inits)},\n"
-                f"  inner={self.optimizer!r})")
+        return (
+            f"LaPerm(sync_period={self.sync_period!r}, permute={self.permute!r}, "
+            f"backend={self.backend!r}, permuted_tensors={len(self.sorted_inits)},\n"
+            f"  inner={self.optimizer!r})"
+        )
 
 
 # Rebuilt in a copy: a check_finite result on its way (it may hold a CUDA event), the
 # cached sync plans (they hold the original's parameters).
 _REBUILT = ("_finite_check", "_sync_plans", "_last_used")
 
-_HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
-          "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
-          "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
+_HOOKS = (
+    "_optimizer_step_pre_hooks",
+    "_optimizer_step_post_hooks",
+    "_optimizer_state_dict_pre_hooks",
+    "_optimizer_state_dict_post_hooks",
+    "_optimizer_load_state_dict_pre_hooks",
+    "_optimizer_load_state_dict_post_hooks",
+)
 
 
 def _row_dim_of(p: torch.Tensor, groups) -> int:
@@ -490,18 +524,21 @@ def _check_sync_period(value, name: str) -> None:
 def _check_permute(value, name: str) -> None:
     if callable(value) or isinstance(value, bool) or value == "auto":
         return
-    raise ValueError(f"{name} must be 'auto', True, False or a callable param -> bool; "
-                     f"got {value!r}")
+    raise ValueError(
+        f"{name} must be 'auto', True, False or a callable param -> bool; got {value!r}"
+    )
 
 
 def _check_ranks_arg(value) -> None:
     if isinstance(value, bool):
         return
     import torch.distributed as dist
+
     if dist.is_available() and isinstance(value, dist.ProcessGroup):
         return
-    raise TypeError("check_ranks must be True, False or a torch.distributed ProcessGroup; "
-                    f"got {value!r}")
+    raise TypeError(
+        f"check_ranks must be True, False or a torch.distributed ProcessGroup; got {value!r}"
+    )
 
 
 def _tensors(params) -> list:
@@ -529,7 +566,9 @@ def _check_group(group: Dict[str, Any], index: int, groups) -> None:
     first: Dict[int, int] = {}
     for j, p in enumerate(_tensors(group["params"])):
         if id(p) in first:
-            raise ValueError(f"LaPerm: param group {index} lists "
-                             f"{label(groups, index, first[id(p)])} twice (at {first[id(p)]} "
-                             f"and {j}); list every parameter once")
+            raise ValueError(
+                f"LaPerm: param group {index} lists "
+                f"{label(groups, index, first[id(p)])} twice (at {first[id(p)]} "
+                f"and {j}); list every parameter once"
+            )
         first[id(p)] = j

@@ -29,5 +29,8 @@ def label_of(groups: List[Dict[str, Any]], p: torch.Tensor) -> str:
 
 def labels(groups: List[Dict[str, Any]]) -> Dict[int, str]:
     """``{id(parameter): label}`` for every parameter of ``groups``."""
-    return {id(p): label(groups, gi, j)
-            for gi, group in enumerate(groups) for j, p in enumerate(group["params"])}
+    return {
+        id(p): label(groups, gi, j)
+        for gi, group in enumerate(groups)
+        for j, p in enumerate(group["params"])
+    }

@@ -33,8 +33,9 @@ def whole_rows(p: torch.Tensor, row_dim: int = 0) -> torch.Tensor:
     return local.movedim(row_dim % p.dim(), 0).contiguous()
 
 
-def sync_rows(params: Sequence[Tuple[torch.Tensor, int]]
-              ) -> Tuple[List[torch.Tensor], Callable[[], None]]:
+def sync_rows(
+    params: Sequence[Tuple[torch.Tensor, int]],
+) -> Tuple[List[torch.Tensor], Callable[[], None]]:
     """(the rows to rank-match for every ``(parameter, row_dim)``, ``write_back``). Call
     ``write_back()`` once the rows are permuted: it puts redistributed rows back into
     their parameters (all collectives first, then the copies). Nothing is written to a
@@ -56,9 +57,14 @@ def sync_rows(params: Sequence[Tuple[torch.Tensor, int]]
 
         back = []
         for p, row_dim, target, r in moved:
-            whole = DTensor.from_local(r.movedim(0, row_dim % p.dim()).contiguous(),
-                                       p.device_mesh, target, run_check=False,
-                                       shape=p.shape, stride=p.stride())
+            whole = DTensor.from_local(
+                r.movedim(0, row_dim % p.dim()).contiguous(),
+                p.device_mesh,
+                target,
+                run_check=False,
+                shape=p.shape,
+                stride=p.stride(),
+            )
             back.append(whole.redistribute(p.device_mesh, p.placements).to_local())
         for (p, _, _, _), b in zip(moved, back):
             local_tensor(p).copy_(b)

@@ -21,7 +21,8 @@ from .backends.plan_cache import PlanCache
 MAX_BUFFERS = 256
 
 _buffers: "PlanCache[torch.Tensor]" = PlanCache(
-    MAX_BUFFERS, what="a staging buffer for a non-contiguous weight")
+    MAX_BUFFERS, what="a staging buffer for a non-contiguous weight"
+)
 
 
 def contiguous_buffer(t: torch.Tensor) -> torch.Tensor:
@@ -33,6 +34,10 @@ def contiguous_buffer(t: torch.Tensor) -> torch.Tensor:
     if t.device.type == "meta":  # no addresses to key on, and nothing to run
         return torch.empty(t.shape, dtype=t.dtype, device=t.device)
     key = (t.device, t.dtype, t.data_ptr(), tuple(t.shape), tuple(t.stride()))
-    return _buffers.lookup(key, frozenset([t.data_ptr()]), t.device,
-                           lambda: torch.empty(t.shape, dtype=t.dtype, device=t.device),
-                           device_tables=lambda buffer: (buffer,))
+    return _buffers.lookup(
+        key,
+        frozenset([t.data_ptr()]),
+        t.device,
+        lambda: torch.empty(t.shape, dtype=t.dtype, device=t.device),
+        device_tables=lambda buffer: (buffer,),
+    )

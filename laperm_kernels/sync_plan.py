@@ -41,6 +41,7 @@ class SortedInits(dict):
         def changed(self, *args, **kwargs):
             self.version += 1
             return method(self, *args, **kwargs)
+
         return changed
 
     __setitem__ = _changed(dict.__setitem__)
@@ -57,8 +58,11 @@ class SortedInits(dict):
 def _fingerprint(groups: Groups, sorted_inits: SortedInits) -> tuple:
     """What a plan depends on: every group's parameters (by identity) and row_dim, and
     which S (the dict and its version)."""
-    return (id(sorted_inits), sorted_inits.version,
-            tuple((tuple(map(id, g["params"])), g.get("row_dim", 0)) for g in groups))
+    return (
+        id(sorted_inits),
+        sorted_inits.version,
+        tuple((tuple(map(id, g["params"])), g.get("row_dim", 0)) for g in groups),
+    )
 
 
 class SyncPlan:
@@ -67,13 +71,16 @@ class SyncPlan:
         # the parameters, held: their ids in the fingerprint stay theirs while it lives
         self._held = [p for g in groups for p in g["params"]]
         self.pairs: List[Tuple[torch.Tensor, int]] = [
-            (p, g.get("row_dim", 0)) for g in groups for p in g["params"] if p in sorted_inits]
+            (p, g.get("row_dim", 0)) for g in groups for p in g["params"] if p in sorted_inits
+        ]
         self.sorted_inits = [local_tensor(sorted_inits[p]) for p, _ in self.pairs]
         names = labels(all_groups)
         self.labels = [names[id(p)] for p, _ in self.pairs]
         # Parameters that are their own rows: plain tensors with units on dim 0.
-        self._own_rows = all(getattr(p, "placements", None) is None and row_dim % p.dim() == 0
-                             for p, row_dim in self.pairs)
+        self._own_rows = all(
+            getattr(p, "placements", None) is None and row_dim % p.dim() == 0
+            for p, row_dim in self.pairs
+        )
         self._params = [p for p, _ in self.pairs]
 
     def fits(self, groups: Groups, sorted_inits: SortedInits) -> bool:

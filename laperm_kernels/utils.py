@@ -50,8 +50,9 @@ def _zero_fraction_(t: torch.Tensor, p: float, generator: Optional[torch.Generat
 
 
 @torch.no_grad()
-def random_prune_(module_or_params: Params, p: float,
-                  generator: Optional[torch.Generator] = None) -> List[torch.Tensor]:
+def random_prune_(
+    module_or_params: Params, p: float, generator: Optional[torch.Generator] = None
+) -> List[torch.Tensor]:
     """Sets exactly ``round(p * numel)`` weights of each tensor, chosen uniformly at
     random, to zero (the paper's sparse initialisation). Returns the tensors."""
     p = _check_fraction(p, "p")
@@ -62,9 +63,12 @@ def random_prune_(module_or_params: Params, p: float,
 
 
 @torch.no_grad()
-def agnosticize_(module_or_params: Params, value: Union[float, Callable[[torch.Tensor], float]],
-                 p: float = 0.0, generator: Optional[torch.Generator] = None
-                 ) -> List[torch.Tensor]:
+def agnosticize_(
+    module_or_params: Params,
+    value: Union[float, Callable[[torch.Tensor], float]],
+    p: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+) -> List[torch.Tensor]:
     """Weight-agnostic initialisation: every weight of each tensor becomes one shared
     ``value`` (a float, or ``tensor -> float`` for a per-layer scale), then a fraction
     ``p`` of them, chosen at random, becomes zero: each tensor holds only {0, value}.

@@ -45,8 +45,9 @@ def _named_tensors(module_or_params: Params) -> List[Tuple[str, torch.Tensor]]:
 
 
 @torch.no_grad()
-def profile_curves(tensor: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                   torch.Tensor]:
+def profile_curves(
+    tensor: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A tensor's weight profile as numbers: ``(ranks, low, median, high)``, each of
     length ``n``, the row length.
 
@@ -58,18 +59,31 @@ def profile_curves(tensor: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, to
     """
     rows = tensor.detach().reshape(tensor.shape[0], -1).to("cpu", torch.float64)
     n = rows.shape[1]
-    ranks = torch.linspace(0.0, 1.0, n, dtype=torch.float64) if n > 1 else torch.zeros(
-        n, dtype=torch.float64)
+    ranks = (
+        torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+        if n > 1
+        else torch.zeros(n, dtype=torch.float64)
+    )
     if n == 0 or rows.shape[0] == 0:
         empty = torch.empty(0, dtype=torch.float64)
         return ranks[:0], empty, empty, empty
     ordered = rows.sort(dim=1).values
-    return (ranks, ordered.min(dim=0).values, ordered.median(dim=0).values,
-            ordered.max(dim=0).values)
+    return (
+        ranks,
+        ordered.min(dim=0).values,
+        ordered.median(dim=0).values,
+        ordered.max(dim=0).values,
+    )
 
 
-def weight_profile(module_or_params: Params, ax: Optional[Any] = None, *,
-                   title: Optional[str] = None, band: bool = True, legend: bool = True):
+def weight_profile(
+    module_or_params: Params,
+    ax: Optional[Any] = None,
+    *,
+    title: Optional[str] = None,
+    band: bool = True,
+    legend: bool = True,
+):
     """Plots the weight profile of each permuted tensor (ndim >= 2) of a model.
 
     For each tensor, the median over its rows of the sorted row values is drawn against
@@ -98,8 +112,7 @@ def weight_profile(module_or_params: Params, ax: Optional[Any] = None, *,
             continue
         color = colors[i % len(colors)]
         x = ranks.numpy()
-        ax.plot(x, mid.numpy(), color=color, lw=1.5,
-                label=f"{name} {tuple(t.shape)}")
+        ax.plot(x, mid.numpy(), color=color, lw=1.5, label=f"{name} {tuple(t.shape)}")
         if band:
             ax.fill_between(x, low.numpy(), high.numpy(), color=color, alpha=0.18, lw=0)
     ax.set_xlabel("normalised rank within row")

@@ -16,8 +16,12 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.reference import (SUPPORTED_DTYPES, rank_match_reference_, rows_and_length,
-                                      same_width_int)
+from laperm_kernels.reference import (
+    SUPPORTED_DTYPES,
+    rank_match_reference_,
+    rows_and_length,
+    same_width_int,
+)
 
 DTYPES = SUPPORTED_DTYPES  # every dtype the contract takes
 
@@ -57,10 +61,12 @@ def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, what: str
         raise AssertionError(
             f"{what}: {len(diff)} of {a.numel()} elements differ; first at {where}: "
             f"got {int(a[where]) & mask:#x} ({actual[where].item()}), "
-            f"expected {int(e[where]) & mask:#x} ({expected[where].item()})")
+            f"expected {int(e[where]) & mask:#x} ({expected[where].item()})"
+        )
 
 
 # --- the reference ----------------------------------------------------------------------
+
 
 def reference_result(weight: torch.Tensor, sorted_init: torch.Tensor) -> torch.Tensor:
     """What rank matching must turn ``weight`` into, by the reference, on a contiguous
@@ -78,6 +84,7 @@ def run_backend(backend: str, weight: torch.Tensor, sorted_init: torch.Tensor) -
 
 # --- inputs -----------------------------------------------------------------------------
 
+
 def generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -92,8 +99,13 @@ def from_bits(patterns, dtype: torch.dtype) -> torch.Tensor:
 # Quiet and signalling NaNs of both signs, by format: all must tie and sort last.
 NAN_BITS = {
     torch.float32: [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFFBFFFFF, 0x7FFFFFFF, 0x7FC12345],
-    torch.float64: [0x7FF8000000000000, 0xFFF8000000000000, 0x7FF0000000000001,
-                    0xFFFFFFFFFFFFFFFF, 0x7FF8DEADBEEF0001],
+    torch.float64: [
+        0x7FF8000000000000,
+        0xFFF8000000000000,
+        0x7FF0000000000001,
+        0xFFFFFFFFFFFFFFFF,
+        0x7FF8DEADBEEF0001,
+    ],
     torch.float16: [0x7E00, 0xFE00, 0x7C01, 0xFDFF, 0x7FFF],
     torch.bfloat16: [0x7FC0, 0xFFC0, 0x7F81, 0xFFFF, 0x7FA5],
 }
@@ -103,8 +115,22 @@ def special_values(dtype: torch.dtype) -> torch.Tensor:
     """NaNs of several bit patterns, +-inf, +-0.0, extremes and subnormals of ``dtype``."""
     info = torch.finfo(dtype)
     ordinary = torch.tensor(
-        [float("inf"), float("-inf"), 0.0, -0.0, info.max, -info.max, info.tiny, -info.tiny,
-         info.smallest_normal / 4, -info.smallest_normal / 4, 1.0, -1.0], dtype=dtype)
+        [
+            float("inf"),
+            float("-inf"),
+            0.0,
+            -0.0,
+            info.max,
+            -info.max,
+            info.tiny,
+            -info.tiny,
+            info.smallest_normal / 4,
+            -info.smallest_normal / 4,
+            1.0,
+            -1.0,
+        ],
+        dtype=dtype,
+    )
     return torch.cat([from_bits(NAN_BITS[dtype], dtype), ordinary])
 
 
@@ -173,8 +199,20 @@ def make_values(kind: str, shape, dtype: torch.dtype, gen: torch.Generator) -> t
     raise ValueError(f"unknown kind {kind!r}")
 
 
-KINDS = ("normal", "ties", "special", "signed_zeros", "sorted", "reversed", "constant",
-         "pruned", "two_valued", "near_one", "extreme", "random_bits")
+KINDS = (
+    "normal",
+    "ties",
+    "special",
+    "signed_zeros",
+    "sorted",
+    "reversed",
+    "constant",
+    "pruned",
+    "two_valued",
+    "near_one",
+    "extreme",
+    "random_bits",
+)
 
 
 def make_sorted_init(shape, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
@@ -187,8 +225,9 @@ def make_sorted_init(shape, dtype: torch.dtype, gen: torch.Generator) -> torch.T
     return random_bits(shape, dtype, gen)
 
 
-def tensor_group(specs, kind: str = "normal", seed=0, *, sorted_inits: str = "random_bits",
-                 device=None):
+def tensor_group(
+    specs, kind: str = "normal", seed=0, *, sorted_inits: str = "random_bits", device=None
+):
     """Weights and their sorted inits for ``specs``, a list of ``(shape, dtype)`` (or
     ``(shape, dtype, kind)``, overriding ``kind`` for that tensor), all drawn from one
     generator: ``seed`` (an int, or a ``torch.Generator`` to go on drawing from). The
@@ -197,8 +236,7 @@ def tensor_group(specs, kind: str = "normal", seed=0, *, sorted_inits: str = "ra
     values (``"sorted_normal"``). With ``device``, both lists are moved there (drawn on the
     CPU, so a seed gives the same values on every device). Returns ``(ws, ss)``."""
     gen = seed if isinstance(seed, torch.Generator) else generator(seed)
-    ws = [make_values(spec[2] if len(spec) > 2 else kind, spec[0], spec[1], gen)
-          for spec in specs]
+    ws = [make_values(spec[2] if len(spec) > 2 else kind, spec[0], spec[1], gen) for spec in specs]
     if sorted_inits == "random_bits":
         ss = [make_sorted_init(w.shape, w.dtype, gen) for w in ws]
     elif sorted_inits == "sorted_normal":
@@ -211,6 +249,7 @@ def tensor_group(specs, kind: str = "normal", seed=0, *, sorted_inits: str = "ra
 
 
 # --- the trial's clock --------------------------------------------------------------------
+
 
 class FakeClock:
     """Stands in for the dispatch trial's timer (``dispatch.DeviceTimer``): time passes only
@@ -241,6 +280,7 @@ class FakeClock:
 
 # --- threads ------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def num_threads(n: int):
     """torch's intra-op thread count (``torch.set_num_threads``) is ``n`` inside the block,
@@ -256,8 +296,14 @@ def num_threads(n: int):
 
 # --- a tiny model and its training step ---------------------------------------------------
 
-def mlp(seed: int = 0, *, sizes=(8, 16, 4), act: type = torch.nn.ReLU,
-        dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+
+def mlp(
+    seed: int = 0,
+    *,
+    sizes=(8, 16, 4),
+    act: type = torch.nn.ReLU,
+    dtype: torch.dtype = torch.float32,
+) -> torch.nn.Module:
     """Linear layers through ``sizes`` (inputs, hidden widths..., outputs) with ``act``
     between them, initialised from ``seed``, in ``dtype``. The default, Linear(8, 16),
     ReLU, Linear(16, 4), is :func:`train_step`'s model; a test module with a model of its
@@ -276,6 +322,7 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, t: int) -> No
     ``t``."""
     g = torch.Generator().manual_seed(t)
     opt.zero_grad()
-    torch.nn.functional.cross_entropy(model(torch.randn(6, 8, generator=g)),
-                                      torch.randint(0, 4, (6,), generator=g)).backward()
+    torch.nn.functional.cross_entropy(
+        model(torch.randn(6, 8, generator=g)), torch.randint(0, 4, (6,), generator=g)
+    ).backward()
     opt.step()

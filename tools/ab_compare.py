@@ -69,8 +69,11 @@ def child(threads: list, shapes: dict) -> dict:
         elements = sum(w.numel() for w in weights)
         for n in threads:
             torch.set_num_threads(n)
-            us = _per_call_us(lambda w=weights, s=inits: lk.rank_match_many_(w, s, backend="cpu"),
-                              calls=3, batches=7)
+            us = _per_call_us(
+                lambda w=weights, s=inits: lk.rank_match_many_(w, s, backend="cpu"),
+                calls=3,
+                batches=7,
+            )
             out[f"rows: {model}, {n} thread(s) (M elem/s)"] = elements / us
     return out
 
@@ -92,17 +95,20 @@ def main() -> int:
         from laperm_kernels.bench.presets import PRESETS
     except ImportError:  # a checkout from before the benchmark became a package
         from laperm_kernels.presets import PRESETS
-    spec = json.dumps({"threads": args.threads,
-                       "shapes": {m: PRESETS[m] for m in ROW_MODELS}})
+    spec = json.dumps({"threads": args.threads, "shapes": {m: PRESETS[m] for m in ROW_MODELS}})
     results = {"before": [], "after": []}
     for r in range(args.rounds):
         order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
         for name in order:
             root = getattr(args, name).resolve()
             env = {**os.environ, "PYTHONPATH": str(root)}
-            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "-", "-",
-                                   "--child", spec],
-                                  env=env, cwd=root, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "-", "-", "--child", spec],
+                env=env,
+                cwd=root,
+                capture_output=True,
+                text=True,
+            )
             if done.returncode:
                 sys.exit(f"{name} ({root}) failed:\n{done.stderr}")
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))

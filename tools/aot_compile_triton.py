@@ -57,19 +57,55 @@ def configurations():
     out = []
     for kind_name, kind in kinds.items():
         for block, (rows, warps) in sorted(tk.BLOCK_CONFIGS.items()):
-            out.append((f"block {kind_name} BLOCK={block} ROWS={rows}", "rank_match_block_kernel",
-                        {**ROW_TABLE, "num_rows": "i32", "KIND": "constexpr",
-                         "BLOCK": "constexpr", "ROWS": "constexpr"},
-                        {"KIND": kind, "BLOCK": block, "ROWS": rows}, warps))
-        out.append((f"sort_chunks {kind_name} CHUNK={tk.CHUNK}", "sort_chunks_kernel",
-                    {"w_addr": "*i64", "lengths": "*i32", **TILE_TABLE, "scratch": "*i64",
-                     "KIND": "constexpr", "CHUNK": "constexpr"},
-                    {"KIND": kind, "CHUNK": tk.CHUNK}, tk.SORT_WARPS))
-        out.append((f"merge_runs {kind_name} CHUNK={tk.CHUNK}", "merge_runs_kernel",
-                    {**ROW_TABLE, **TILE_TABLE, "src": "*i64", "dst": "*i64", "run": "i32",
-                     "KIND": "constexpr", "CHUNK": "constexpr", "LOG2_CHUNK": "constexpr"},
-                    {"KIND": kind, "CHUNK": tk.CHUNK,
-                     "LOG2_CHUNK": tk.CHUNK.bit_length() - 1}, tk.MERGE_WARPS))
+            out.append(
+                (
+                    f"block {kind_name} BLOCK={block} ROWS={rows}",
+                    "rank_match_block_kernel",
+                    {
+                        **ROW_TABLE,
+                        "num_rows": "i32",
+                        "KIND": "constexpr",
+                        "BLOCK": "constexpr",
+                        "ROWS": "constexpr",
+                    },
+                    {"KIND": kind, "BLOCK": block, "ROWS": rows},
+                    warps,
+                )
+            )
+        out.append(
+            (
+                f"sort_chunks {kind_name} CHUNK={tk.CHUNK}",
+                "sort_chunks_kernel",
+                {
+                    "w_addr": "*i64",
+                    "lengths": "*i32",
+                    **TILE_TABLE,
+                    "scratch": "*i64",
+                    "KIND": "constexpr",
+                    "CHUNK": "constexpr",
+                },
+                {"KIND": kind, "CHUNK": tk.CHUNK},
+                tk.SORT_WARPS,
+            )
+        )
+        out.append(
+            (
+                f"merge_runs {kind_name} CHUNK={tk.CHUNK}",
+                "merge_runs_kernel",
+                {
+                    **ROW_TABLE,
+                    **TILE_TABLE,
+                    "src": "*i64",
+                    "dst": "*i64",
+                    "run": "i32",
+                    "KIND": "constexpr",
+                    "CHUNK": "constexpr",
+                    "LOG2_CHUNK": "constexpr",
+                },
+                {"KIND": kind, "CHUNK": tk.CHUNK, "LOG2_CHUNK": tk.CHUNK.bit_length() - 1},
+                tk.MERGE_WARPS,
+            )
+        )
     return out
 
 
@@ -79,15 +115,16 @@ def _resource_usage(cubin: bytes) -> dict:
     about the instructions it executes: the compute side of docs/triton.md's model)."""
     import triton
 
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
-                        "cuobjdump")
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
-                              text=True, check=True).stdout
-        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            [tool, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
+        sass = subprocess.run(
+            [tool, "-sass", f.name], capture_output=True, text=True, check=True
+        ).stdout
     usage = {k: int(v) for k, v in re.findall(r"(REG|SHARED|LOCAL|STACK):(\d+)", text)}
     usage["SASS"] = len(re.findall(r"^\s*/\*[0-9a-f]{4,}\*/\s+\S", sass, re.M))
     return usage
@@ -99,6 +136,7 @@ class TargetOnlyDriver:
 
     def __init__(self, arch: int):
         from triton.backends.compiler import GPUTarget
+
         self.target = GPUTarget("cuda", arch, 32)
 
     def get_current_target(self):
@@ -117,6 +155,7 @@ def target_only(arch: int, kernels=()):
     back as it was: reset_active() would create the default driver, which needs a GPU),
     and ``kernels`` forget the binders and binaries they made for the target."""
     from triton.runtime.driver import driver
+
     previous = driver._active
     driver.set_active(TargetOnlyDriver(arch))
     try:
@@ -142,13 +181,16 @@ def launch_arguments(fn, signature: dict) -> list:
         elif name in unspecialised:
             args.append(7)
         else:
-            raise ValueError(f"{fn.__name__}: {name} ({kind}) is specialised by value at "
-                             "launch; mark it do_not_specialize or compile each value class")
+            raise ValueError(
+                f"{fn.__name__}: {name} ({kind}) is specialised by value at "
+                "launch; mark it do_not_specialize or compile each value class"
+            )
     return args
 
 
 def torch_zeros(kind: str):
     import torch
+
     return torch.zeros(4, dtype={"i64": torch.int64, "i32": torch.int32}[kind])
 
 
@@ -160,15 +202,18 @@ def compile_one(job):
     start = time.perf_counter()
     try:
         with target_only(arch, [fn]):
-            kernel = fn.warmup(*launch_arguments(fn, signature), grid=(1,), num_warps=warps,
-                               **constexprs)
+            kernel = fn.warmup(
+                *launch_arguments(fn, signature), grid=(1,), num_warps=warps, **constexprs
+            )
         usage = _resource_usage(kernel.asm["cubin"])
         usage["shared_meta"] = kernel.metadata.shared
         # Global scratch would be allocated by the launcher at every launch, after earlier
         # launches of the same call wrote weights: the backend's all-or-nothing rule
         # (all memory up front) needs none.
-        usage["global_scratch"] = sum(getattr(kernel.metadata, f, 0) or 0 for f in
-                                      ("global_scratch_size", "profile_scratch_size"))
+        usage["global_scratch"] = sum(
+            getattr(kernel.metadata, f, 0) or 0
+            for f in ("global_scratch_size", "profile_scratch_size")
+        )
         err = None
     except Exception as e:  # reported, and the exit status says so
         usage, err = {}, f"{type(e).__name__}: {e}"
@@ -182,12 +227,17 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="compile configurations whose name has this")
     args = parser.parse_args(argv)
 
-    jobs = [(*cfg, arch) for cfg in configurations() if args.only in cfg[0]
-            for arch in args.arch]
-    print(f"AOT-compiling {len(jobs)} configurations with {args.jobs} jobs "
-          f"(cache {os.environ['TRITON_CACHE_DIR']})", flush=True)
-    print(f"{'configuration':42s} {'sm':>3s} {'warps':>5s} {'time s':>7s} {'regs':>5s} "
-          f"{'smem B':>7s} {'spill B':>7s} {'SASS':>6s} {'SASS/key':>8s}", flush=True)
+    jobs = [(*cfg, arch) for cfg in configurations() if args.only in cfg[0] for arch in args.arch]
+    print(
+        f"AOT-compiling {len(jobs)} configurations with {args.jobs} jobs "
+        f"(cache {os.environ['TRITON_CACHE_DIR']})",
+        flush=True,
+    )
+    print(
+        f"{'configuration':42s} {'sm':>3s} {'warps':>5s} {'time s':>7s} {'regs':>5s} "
+        f"{'smem B':>7s} {'spill B':>7s} {'SASS':>6s} {'SASS/key':>8s}",
+        flush=True,
+    )
     start = time.perf_counter()
     failed = 0
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -199,10 +249,12 @@ def main(argv=None) -> int:
             failed += err is not None
             keys = job[3].get("BLOCK", 0) * job[3].get("ROWS", 1) or job[3]["CHUNK"]
             per_key = usage.get("SASS", 0) * warps * 32 / keys
-            print(f"{name:42s} {arch:3d} {warps:5d} {secs:7.1f} {usage.get('REG', -1):5d} "
-                  f"{usage.get('shared_meta', -1):7d} {usage.get('LOCAL', -1):7d} "
-                  f"{usage.get('SASS', -1):6d} {per_key:8.0f}"
-                  + (f"  FAILED: {err}" if err else ""), flush=True)
+            print(
+                f"{name:42s} {arch:3d} {warps:5d} {secs:7.1f} {usage.get('REG', -1):5d} "
+                f"{usage.get('shared_meta', -1):7d} {usage.get('LOCAL', -1):7d} "
+                f"{usage.get('SASS', -1):6d} {per_key:8.0f}" + (f"  FAILED: {err}" if err else ""),
+                flush=True,
+            )
     total = time.perf_counter() - start
     print(f"{len(jobs) - failed}/{len(jobs)} compiled in {total:.1f} s wall")
     if _OWN_CACHE:

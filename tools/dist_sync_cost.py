@@ -33,10 +33,11 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-_COLLECTIVES = ("all_gather", "all_to_all", "alltoall", "reduce_scatter", "all_reduce",
-                "broadcast")
-PRESETS = {"tiny": {"mlp": (6, 8, 5), "gpt2": (9, 3)}, "base": {"mlp": (768, 3072, 768),
-                                                                 "gpt2": (768, 12)}}
+_COLLECTIVES = ("all_gather", "all_to_all", "alltoall", "reduce_scatter", "all_reduce", "broadcast")
+PRESETS = {
+    "tiny": {"mlp": (6, 8, 5), "gpt2": (9, 3)},
+    "base": {"mlp": (768, 3072, 768), "gpt2": (768, 12)},
+}
 
 
 class CollectiveBytes(TorchDispatchMode):
@@ -50,18 +51,26 @@ class CollectiveBytes(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         name = str(func)
         if any(c in name for c in _COLLECTIVES):
+
             def size(x):
-                return sum(t.numel() * t.element_size() for t in
-                           (x if isinstance(x, (list, tuple)) else [x])
-                           if isinstance(t, torch.Tensor))
+                return sum(
+                    t.numel() * t.element_size()
+                    for t in (x if isinstance(x, (list, tuple)) else [x])
+                    if isinstance(t, torch.Tensor)
+                )
+
             self.calls.append((name, size(args[0]) if args else 0, size(out)))
         return out
 
 
 def _mlp(mesh, dims):
     from torch import nn
-    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
-                                                   parallelize_module)
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(dims[0], dims[1]), nn.ReLU(), nn.Linear(dims[1], dims[2]))
     parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
@@ -73,8 +82,10 @@ def _gpt2(mesh, dims, units_sharded: bool = False):
     dim 1 divides evenly on that dim (``shard_placement_fn``), its unit dimension: rows
     stay whole, nothing moves."""
     import warnings
+
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import Shard
+
     import laperm_kernels as lk
 
     n_embd, n_head = dims
@@ -83,8 +94,9 @@ def _gpt2(mesh, dims, units_sharded: bool = False):
         import transformers
     except ImportError:
         sys.exit("tools/dist_sync_cost.py: the GPT-2 case needs transformers")
-    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=n_embd, n_layer=1,
-                                     n_head=n_head)
+    config = transformers.GPT2Config(
+        vocab_size=64, n_positions=16, n_embd=n_embd, n_layer=1, n_head=n_head
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = transformers.GPT2LMHeadModel(config)
@@ -97,8 +109,15 @@ def _gpt2(mesh, dims, units_sharded: bool = False):
     for block in model.transformer.h:
         fully_shard(block, mesh=mesh, shard_placement_fn=placement)
     fully_shard(model, mesh=mesh, shard_placement_fn=placement)
-    return model, lk.param_groups(model), ("GPT-2 Conv1D under FSDP2, sharded on dim 1"
-                                           if units_sharded else "GPT-2 Conv1D under FSDP2")
+    return (
+        model,
+        lk.param_groups(model),
+        (
+            "GPT-2 Conv1D under FSDP2, sharded on dim 1"
+            if units_sharded
+            else "GPT-2 Conv1D under FSDP2"
+        ),
+    )
 
 
 def _measure(model, groups, repeat: int):
@@ -108,9 +127,13 @@ def _measure(model, groups, repeat: int):
     from laperm_kernels.sharded_rows import sync_rows
 
     opt = lk.LaPerm(torch.optim.SGD(groups, lr=0.0), sync_period=1, backend="cpu")
-    opt.sync()                                    # the first-step check, the backend choice
-    pairs = [(p, g.get("row_dim", 0)) for g in opt.param_groups for p in g["params"]
-             if p in opt.sorted_inits]
+    opt.sync()  # the first-step check, the backend choice
+    pairs = [
+        (p, g.get("row_dim", 0))
+        for g in opt.param_groups
+        for p in g["params"]
+        if p in opt.sorted_inits
+    ]
     split = [(p, d) for p, d in pairs if whole_row_placements(p, d) is not None]
     inits = [local_tensor(opt.sorted_inits[p]) for p, _ in pairs]
     counter = CollectiveBytes()
@@ -131,15 +154,17 @@ def _measure(model, groups, repeat: int):
         t4 = time.perf_counter()
         for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[key].append(dt)
-    return {"permuted weights": len(pairs), "split weights": len(split),
-            "split elements (whole)": sum(p.numel() for p, _ in split),
-            "split bytes (whole)": sum(p.numel() * p.element_size() for p, _ in split),
-            "collectives per sync": len(counter.calls),
-            "bytes received per rank per sync": sum(o - i for _, i, o in counter.calls),
-            "largest collective output (bytes)": max((o for _, _, o in counter.calls),
-                                                     default=0),
-            "collective ops": sorted({n for n, _, _ in counter.calls}),
-            "median seconds": {k: statistics.median(v) for k, v in times.items()}}
+    return {
+        "permuted weights": len(pairs),
+        "split weights": len(split),
+        "split elements (whole)": sum(p.numel() for p, _ in split),
+        "split bytes (whole)": sum(p.numel() * p.element_size() for p, _ in split),
+        "collectives per sync": len(counter.calls),
+        "bytes received per rank per sync": sum(o - i for _, i, o in counter.calls),
+        "largest collective output (bytes)": max((o for _, _, o in counter.calls), default=0),
+        "collective ops": sorted({n for n, _, _ in counter.calls}),
+        "median seconds": {k: statistics.median(v) for k, v in times.items()},
+    }
 
 
 def _worker(rank: int, world: int, preset: str, repeat: int, out: str) -> None:
@@ -147,20 +172,33 @@ def _worker(rank: int, world: int, preset: str, repeat: int, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120)
+    )
     mesh = init_device_mesh("cpu", (world,))
     results = {}
     gpt2 = PRESETS[preset]["gpt2"]
-    for build in (lambda: _mlp(mesh, PRESETS[preset]["mlp"]), lambda: _gpt2(mesh, gpt2),
-                  lambda: _gpt2(mesh, gpt2, units_sharded=True)):
+    for build in (
+        lambda: _mlp(mesh, PRESETS[preset]["mlp"]),
+        lambda: _gpt2(mesh, gpt2),
+        lambda: _gpt2(mesh, gpt2, units_sharded=True),
+    ):
         model, groups, name = build()
         results[name] = _measure(model, groups, repeat)
         dist.barrier()
     if rank == 0:
         with open(out, "w") as f:
-            json.dump({"world": world, "preset": preset, "repeat": repeat,
-                       "torch": torch.__version__, "results": results}, f, indent=1)
+            json.dump(
+                {
+                    "world": world,
+                    "preset": preset,
+                    "repeat": repeat,
+                    "torch": torch.__version__,
+                    "results": results,
+                },
+                f,
+                indent=1,
+            )
     dist.destroy_process_group()
 
 
@@ -177,9 +215,22 @@ def main() -> None:
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     if os.path.exists("/sys/class/net/lo"):
         env["GLOO_SOCKET_IFNAME"] = "lo"
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(r), str(args.world),
-                               args.preset, str(args.repeat), args.json], env=env)
-             for r in range(args.world)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(r),
+                str(args.world),
+                args.preset,
+                str(args.repeat),
+                args.json,
+            ],
+            env=env,
+        )
+        for r in range(args.world)
+    ]
     if any(p.wait() != 0 for p in procs):
         sys.exit("tools/dist_sync_cost.py: a worker failed")
     with open(args.json) as f:

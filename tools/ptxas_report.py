@@ -25,8 +25,12 @@ _SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) b
 _USED = re.compile(r"Used (\d+) registers(.*)")
 _SMEM = re.compile(r"(\d+) bytes smem")
 # laperm::FloatFormat<Bits, InfBits, QuietNaNBits>, named by its +inf bit pattern.
-_FORMATS = {"2139095040": "float32", "9218868437227405312": "float64", "31744": "float16",
-            "32640": "bfloat16"}
+_FORMATS = {
+    "2139095040": "float32",
+    "9218868437227405312": "float64",
+    "31744": "float16",
+    "32640": "bfloat16",
+}
 _FORMAT = re.compile(r"laperm::FloatFormat<[^<>]*?,\s*(?:\([^)]*\))?(\d+)u?l*,[^<>]*>")
 
 
@@ -71,8 +75,9 @@ def parse(text: str) -> List[Record]:
 def demangle(names: List[str]) -> Dict[str, str]:
     if not names or shutil.which("c++filt") is None:
         return {n: n for n in names}
-    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        ["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     return dict(zip(names, out)) if len(out) == len(names) else {n: n for n in names}
 
 
@@ -92,19 +97,27 @@ def report(records: List[Record]) -> int:
     width = max(len(r.name) for r in records)
     print(f"{'kernel':<{width}}  arch    regs  spill st  spill ld  stack  smem")
     for r in records:
-        print(f"{r.name:<{width}}  {r.arch:<6} {r.registers:>5} {r.spill_stores:>9} "
-              f"{r.spill_loads:>9} {r.stack:>6} {r.smem:>5}")
+        print(
+            f"{r.name:<{width}}  {r.arch:<6} {r.registers:>5} {r.spill_stores:>9} "
+            f"{r.spill_loads:>9} {r.stack:>6} {r.smem:>5}"
+        )
     ours = [r for r in records if r.ours]
     bad = [r for r in ours if r.spills]
     theirs = [r for r in records if not r.ours and r.spills]
-    print(f"\nptxas_report: {len(ours)} laperm kernel records, "
-          f"{len(records) - len(ours)} third-party")
+    print(
+        f"\nptxas_report: {len(ours)} laperm kernel records, {len(records) - len(ours)} third-party"
+    )
     for r in theirs:
-        print(f"ptxas_report: third-party kernel spills (not failing): {r.name} {r.arch} "
-              f"{r.spill_stores} B stores / {r.spill_loads} B loads")
+        print(
+            f"ptxas_report: third-party kernel spills (not failing): {r.name} {r.arch} "
+            f"{r.spill_stores} B stores / {r.spill_loads} B loads"
+        )
     for r in bad:
-        print(f"ptxas_report: ERROR: {r.name} spills on {r.arch}: {r.spill_stores} B stores, "
-              f"{r.spill_loads} B loads", file=sys.stderr)
+        print(
+            f"ptxas_report: ERROR: {r.name} spills on {r.arch}: {r.spill_stores} B stores, "
+            f"{r.spill_loads} B loads",
+            file=sys.stderr,
+        )
     return 1 if bad else 0
 
 
@@ -117,8 +130,11 @@ def main(argv=None) -> int:
         with open(path, encoding="utf-8", errors="replace") as f:
             records += parse(f.read())
     if not records:
-        print("ptxas_report: ERROR: no 'Compiling entry function' records in "
-              f"{', '.join(args.logs)} (was -Xptxas -v passed?)", file=sys.stderr)
+        print(
+            "ptxas_report: ERROR: no 'Compiling entry function' records in "
+            f"{', '.join(args.logs)} (was -Xptxas -v passed?)",
+            file=sys.stderr,
+        )
         return 1
     return report(records)
 

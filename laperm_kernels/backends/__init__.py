@@ -31,8 +31,9 @@ AUTO_ORDER: Dict[str, List[str]] = {
 }
 
 
-def prepare(name: str, weights: Sequence[torch.Tensor],
-            sorted_inits: Sequence[torch.Tensor]) -> None:
+def prepare(
+    name: str, weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
+) -> None:
     """Backend ``name``'s ``prepare`` for a validated group (a stand-in without one, as
     tests register, prepares nothing)."""
     prepare_group = getattr(BACKENDS[name], "prepare", None)

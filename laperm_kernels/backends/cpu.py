@@ -19,9 +19,13 @@ def is_available() -> bool:
 
 def unavailable_reason() -> str:
     err = _extension.load_error()
-    return "" if err is None else (
-        f"the C++ extension laperm_kernels._C did not load ({err}); "
-        "build it with `pip install --no-build-isolation -e .`"
+    return (
+        ""
+        if err is None
+        else (
+            f"the C++ extension laperm_kernels._C did not load ({err}); "
+            "build it with `pip install --no-build-isolation -e .`"
+        )
     )
 
 
@@ -42,8 +46,7 @@ def kernel_limits():
     """The C++ kernel's constants as the extension exports them (csrc/cpu/row_kernel.h,
     ``laperm::cpu_kernel_limits``): ``max_row_length`` and ``scratch_bytes_per_element``
     (per element of the longest row a thread gets)."""
-    return _extension.named_results(torch.ops.laperm.cpu_kernel_limits.default,
-                                    "CpuKernelLimits")
+    return _extension.named_results(torch.ops.laperm.cpu_kernel_limits.default, "CpuKernelLimits")
 
 
 def kernel_isa() -> str:

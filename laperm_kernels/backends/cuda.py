@@ -44,13 +44,17 @@ def is_available() -> bool:
 
 def unavailable_reason() -> str:
     if not _extension.is_loaded():
-        return (f"the C++ extension laperm_kernels._C did not load ({_extension.load_error()}); "
-                "build it with `pip install --no-build-isolation -e .`")
+        return (
+            f"the C++ extension laperm_kernels._C did not load ({_extension.load_error()}); "
+            "build it with `pip install --no-build-isolation -e .`"
+        )
     if not compiled():
-        return (f"laperm_kernels._C was built without the CUDA kernels (torch {torch.__version__}"
-                f" is {'a CPU build' if torch.version.cuda is None else 'a CUDA build'}); "
-                "rebuild against a CUDA torch with CUDA_HOME set to the toolkit's root "
-                "(README: CUDA backend)")
+        return (
+            f"laperm_kernels._C was built without the CUDA kernels (torch {torch.__version__}"
+            f" is {'a CPU build' if torch.version.cuda is None else 'a CUDA build'}); "
+            "rebuild against a CUDA torch with CUDA_HOME set to the toolkit's root "
+            "(README: CUDA backend)"
+        )
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
     return ""
@@ -86,8 +90,9 @@ def plan_layout():
     ``laperm::_inspect_cuda_plan_layout``): ``magic``, ``header_words``, ``tensor_words``,
     ``launch_words``, ``batch_words``. For tests that forge plans; to read a plan, use
     :func:`describe_plan`."""
-    return _extension.named_results(torch.ops.laperm._inspect_cuda_plan_layout.default,
-                                    "PlanLayout")
+    return _extension.named_results(
+        torch.ops.laperm._inspect_cuda_plan_layout.default, "PlanLayout"
+    )
 
 
 def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:
@@ -97,9 +102,13 @@ def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:
     return torch.ops.laperm.cuda_largest_block_tile(dtype, smem)
 
 
-def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
-             max_block_tile: Optional[int] = None,
-             max_batch_items: Optional[int] = None) -> Plan:
+def plan_for(
+    weights: List[torch.Tensor],
+    sorted_inits: List[torch.Tensor],
+    *,
+    max_block_tile: Optional[int] = None,
+    max_batch_items: Optional[int] = None,
+) -> Plan:
     """The plan of a group, from the cache when the same addresses and shapes were planned.
 
     ``max_block_tile`` defaults to what the device's shared memory allows and
@@ -112,10 +121,14 @@ def plan_for(weights: List[torch.Tensor], sorted_inits: List[torch.Tensor], *,
     if max_batch_items is None:
         max_batch_items = size_classes().default_batch_items
     return _plans.get(
-        (device, dtype, max_block_tile, max_batch_items), weights, sorted_inits,
-        lambda: torch.ops.laperm.cuda_row_plan(weights, sorted_inits, max_block_tile,
-                                               max_batch_items),
-        device_tables=lambda plan: plan[1:])  # rows, segment offsets; plan[0] is host words
+        (device, dtype, max_block_tile, max_batch_items),
+        weights,
+        sorted_inits,
+        lambda: torch.ops.laperm.cuda_row_plan(
+            weights, sorted_inits, max_block_tile, max_batch_items
+        ),
+        device_tables=lambda plan: plan[1:],
+    )  # rows, segment offsets; plan[0] is host words
 
 
 def describe_plan(plan: Plan) -> Dict[str, object]:
@@ -126,11 +139,18 @@ def describe_plan(plan: Plan) -> Dict[str, object]:
     "max_batch_items"}``; a launch's class is ``"warp"`` or ``"block<tile>"``. The plan's
     words are decoded (and checked) by the extension: ``laperm::_inspect_cuda_decode_plan``.
     """
-    dtype, rows, _, max_items, tensors, launches, batches = \
+    dtype, rows, _, max_items, tensors, launches, batches = (
         torch.ops.laperm._inspect_cuda_decode_plan(plan[0])
+    )
     tiles = size_classes().block_tiles
-    return {"dtype": dtype, "tensors": len(tensors), "rows": rows,
-            "launches": [("warp" if tile < 0 else f"block{tiles[tile]}", begin, count)
-                         for tile, begin, count in launches.tolist()],
-            "large_batches": [tuple(b) for b in batches.tolist()],
-            "max_batch_items": max_items}
+    return {
+        "dtype": dtype,
+        "tensors": len(tensors),
+        "rows": rows,
+        "launches": [
+            ("warp" if tile < 0 else f"block{tiles[tile]}", begin, count)
+            for tile, begin, count in launches.tolist()
+        ],
+        "large_batches": [tuple(b) for b in batches.tolist()],
+        "max_batch_items": max_items,
+    }

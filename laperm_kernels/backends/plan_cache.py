@@ -45,7 +45,7 @@ class PlanCache(Generic[T]):
     def __init__(self, size: int = 16, max_captured: int = MAX_CAPTURED, what: str = "plan"):
         self.size = size
         self.max_captured = max_captured
-        self.what = what   # names the entries in errors: "a launch plan", ...
+        self.what = what  # names the entries in errors: "a launch plan", ...
         self._entries: "OrderedDict[Hashable, Tuple[T, frozenset]]" = OrderedDict()
         self._captured: "dict[Hashable, Tuple[T, frozenset]]" = {}
         self._lock = threading.Lock()
@@ -60,20 +60,30 @@ class PlanCache(Generic[T]):
         with self._lock:
             return len(self._captured)
 
-    def get(self, settings: tuple, weights: Sequence[torch.Tensor],
-            sorted_inits: Sequence[torch.Tensor], build: Callable[[], T],
-            device_tables: Callable[[T], Iterable[torch.Tensor]] = lambda plan: ()) -> T:
+    def get(
+        self,
+        settings: tuple,
+        weights: Sequence[torch.Tensor],
+        sorted_inits: Sequence[torch.Tensor],
+        build: Callable[[], T],
+        device_tables: Callable[[T], Iterable[torch.Tensor]] = lambda plan: (),
+    ) -> T:
         """The plan for these tensors and settings, built by ``build()`` on a miss.
         ``device_tables(plan)`` lists the device tensors its launches read."""
-        rows = tuple((w.data_ptr(), s.data_ptr(), *rows_and_length(w))
-                     for w, s in zip(weights, sorted_inits))
+        rows = tuple(
+            (w.data_ptr(), s.data_ptr(), *rows_and_length(w)) for w, s in zip(weights, sorted_inits)
+        )
         addresses = frozenset(a for r in rows for a in r[:2])
-        return self.lookup((settings, rows), addresses, weights[0].device, build,
-                           device_tables)
+        return self.lookup((settings, rows), addresses, weights[0].device, build, device_tables)
 
-    def lookup(self, key: Hashable, addresses: frozenset, device: torch.device,
-               build: Callable[[], T],
-               device_tables: Callable[[T], Iterable[torch.Tensor]] = lambda entry: ()) -> T:
+    def lookup(
+        self,
+        key: Hashable,
+        addresses: frozenset,
+        device: torch.device,
+        build: Callable[[], T],
+        device_tables: Callable[[T], Iterable[torch.Tensor]] = lambda entry: (),
+    ) -> T:
         """The entry for ``key`` (which stands for tensors at ``addresses`` on ``device``),
         built by ``build()`` on a miss outside capture."""
         capturing = graph_capture.capturing(device)
@@ -92,7 +102,8 @@ class PlanCache(Generic[T]):
                     raise graph_capture.NotPreparedForCapture(
                         f"{len(self._captured)} {self.what}s are already kept for captured "
                         "CUDA graphs: once the graphs that used them are freed, call "
-                        "laperm_kernels.release_captured_plans(). Nothing was modified.")
+                        "laperm_kernels.release_captured_plans(). Nothing was modified."
+                    )
                 self._captured[key] = found
         if not capturing:  # record_stream is not for use inside a capture
             for table in device_tables(found[0]):

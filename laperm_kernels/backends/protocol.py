@@ -28,8 +28,9 @@ class Backend(Protocol):
         """Whether it can run tensors of this kind."""
         ...
 
-    def prepare(self, weights: Sequence[torch.Tensor],
-                sorted_inits: Sequence[torch.Tensor]) -> None:
+    def prepare(
+        self, weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
+    ) -> None:
         """Everything ``run`` would do before its first write (plan, size limits,
         compilation), reading no values; nothing for a backend without plans. ``ops``
         prepares every group of a call before running any, so a call fails before touching
@@ -37,8 +38,7 @@ class Backend(Protocol):
         ``graph_capture.NotPreparedForCapture`` on a miss."""
         ...
 
-    def run(self, weights: Sequence[torch.Tensor],
-            sorted_inits: Sequence[torch.Tensor]) -> None:
+    def run(self, weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
         """Rank-matches a validated group (contiguous tensors of one device and dtype, no
         aliasing) in place."""
         ...

@@ -57,11 +57,11 @@ class Plan(NamedTuple):
     # launch(KIND, scratch, warmup=False); warmup=True (scratch None) compiles and loads
     # its kernels, launching none
     launches: List[Callable[..., None]]
-    tables: List[torch.Tensor]      # every device table the launches read
-    scratch_keys: int               # int64 scratch the launches need (0: none)
-    long_rows: int                  # rows that take the merge sort, for error messages
+    tables: List[torch.Tensor]  # every device table the launches read
+    scratch_keys: int  # int64 scratch the launches need (0: none)
+    long_rows: int  # rows that take the merge sort, for error messages
     longest_row: int
-    compiled: List[bool]            # [True] once every kernel of the plan was compiled
+    compiled: List[bool]  # [True] once every kernel of the plan was compiled
 
 
 _plans: "PlanCache[Plan]" = PlanCache(16, what="a launch plan of the triton backend")
@@ -79,6 +79,7 @@ def _kernels():
     if _import_error is not None:
         return None
     from .. import triton_kernels
+
     return triton_kernels
 
 
@@ -92,11 +93,15 @@ def is_available() -> bool:
 
 def unavailable_reason() -> str:
     if _kernels() is None:
-        return (f"triton is not installed or failed to import ({_import_error}); "
-                "install it with `pip install triton`")
+        return (
+            f"triton is not installed or failed to import ({_import_error}); "
+            "install it with `pip install triton`"
+        )
     if not (_interpreting() or torch.cuda.is_available()):
-        return ("no CUDA device (torch.cuda.is_available() is False); set TRITON_INTERPRET=1 "
-                "before importing triton to run the kernels on CPU tensors (slow; for tests)")
+        return (
+            "no CUDA device (torch.cuda.is_available() is False); set TRITON_INTERPRET=1 "
+            "before importing triton to run the kernels on CPU tensors (slow; for tests)"
+        )
     return ""
 
 
@@ -122,8 +127,13 @@ def _available_kernels():
     return tk
 
 
-def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor], *,
-             max_block: Optional[int] = None, chunk: Optional[int] = None) -> None:
+def run_rows(
+    weights: Sequence[torch.Tensor],
+    sorted_inits: Sequence[torch.Tensor],
+    *,
+    max_block: Optional[int] = None,
+    chunk: Optional[int] = None,
+) -> None:
     """Rank-matches contiguous tensors of one device and a supported dtype, in place.
 
     ``max_block`` (longest row done in one block) and ``chunk`` (keys per chunk of longer
@@ -146,13 +156,13 @@ def run_rows(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tenso
 
 # --- scratch: one allocation per call, before any launch --------------------------------
 
+
 def _empty_scratch(keys: int, device: torch.device) -> torch.Tensor:
     """The call's int64 scratch (its only device allocation; tests make it fail)."""
     return torch.empty(keys, dtype=torch.int64, device=device)
 
 
-def _scratch(plan: Plan, weights: Sequence[torch.Tensor], max_block: int
-             ) -> Optional[torch.Tensor]:
+def _scratch(plan: Plan, weights: Sequence[torch.Tensor], max_block: int) -> Optional[torch.Tensor]:
     if plan.scratch_keys == 0:
         return None
     device = weights[0].device
@@ -169,7 +179,8 @@ def _scratch(plan: Plan, weights: Sequence[torch.Tensor], max_block: int
             f"that much GPU memory (drop references, torch.cuda.empty_cache()) "
             f"and call again, or run these tensors with backend='cuda' or backend='torch', or "
             f"lower laperm_kernels.backends.triton.SCRATCH_KEYS (fewer rows per batch). "
-            f"The allocator said: {e}") from e
+            f"The allocator said: {e}"
+        ) from e
 
 
 def _bytes(n: int) -> str:
@@ -181,12 +192,12 @@ def _bytes(n: int) -> str:
 
 # --- plans: the layout's tables on the device and its launches, cached -----------------
 
+
 def _on(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _ready_plan(tk, weights, sorted_inits, max_block: Optional[int], chunk: Optional[int]
-                ) -> Plan:
+def _ready_plan(tk, weights, sorted_inits, max_block: Optional[int], chunk: Optional[int]) -> Plan:
     """The plan (built on a miss), with every kernel it launches compiled and loaded."""
     max_block = tk.MAX_BLOCK if max_block is None else max_block
     chunk = tk.CHUNK if chunk is None else chunk
@@ -205,15 +216,21 @@ def _ready_plan(tk, weights, sorted_inits, max_block: Optional[int], chunk: Opti
 def _plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
     """The plan from the cache, built on a miss (its kernels not necessarily compiled)."""
     settings = (weights[0].device, weights[0].dtype, max_block, chunk, SCRATCH_KEYS)
-    return _plans.get(settings, weights, sorted_inits,
-                      lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk),
-                      device_tables=lambda plan: plan.tables)
+    return _plans.get(
+        settings,
+        weights,
+        sorted_inits,
+        lambda: _build_plan(tk, weights, sorted_inits, max_block, chunk),
+        device_tables=lambda plan: plan.tables,
+    )
 
 
 def _check_settings(tk, max_block: int, chunk: int) -> None:
     if chunk < 2 or chunk & (chunk - 1) or chunk > max_block:
-        raise ValueError(f"chunk must be a power of two, at least 2 and at most max_block "
-                         f"({max_block}), got {chunk}")
+        raise ValueError(
+            f"chunk must be a power of two, at least 2 and at most max_block "
+            f"({max_block}), got {chunk}"
+        )
     if max_block > tk.MAX_BLOCK:
         raise ValueError(f"max_block must be at most {tk.MAX_BLOCK}, got {max_block}")
 
@@ -225,12 +242,22 @@ def _build_plan(tk, weights, sorted_inits, max_block: int, chunk: int) -> Plan:
     for w, s in zip(weights, sorted_inits):
         rows, n = rows_and_length(w)
         pieces.append((w.data_ptr(), s.data_ptr(), rows, n, n * w.element_size()))
-    layout = plan_layout(pieces, max_block, chunk,
-                         {b: rows for b, (rows, _) in tk.BLOCK_CONFIGS.items()}, SCRATCH_KEYS)
+    layout = plan_layout(
+        pieces,
+        max_block,
+        chunk,
+        {b: rows for b, (rows, _) in tk.BLOCK_CONFIGS.items()},
+        SCRATCH_KEYS,
+    )
 
-    plan = Plan([], [], layout.scratch_keys,
-                sum(p[2] for b in layout.batches for p in b.pieces),
-                max((b.pieces[0][3] for b in layout.batches), default=0), [])
+    plan = Plan(
+        [],
+        [],
+        layout.scratch_keys,
+        sum(p[2] for b in layout.batches for p in b.pieces),
+        max((b.pieces[0][3] for b in layout.batches), default=0),
+        [],
+    )
     for launch in layout.blocks:
         tables = _row_table(launch.pieces, device)
         plan.launches.append(_block_launch(tk, launch.block, *tables))
@@ -266,8 +293,20 @@ def _block_launch(tk, block: int, w_tab, s_tab, lengths):
     grid = (-(-num_rows // rows_per_program),)
 
     def launch(kind: int, scratch, warmup: bool = False) -> None:
-        _launch(tk.rank_match_block_kernel, grid, warmup, w_tab, s_tab, lengths, num_rows,
-                KIND=kind, BLOCK=block, ROWS=rows_per_program, num_warps=warps)
+        _launch(
+            tk.rank_match_block_kernel,
+            grid,
+            warmup,
+            w_tab,
+            s_tab,
+            lengths,
+            num_rows,
+            KIND=kind,
+            BLOCK=block,
+            ROWS=rows_per_program,
+            num_warps=warps,
+        )
+
     return launch
 
 
@@ -288,11 +327,12 @@ def _merge_sort_launch(tk, batch: Batch, chunk: int, device, tables: List[torch.
     """The launches of one batch of long rows: sort its chunks into scratch, then merge
     runs of chunk, 2 chunk, ... keys; the last pass of each row scatters S into W."""
     w_tab, s_tab, lengths = _row_table(batch.pieces, device)
-    length = torch.cat([torch.full((rows,), n, dtype=torch.int64)
-                        for _, _, rows, n, _ in batch.pieces])
+    length = torch.cat(
+        [torch.full((rows,), n, dtype=torch.int64) for _, _, rows, n, _ in batch.pieces]
+    )
     segments = -(-length // SEGMENT_KEYS) * SEGMENT_KEYS
     key_offsets = _upload(segments.cumsum(0) - segments, device)
-    chunks = -(-length // chunk)                         # tiles (= chunks) of each row
+    chunks = -(-length // chunk)  # tiles (= chunks) of each row
     tile_row = torch.repeat_interleave(torch.arange(length.numel()), chunks)
     first_tile = chunks.cumsum(0) - chunks
     tile_start = (torch.arange(tile_row.numel()) - first_tile[tile_row]) * chunk
@@ -311,12 +351,39 @@ def _merge_sort_launch(tk, batch: Batch, chunk: int, device, tables: List[torch.
         else:
             keys_ = keys
         # Two views of the one scratch (keys is a multiple of 16: both 128-byte aligned).
-        runs = (scratch[:keys_],
-                scratch[keys_:2 * keys_] if buffers == 2 else scratch[:keys_])
-        _launch(tk.sort_chunks_kernel, (programs[0],), warmup, w_tab, lengths, key_offsets,
-                tile_row, tile_start, runs[0], KIND=kind, CHUNK=chunk, num_warps=sort_warps)
+        runs = (scratch[:keys_], scratch[keys_ : 2 * keys_] if buffers == 2 else scratch[:keys_])
+        _launch(
+            tk.sort_chunks_kernel,
+            (programs[0],),
+            warmup,
+            w_tab,
+            lengths,
+            key_offsets,
+            tile_row,
+            tile_start,
+            runs[0],
+            KIND=kind,
+            CHUNK=chunk,
+            num_warps=sort_warps,
+        )
         for p, grid in enumerate(programs):
-            _launch(tk.merge_runs_kernel, (grid,), warmup, w_tab, s_tab, lengths, key_offsets,
-                    tile_row, tile_start, runs[p % 2], runs[1 - p % 2], chunk << p,
-                    KIND=kind, CHUNK=chunk, LOG2_CHUNK=log2_chunk, num_warps=tk.MERGE_WARPS)
+            _launch(
+                tk.merge_runs_kernel,
+                (grid,),
+                warmup,
+                w_tab,
+                s_tab,
+                lengths,
+                key_offsets,
+                tile_row,
+                tile_start,
+                runs[p % 2],
+                runs[1 - p % 2],
+                chunk << p,
+                KIND=kind,
+                CHUNK=chunk,
+                LOG2_CHUNK=log2_chunk,
+                num_warps=tk.MERGE_WARPS,
+            )
+
     return launch

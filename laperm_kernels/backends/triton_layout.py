@@ -14,17 +14,17 @@ MIN_BLOCK = 64
 
 # Size limits (docs/triton.md, "Limits"), checked by plan_layout before anything runs.
 MAX_ROW_LENGTH = 2**31 - 1  # columns are packed in 32 bits and read as int32; lengths are int32
-MAX_PROGRAMS = 2**31 - 1    # CUDA's grid.x (every launch uses grid axis 0 only)
-LAUNCH_ROWS = 1 << 30       # rows per block launch: row indices stay int32 inside the kernel
-SEGMENT_KEYS = 16           # each long row's scratch segment starts on a 128-byte line
+MAX_PROGRAMS = 2**31 - 1  # CUDA's grid.x (every launch uses grid axis 0 only)
+LAUNCH_ROWS = 1 << 30  # rows per block launch: row indices stay int32 inside the kernel
+SEGMENT_KEYS = 16  # each long row's scratch segment starts on a 128-byte line
 
 # A piece is (W address, S address, rows, n, bytes per row): consecutive rows of a tensor.
 Piece = Tuple[int, int, int, int, int]
 
 
 class BlockLaunch(NamedTuple):
-    block: int                  # BLOCK of rank_match_block_kernel
-    pieces: List[Piece]         # its rows, in table order
+    block: int  # BLOCK of rank_match_block_kernel
+    pieces: List[Piece]  # its rows, in table order
     rows: int
 
 
@@ -33,19 +33,20 @@ class Batch(NamedTuple):
     merge passes. ``programs[p]`` is the grid of pass p: the tiles of the rows still
     unmerged there, a prefix of the tile table since rows go longest first. programs[0]
     counts every tile, and is the sort's grid too."""
+
     pieces: List[Piece]
-    keys: int                   # scratch keys per buffer (segments of SEGMENT_KEYS)
+    keys: int  # scratch keys per buffer (segments of SEGMENT_KEYS)
     programs: List[int]
 
     @property
     def buffers(self) -> int:
-        return 2 if len(self.programs) > 1 else 1   # ping-pong once there are two passes
+        return 2 if len(self.programs) > 1 else 1  # ping-pong once there are two passes
 
 
 class Layout(NamedTuple):
     blocks: List[BlockLaunch]
     batches: List[Batch]
-    scratch_keys: int           # the largest batch's keys x buffers: the call's scratch
+    scratch_keys: int  # the largest batch's keys x buffers: the call's scratch
 
 
 def _segment(n: int) -> int:
@@ -63,12 +64,19 @@ def _passes(n: int, chunk: int) -> int:
 
 def _check_programs(programs: int, what: str) -> None:
     if programs > MAX_PROGRAMS:
-        raise ValueError(f"the triton backend would launch {programs:,} programs for {what}, "
-                         f"more than CUDA's grid allows ({MAX_PROGRAMS:,})")
+        raise ValueError(
+            f"the triton backend would launch {programs:,} programs for {what}, "
+            f"more than CUDA's grid allows ({MAX_PROGRAMS:,})"
+        )
 
 
-def plan_layout(pieces: Sequence[Piece], max_block: int, chunk: int,
-                block_rows: Dict[int, int], scratch_keys: int) -> Layout:
+def plan_layout(
+    pieces: Sequence[Piece],
+    max_block: int,
+    chunk: int,
+    block_rows: Dict[int, int],
+    scratch_keys: int,
+) -> Layout:
     """The launches for rows described by ``pieces``, checking every size limit first
     (ValueError). ``block_rows`` maps each BLOCK to its rows per program; long rows go in
     batches of at most ``scratch_keys`` keys (or one row). Pure: tests plan row shapes far
@@ -78,7 +86,8 @@ def plan_layout(pieces: Sequence[Piece], max_block: int, chunk: int,
             raise ValueError(
                 f"rows of {n:,} elements are too long for the triton backend: at most "
                 f"{MAX_ROW_LENGTH:,} (2^31 - 1; columns are packed in 32 bits); use "
-                f"backend='torch' for such tensors")
+                f"backend='torch' for such tensors"
+            )
 
     buckets: Dict[int, List[Piece]] = {}
     long_pieces: List[Piece] = []
@@ -99,8 +108,7 @@ def plan_layout(pieces: Sequence[Piece], max_block: int, chunk: int,
             blocks.append(BlockLaunch(block, part, rows))
 
     long_pieces.sort(key=lambda p: -p[3])  # stable: longest first, then call order
-    batches = [_batch(part, chunk)
-               for part in _split_keys(long_pieces, scratch_keys)]
+    batches = [_batch(part, chunk) for part in _split_keys(long_pieces, scratch_keys)]
     scratch = max((b.keys * b.buffers for b in batches), default=0)
     return Layout(blocks, batches, scratch)
 
@@ -147,7 +155,7 @@ def _split_keys(pieces: List[Piece], cap: int) -> List[List[Piece]]:
 
 def _batch(pieces: List[Piece], chunk: int) -> Batch:
     keys = sum(rows * _segment(n) for _, _, rows, n, _ in pieces)
-    programs = [0] * _passes(pieces[0][3], chunk)   # the first row is the longest
+    programs = [0] * _passes(pieces[0][3], chunk)  # the first row is the longest
     for _, _, rows, n, _ in pieces:
         for p in range(_passes(n, chunk)):
             programs[p] += rows * _chunks(n, chunk)

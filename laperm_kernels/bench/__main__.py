@@ -39,26 +39,51 @@ from .table import format_table
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="laperm-bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", nargs="+", default=["resnet50"],
-                   choices=sorted(PRESETS) + ["all"], help="model weight shapes (default resnet50)")
+    p.add_argument(
+        "--preset",
+        nargs="+",
+        default=["resnet50"],
+        choices=sorted(PRESETS) + ["all"],
+        help="model weight shapes (default resnet50)",
+    )
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=sorted(DTYPES))
-    p.add_argument("--threads", nargs="+", type=int, default=None,
-                   help="intra-op thread counts to measure (default: 1 and all cores)")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="timed runs per method, at most (median; default 3)")
-    p.add_argument("--budget", type=float, default=2.5, metavar="SECONDS",
-                   help="a method whose timed runs took this long runs no more (it has "
-                        "run at least once; default 2.5)")
+    p.add_argument(
+        "--threads",
+        nargs="+",
+        type=int,
+        default=None,
+        help="intra-op thread counts to measure (default: 1 and all cores)",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=3, help="timed runs per method, at most (median; default 3)"
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=2.5,
+        metavar="SECONDS",
+        help="a method whose timed runs took this long runs no more (it has "
+        "run at least once; default 2.5)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--backends", nargs="+", default=None,
-                   help="only these backends/baselines (default: all available)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="only these backends/baselines (default: all available)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--no-host-overhead", action="store_true",
-                   help="skip the host-overhead line (54 tiny tensors: the fixed cost per "
-                        "call and per LaPerm sync, a few seconds)")
-    p.add_argument("--plot", metavar="PATH",
-                   help="also draw throughput per method and thread count as a PNG "
-                        "(needs matplotlib)")
+    p.add_argument(
+        "--no-host-overhead",
+        action="store_true",
+        help="skip the host-overhead line (54 tiny tensors: the fixed cost per "
+        "call and per LaPerm sync, a few seconds)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="also draw throughput per method and thread count as a PNG (needs matplotlib)",
+    )
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
@@ -86,29 +111,45 @@ def main(argv=None) -> int:
         for dtype in args.dtype:
             for t in threads:
                 title = f"{preset}, {dtype}, {device}, {t} thread{'s' * (t > 1)}"
-                with _Progress(title, len(methods_for(device, DTYPES[dtype], args.backends))
-                               * (args.repeat + 1)) as progress:
-                    rows = run_benchmark(preset, dtype, device, t, args.repeat,
-                                         args.backends, progress, args.budget)
+                with _Progress(
+                    title,
+                    len(methods_for(device, DTYPES[dtype], args.backends)) * (args.repeat + 1),
+                ) as progress:
+                    rows = run_benchmark(
+                        preset, dtype, device, t, args.repeat, args.backends, progress, args.budget
+                    )
                 n = rows[0].elements if rows else 0
-                print(f"\n{preset}: {len(PRESETS[preset])} tensors, {n / 1e6:.2f}M elements, "
-                      f"{dtype}, {device}, {t} thread{'s' * (t > 1)}, median of up to "
-                      f"{args.repeat} runs")
+                print(
+                    f"\n{preset}: {len(PRESETS[preset])} tensors, {n / 1e6:.2f}M elements, "
+                    f"{dtype}, {device}, {t} thread{'s' * (t > 1)}, median of up to "
+                    f"{args.repeat} runs"
+                )
                 print(format_table(rows), flush=True)
                 results.extend(rows)
     torch.set_num_threads(cores)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "host_overhead_us": overhead,
-                       "results": [asdict(r) for r in results]}, f, indent=1)
+            json.dump(
+                {
+                    "machine": info,
+                    "host_overhead_us": overhead,
+                    "results": [asdict(r) for r in results],
+                },
+                f,
+                indent=1,
+            )
         print(f"\nwrote {args.json}")
     if args.plot:
         from .plot import plot_results
+
         print(plot_results(results, args.plot, info))
     mismatches = [r for r in results if r.check == "MISMATCH"]
     for r in mismatches:
-        print(f"ERROR: {r.method} differs from the reference on {r.preset} {r.dtype} "
-              f"({r.threads} threads)", file=sys.stderr)
+        print(
+            f"ERROR: {r.method} differs from the reference on {r.preset} {r.dtype} "
+            f"({r.threads} threads)",
+            file=sys.stderr,
+        )
     return 1 if mismatches else 0
 
 
@@ -122,8 +163,10 @@ class _Progress:
     def __enter__(self):
         try:
             from tqdm import tqdm
-            self.bar = tqdm(total=self.total, desc=self.title, unit="run", leave=False,
-                            file=sys.stderr)
+
+            self.bar = tqdm(
+                total=self.total, desc=self.title, unit="run", leave=False, file=sys.stderr
+            )
         except ImportError:
             print(f"{self.title}: ", end="", file=sys.stderr, flush=True)
         return self

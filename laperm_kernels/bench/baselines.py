@@ -81,12 +81,18 @@ def prepare_sort_keys(weights: List[torch.Tensor]) -> None:
 # name -> (function, whether it yields a rank-matching result, which must then equal the
 # reference, and the dtypes it handles: NumPy has no bfloat16)
 BASELINES: Dict[str, "tuple[Baseline, bool, tuple]"] = {
-    "tf-two-argsorts": (tf_two_argsorts, True, (torch.float32, torch.float64, torch.float16,
-                                                torch.bfloat16)),
+    "tf-two-argsorts": (
+        tf_two_argsorts,
+        True,
+        (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    ),
 }
 if np is not None:
-    BASELINES["numpy-argsort"] = (numpy_argsort, True,
-                                  (torch.float32, torch.float64, torch.float16))
+    BASELINES["numpy-argsort"] = (
+        numpy_argsort,
+        True,
+        (torch.float32, torch.float64, torch.float16),
+    )
     # The floors: sorts alone, of the same rows' keys (the table also gives them as ratios).
     BASELINES["numpy-sort-int64"] = (numpy_sort_int64, False, (torch.float32,))
     BASELINES["numpy-sort-int32"] = (numpy_sort_int32, False, (torch.float32,))

@@ -23,11 +23,12 @@ from ..ops import rank_match_many_, sort_rows
 from ..optim import LaPerm
 from ..timing import synchronize
 
-TENSORS, SHAPE = 54, (2, 3)   # ResNet-50's count of permuted tensors, each tiny
+TENSORS, SHAPE = 54, (2, 3)  # ResNet-50's count of permuted tensors, each tiny
 
 
-def measure(device: torch.device, rounds: int = 15, calls: int = 200,
-            seed: int = 0) -> Dict[str, float]:
+def measure(
+    device: torch.device, rounds: int = 15, calls: int = 200, seed: int = 0
+) -> Dict[str, float]:
     """Microseconds per call: ``op`` (CPU only), ``rank_match_many_``, ``inner_step``,
     ``laperm_step``, and ``sync_above_inner_step`` (their difference)."""
     gen = torch.Generator().manual_seed(seed)
@@ -70,8 +71,10 @@ def measure(device: torch.device, rounds: int = 15, calls: int = 200,
 def line(us: Dict[str, float], device: torch.device) -> str:
     """The benchmark's line for :func:`measure`'s figures."""
     op = f" (the native op alone {us['op']:.1f} us)" if "op" in us else ""
-    return (f"host overhead, {TENSORS} tensors of {SHAPE[0]}x{SHAPE[1]} on {device}, "
-            f"{torch.get_num_threads()} thread(s): rank_match_many_ "
-            f"{us['rank_match_many_']:.1f} us a call{op}; a LaPerm(SGD) step that syncs "
-            f"{us['laperm_step']:.1f} us against SGD's {us['inner_step']:.1f} us: a sync "
-            f"costs {us['sync_above_inner_step']:.1f} us above the inner step")
+    return (
+        f"host overhead, {TENSORS} tensors of {SHAPE[0]}x{SHAPE[1]} on {device}, "
+        f"{torch.get_num_threads()} thread(s): rank_match_many_ "
+        f"{us['rank_match_many_']:.1f} us a call{op}; a LaPerm(SGD) step that syncs "
+        f"{us['laperm_step']:.1f} us against SGD's {us['inner_step']:.1f} us: a sync "
+        f"costs {us['sync_above_inner_step']:.1f} us above the inner step"
+    )

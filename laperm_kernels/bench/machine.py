@@ -19,9 +19,14 @@ def machine_info() -> Dict[str, str]:
     thread count, any cap on either's SIMD set in the environment, and the GPU, if any."""
     from ..backends import cpu
 
-    info = {"torch": torch.__version__, "numpy": str(baselines.numpy_version()),
-            "python": platform.python_version(), "cpu": dispatch.cpu_model(),
-            "cpu_kernel_isa": cpu.kernel_isa(), "logical_cpus": str(torch.get_num_threads())}
+    info = {
+        "torch": torch.__version__,
+        "numpy": str(baselines.numpy_version()),
+        "python": platform.python_version(),
+        "cpu": dispatch.cpu_model(),
+        "cpu_kernel_isa": cpu.kernel_isa(),
+        "logical_cpus": str(torch.get_num_threads()),
+    }
     for name in ("LAPERM_CPU_ISA", "NPY_DISABLE_CPU_FEATURES"):  # caps on either's SIMD
         if os.environ.get(name):
             info[name] = os.environ[name]

@@ -18,8 +18,15 @@ def lenet_300_100() -> List[Shape]:
 
 def conv4_cifar() -> List[Shape]:
     """Conv4 for CIFAR-10 (Frankle & Carbin; the paper's Conv2/4/13 family)."""
-    return [(64, 3, 3, 3), (64, 64, 3, 3), (128, 64, 3, 3), (128, 128, 3, 3),
-            (256, 8192), (256, 256), (10, 256)]
+    return [
+        (64, 3, 3, 3),
+        (64, 64, 3, 3),
+        (128, 64, 3, 3),
+        (128, 128, 3, 3),
+        (256, 8192),
+        (256, 256),
+        (10, 256),
+    ]
 
 
 def resnet50() -> List[Shape]:

@@ -33,9 +33,9 @@ class Result:
     effective_gb_per_s: Optional[float]  # read W, read S, write W: 3 x itemsize a element
     speedup_vs_torch: Optional[float]
     check: str  # "bit-identical", "not checked (sort only)" or "MISMATCH"
-    runs: int = 0                          # timed runs behind the median
+    runs: int = 0  # timed runs behind the median
     first_call_s: Optional[float] = None  # auto: its first call (the trial, if one ran)
-    chosen: Optional[str] = None          # auto: the backend it chose, and how
+    chosen: Optional[str] = None  # auto: the backend it chose, and how
 
 
 def make_model(shapes, dtype, device, seed=0):
@@ -66,10 +66,16 @@ def methods_for(device: torch.device, dtype: torch.dtype, backends: Optional[Lis
     return out
 
 
-def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: int,
-                  repeat: int, backends: Optional[List[str]] = None,
-                  progress: Optional[Callable[[str], None]] = None,
-                  budget_s: float = math.inf) -> List[Result]:
+def run_benchmark(
+    preset: str,
+    dtype_name: str,
+    device: torch.device,
+    threads: int,
+    repeat: int,
+    backends: Optional[List[str]] = None,
+    progress: Optional[Callable[[str], None]] = None,
+    budget_s: float = math.inf,
+) -> List[Result]:
     """Times every method on ``preset``'s weights; ``progress(method)`` after each run."""
     dtype = DTYPES[dtype_name]
     torch.set_num_threads(threads)
@@ -82,26 +88,56 @@ def run_benchmark(preset: str, dtype_name: str, device: torch.device, threads: i
 
     methods = methods_for(device, dtype, backends)
     warm_up = [name != "torch" and name not in baselines.BASELINES for name, _, _ in methods]
-    timed = time_methods([fn for _, fn, _ in methods], warm_up, pristine, sorted_inits,
-                         repeat, budget_s,
-                         None if progress is None else lambda i: progress(methods[i][0]))
+    timed = time_methods(
+        [fn for _, fn, _ in methods],
+        warm_up,
+        pristine,
+        sorted_inits,
+        repeat,
+        budget_s,
+        None if progress is None else lambda i: progress(methods[i][0]),
+    )
     results, torch_time = [], None
     for (name, _, checked), t in zip(methods, timed):
         common = dict(runs=t.runs)
         if name == "auto":
             common.update(first_call_s=t.first_call_s, chosen=_auto_choice(pristine))
         if checked and not all(bitwise_equal(a, b) for a, b in zip(t.output, expected)):
-            results.append(Result(preset, dtype_name, str(device), threads, name, elements,
-                                  None, None, None, None, "MISMATCH", **common))
+            results.append(
+                Result(
+                    preset,
+                    dtype_name,
+                    str(device),
+                    threads,
+                    name,
+                    elements,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "MISMATCH",
+                    **common,
+                )
+            )
             continue
         if name == "torch":
             torch_time = t.median_s
-        results.append(Result(
-            preset, dtype_name, str(device), threads, name, elements, t.median_s,
-            elements / t.median_s,
-            elements * 3 * pristine[0].element_size() / t.median_s / 1e9,
-            torch_time / t.median_s if torch_time else None,
-            "bit-identical" if checked else "not checked (sort only)", **common))
+        results.append(
+            Result(
+                preset,
+                dtype_name,
+                str(device),
+                threads,
+                name,
+                elements,
+                t.median_s,
+                elements / t.median_s,
+                elements * 3 * pristine[0].element_size() / t.median_s / 1e9,
+                torch_time / t.median_s if torch_time else None,
+                "bit-identical" if checked else "not checked (sort only)",
+                **common,
+            )
+        )
     return results
 
 
@@ -111,8 +147,11 @@ def _auto_choice(weights: List[torch.Tensor]) -> str:
     threads = torch.get_num_threads()
     for d in reversed(dispatch.report()):
         sig = d["signature"]
-        if sig["shapes"] == shapes and sig.get("threads", threads) == threads \
-                and sig["device"] == str(weights[0].device):
+        if (
+            sig["shapes"] == shapes
+            and sig.get("threads", threads) == threads
+            and sig["device"] == str(weights[0].device)
+        ):
             verdicts = "; ".join(dispatch.Verdict(**c).text() for c in d["candidates"])
             return f"{d['backend']} ({d['source']}: {verdicts})"
     return available_backends(weights[0].device)[0] + " (only candidate or LAPERM_AUTOTUNE=0)"

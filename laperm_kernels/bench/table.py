@@ -16,12 +16,15 @@ def format_table(results: List[Result]) -> str:
             lines.append(f"{r.method:<18} {'-':>10} {'-':>8} {'-':>9} {r.runs:>4}  {r.check}")
             continue
         ratio = f"{r.speedup_vs_torch:.2f}x" if r.speedup_vs_torch else "-"
-        lines.append(f"{r.method:<18} {r.elements_per_s / 1e6:>10.1f} "
-                     f"{r.effective_gb_per_s:>8.2f} {ratio:>9} {r.runs:>4}  {r.check}")
+        lines.append(
+            f"{r.method:<18} {r.elements_per_s / 1e6:>10.1f} "
+            f"{r.effective_gb_per_s:>8.2f} {ratio:>9} {r.runs:>4}  {r.check}"
+        )
     for r in results:
         if r.chosen is not None:
-            lines.append(f"auto chose {r.chosen}; its first call took "
-                         f"{r.first_call_s * 1e3:.1f} ms")
+            lines.append(
+                f"auto chose {r.chosen}; its first call took {r.first_call_s * 1e3:.1f} ms"
+            )
     lines += floor_lines(results)
     return "\n".join(lines)
 
@@ -36,6 +39,10 @@ def floor_lines(results: List[Result]) -> List[str]:
         if r.method in baselines.BASELINES or r.method == "torch" or not r.elements_per_s:
             continue
         if floors:
-            lines.append(f"{r.method} vs the floors: " + ", ".join(
-                f"{r.elements_per_s / f.elements_per_s:.2f}x {f.method}" for f in floors))
+            lines.append(
+                f"{r.method} vs the floors: "
+                + ", ".join(
+                    f"{r.elements_per_s / f.elements_per_s:.2f}x {f.method}" for f in floors
+                )
+            )
     return lines

@@ -23,9 +23,15 @@ class Timing:
     first_call_s: Optional[float]  # the warm-up run, if the method had one
 
 
-def time_methods(fns: List[Callable], warm_up: List[bool], pristine: List[torch.Tensor],
-                 sorted_inits: List[torch.Tensor], repeat: int, budget_s: float = math.inf,
-                 progress: Optional[Callable[[int], None]] = None) -> List[Timing]:
+def time_methods(
+    fns: List[Callable],
+    warm_up: List[bool],
+    pristine: List[torch.Tensor],
+    sorted_inits: List[torch.Tensor],
+    repeat: int,
+    budget_s: float = math.inf,
+    progress: Optional[Callable[[int], None]] = None,
+) -> List[Timing]:
     """Times every method in ``fns`` on the same weights.
 
     Methods with ``warm_up[i]`` first run once outside the median (their first call, in
@@ -70,5 +76,6 @@ def time_methods(fns: List[Callable], warm_up: List[bool], pristine: List[torch.
             times[i].append(run(i))
             if r == 0:
                 outputs[i] = [w.clone() for w in work]
-    return [Timing(statistics.median(t), len(t), out, f)
-            for t, out, f in zip(times, outputs, first)]
+    return [
+        Timing(statistics.median(t), len(t), out, f) for t, out, f in zip(times, outputs, first)
+    ]

@@ -52,18 +52,33 @@ from .report import machine_info, tally, verdict, write_report
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="laperm-gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("outdir", type=Path, help="where report.md, report.json and logs go")
-    p.add_argument("--quick", action="store_true",
-                   help="correctness (the cuda and triton backends' GPU tests) and the "
-                        "ResNet-50 float32 timing only; cuda-graph and laperm-steps skipped")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="correctness (the cuda and triton backends' GPU tests) and the "
+        "ResNet-50 float32 timing only; cuda-graph and laperm-steps skipped",
+    )
     p.add_argument("--repeat", type=int, default=3, help="timed runs per benchmark method (median)")
-    p.add_argument("--preset", nargs="+", choices=sorted(PRESETS),
-                   help="presets to plan and time (default: all; --quick: resnet50)")
-    p.add_argument("--dtype", nargs="+", choices=DTYPES,
-                   help="dtypes to plan and time (default: all; --quick: float32)")
+    p.add_argument(
+        "--preset",
+        nargs="+",
+        choices=sorted(PRESETS),
+        help="presets to plan and time (default: all; --quick: resnet50)",
+    )
+    p.add_argument(
+        "--dtype",
+        nargs="+",
+        choices=DTYPES,
+        help="dtypes to plan and time (default: all; --quick: float32)",
+    )
     p.add_argument("--skip-tests", action="store_true", help="do not run the GPU test files")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="every check ends within this many seconds (with the report written "
-                        "after); each check's cap is also cut to what is left")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="every check ends within this many seconds (with the report written "
+        "after); each check's cap is also cut to what is left",
+    )
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
@@ -83,21 +98,27 @@ def main(argv=None) -> int:
     shutil.rmtree(cache, ignore_errors=True)  # ours, from an earlier run into OUTDIR
     os.environ["LAPERM_CACHE_DIR"] = str(cache)
     deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
-    ctx = Context(args.outdir, args.repeat, args.preset, args.dtype, not args.skip_tests,
-                  args.quick, deadline)
-    command = shlex.join(["python", "-m", "laperm_kernels.gpucheck",
-                          *(sys.argv[1:] if argv is None else argv)])
+    ctx = Context(
+        args.outdir, args.repeat, args.preset, args.dtype, not args.skip_tests, args.quick, deadline
+    )
+    command = shlex.join(
+        ["python", "-m", "laperm_kernels.gpucheck", *(sys.argv[1:] if argv is None else argv)]
+    )
     info = machine_info()
     print("laperm-gpucheck: " + "; ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     done = []
     for name, fn in checks.CHECKS:
         check = run_check(name, fn, ctx)
-        print(f"laperm-gpucheck: {name}: {check.status} ({check.seconds:.1f} s) "
-              f"{check.summary}", flush=True)
+        print(
+            f"laperm-gpucheck: {name}: {check.status} ({check.seconds:.1f} s) {check.summary}",
+            flush=True,
+        )
         done.append(check)
     write_report(args.outdir, info, done, command)
-    print(f"laperm-gpucheck: {verdict(done)} ({tally(done)}); wrote "
-          f"{args.outdir / 'report.md'} and {args.outdir / 'report.json'}")
+    print(
+        f"laperm-gpucheck: {verdict(done)} ({tally(done)}); wrote "
+        f"{args.outdir / 'report.md'} and {args.outdir / 'report.json'}"
+    )
     return 1 if verdict(done) == FAIL else 0
 
 

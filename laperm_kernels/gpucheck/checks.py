@@ -35,11 +35,14 @@ DTYPES = tuple(SUPPORTED_DTYPES_BY_NAME)
 # The GPU tests (files, or a file's one GPU test), and auto's trials (CPU stand-ins,
 # cheap); the missing are left out. --quick runs the first two: the cuda and triton
 # backends against the reference.
-GPU_TEST_FILES = ("tests/cuda_backend/test_cuda.py", "tests/triton_backend/test_triton.py",
-                  "tests/cuda_backend/test_graph_capture_gpu.py",
-                  "tests/reliability/test_memory_limits.py"
-                  "::test_cuda_large_row_scratch_is_allocated_before_any_launch",
-                  "tests/dispatch/test_dispatch.py")
+GPU_TEST_FILES = (
+    "tests/cuda_backend/test_cuda.py",
+    "tests/triton_backend/test_triton.py",
+    "tests/cuda_backend/test_graph_capture_gpu.py",
+    "tests/reliability/test_memory_limits.py"
+    "::test_cuda_large_row_scratch_is_allocated_before_any_launch",
+    "tests/dispatch/test_dispatch.py",
+)
 QUICK_TEST_FILES = GPU_TEST_FILES[:2]
 DESELECT = "not test_interpreter"  # test_triton.py's TRITON_INTERPRET=1 cases: CPU tests
 # --quick leaves out the Triton GPU cases whose kernels other cases launch too (the MLP,
@@ -50,9 +53,16 @@ QUICK_PRESETS, QUICK_DTYPES = ["resnet50"], ["float32"]
 QUICK_SKIPS = ("cuda-graph", "laperm-steps")
 # Seconds a check may run (full run, --quick); docs/cuda.md ("first GPU run") has the
 # budget these come from. A run with --time-budget also cuts each to what is left.
-CHECK_LIMITS_S = {"backends": (30, 30), "gpu-tests": (240, 130), "launch-plans": (30, 15),
-                  "copy-bandwidth": (20, 20), "benchmark": (120, 30), "cuda-graph": (20, 20),
-                  "laperm-steps": (30, 30), "dispatch": (10, 10)}
+CHECK_LIMITS_S = {
+    "backends": (30, 30),
+    "gpu-tests": (240, 130),
+    "launch-plans": (30, 15),
+    "copy-bandwidth": (20, 20),
+    "benchmark": (120, 30),
+    "cuda-graph": (20, 20),
+    "laperm-steps": (30, 30),
+    "dispatch": (10, 10),
+}
 DEFAULT_LIMIT_S = 60
 BENCH_BUDGET_S = 1.0  # timed seconds per benchmark method (bench's --budget)
 SM90_SMEM_OPTIN = 227 * 1024  # shared memory per block, opt-in, on sm_90 (H100, H200)
@@ -126,12 +136,18 @@ def _cuda_seconds(fn: Callable[[], object], calls: int = 1) -> float:
 
 # --- checks: each returns (passed, summary) or raises Skip; details fill the report ---
 
+
 def check_backends(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
-    details["state"] = {name: "available" if mod.is_available() else mod.unavailable_reason()
-                        for name, mod in BACKENDS.items()}
+    details["state"] = {
+        name: "available" if mod.is_available() else mod.unavailable_reason()
+        for name, mod in BACKENDS.items()
+    }
     _need_gpu()
-    missing = [f"{n}: {details['state'][n]}" for n in ("cuda", "triton")
-               if details["state"][n] != "available"]
+    missing = [
+        f"{n}: {details['state'][n]}"
+        for n in ("cuda", "triton")
+        if details["state"][n] != "available"
+    ]
     if missing:
         return False, "; ".join(missing)
     return True, f"on CUDA tensors, available fastest first: {lk.available_backends('cuda')}"
@@ -144,19 +160,33 @@ def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
         raise Skip("no source checkout (no tests/ beside laperm_kernels/)")
     if not ctx.run_tests:
         raise Skip("--skip-tests")
-    files = [f for f in (QUICK_TEST_FILES if ctx.quick else GPU_TEST_FILES)
-             if (root / f.split("::")[0]).is_file()]
+    files = [
+        f
+        for f in (QUICK_TEST_FILES if ctx.quick else GPU_TEST_FILES)
+        if (root / f.split("::")[0]).is_file()
+    ]
     xml, log = ctx.outdir / "gpu-tests.xml", ctx.outdir / "gpu-tests.log"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           "-k", QUICK_DESELECT if ctx.quick else DESELECT, f"--junitxml={xml}", *files]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        QUICK_DESELECT if ctx.quick else DESELECT,
+        f"--junitxml={xml}",
+        *files,
+    ]
     details.update(command=shlex.join(cmd), cwd=str(root), log=log.name, junit=xml.name)
     # Before the check's own cap, so that the log says what ran (a killed pytest writes
     # no JUnit file).
     timeout = max(1.0, check_limit("gpu-tests", ctx.quick) - 5)
     with open(log, "w") as out:
         try:
-            rc = subprocess.run(cmd, cwd=root, stdout=out, stderr=subprocess.STDOUT,
-                                timeout=timeout).returncode
+            rc = subprocess.run(
+                cmd, cwd=root, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             return False, f"pytest stopped after {timeout:.0f} s (log: {log.name})"
     details["exit_code"] = rc
@@ -164,8 +194,10 @@ def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     if result is None:
         return False, f"pytest exited {rc} without a readable {xml.name} (log: {log.name})"
     details.update(result)
-    summary = (f"{result['passed']} passed, {result['failed']} failed, {result['errors']} "
-               f"errors, {result['skipped']} skipped (pytest exit {rc})")
+    summary = (
+        f"{result['passed']} passed, {result['failed']} failed, {result['errors']} "
+        f"errors, {result['skipped']} skipped (pytest exit {rc})"
+    )
     if rc == 0 and result["passed"] == 0:
         return False, summary + ": no GPU test ran"
     return rc == 0 and result["failed"] == result["errors"] == 0, summary
@@ -181,8 +213,11 @@ def launch_counts(shapes, dtype: torch.dtype, device: torch.device) -> Dict[str,
     ss = [torch.empty_like(w) for w in ws]
     counts: Dict[str, Optional[int]] = {"cuda": None, "triton": None}
     if _extension.is_loaded():
-        tile = (None if device.type == "cuda"
-                else torch.ops.laperm.cuda_largest_block_tile(dtype, SM90_SMEM_OPTIN))
+        tile = (
+            None
+            if device.type == "cuda"
+            else torch.ops.laperm.cuda_largest_block_tile(dtype, SM90_SMEM_OPTIN)
+        )
         plan = cuda_backend.describe_plan(cuda_backend.plan_for(ws, ss, max_block_tile=tile))
         counts["cuda"] = len(plan["launches"]) + len(plan["large_batches"])
     tk = triton_backend._kernels()
@@ -196,8 +231,11 @@ def check_launch_plans(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str
     if not _extension.is_loaded() and triton_backend._kernels() is None:
         raise Skip("neither the C++ extension nor triton is available to plan")
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    details["planned_on"] = ("this GPU" if device.type == "cuda" else
-                             "CPU tensors, cuda block tiles as on sm_90 (H100/H200)")
+    details["planned_on"] = (
+        "this GPU"
+        if device.type == "cuda"
+        else "CPU tensors, cuda block tiles as on sm_90 (H100/H200)"
+    )
     details["rows"] = []
     for preset in ctx.presets:
         for dtype in ctx.dtypes:
@@ -212,8 +250,9 @@ def theoretical_peak(props) -> Tuple[Optional[float], str]:
     clock_khz = getattr(props, "memory_clock_rate", 0)  # kHz, as CUDA reports it
     bus_bits = getattr(props, "memory_bus_width", 0)
     if not clock_khz or not bus_bits:
-        return None, (f"torch {torch.__version__} does not expose memory_clock_rate and "
-                      "memory_bus_width")
+        return None, (
+            f"torch {torch.__version__} does not expose memory_clock_rate and memory_bus_width"
+        )
     peak = 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9  # double data rate
     return peak, f"2 x {clock_khz / 1e3:.0f} MHz x {bus_bits}-bit bus"
 
@@ -232,12 +271,19 @@ def check_copy_bandwidth(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, s
     seconds = statistics.median(_cuda_seconds(copy) for _ in range(10))
     ctx.copy_gb_per_s = 2 * nbytes / seconds / 1e9  # bytes read + bytes written
     ctx.peak_gb_per_s, how = theoretical_peak(props)
-    details.update(bytes=nbytes, median_s=seconds, copy_gb_per_s=ctx.copy_gb_per_s,
-                   peak_gb_per_s=ctx.peak_gb_per_s, peak_from=how)
+    details.update(
+        bytes=nbytes,
+        median_s=seconds,
+        copy_gb_per_s=ctx.copy_gb_per_s,
+        peak_gb_per_s=ctx.peak_gb_per_s,
+        peak_from=how,
+    )
     summary = f"copy {ctx.copy_gb_per_s:.0f} GB/s (read + write, {nbytes >> 20} MiB)"
     if ctx.peak_gb_per_s:
-        summary += (f", {ctx.copy_gb_per_s / ctx.peak_gb_per_s:.0%} of the theoretical "
-                    f"{ctx.peak_gb_per_s:.0f} GB/s")
+        summary += (
+            f", {ctx.copy_gb_per_s / ctx.peak_gb_per_s:.0%} of the theoretical "
+            f"{ctx.peak_gb_per_s:.0f} GB/s"
+        )
     return True, summary
 
 
@@ -252,8 +298,14 @@ def check_benchmark(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     for preset in ctx.presets:
         for dtype in ctx.dtypes:
             try:
-                results = run_benchmark(preset, dtype, device, torch.get_num_threads(),
-                                        ctx.repeat, budget_s=BENCH_BUDGET_S)
+                results = run_benchmark(
+                    preset,
+                    dtype,
+                    device,
+                    torch.get_num_threads(),
+                    ctx.repeat,
+                    budget_s=BENCH_BUDGET_S,
+                )
             except Exception as e:  # one broken combination must not hide the others
                 errors.append(f"{preset} {dtype}: {type(e).__name__}: {e}")
                 continue
@@ -261,18 +313,22 @@ def check_benchmark(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
             for r in results:
                 row = asdict(r)
                 chosen = getattr(r, "chosen", None)  # auto: "cuda (trial: ...)"
-                row["backend"] = (chosen.split(" ", 1)[0] if chosen
-                                  else None if r.method == "auto" else r.method)
+                row["backend"] = (
+                    chosen.split(" ", 1)[0] if chosen else None if r.method == "auto" else r.method
+                )
                 row["of_copy_bandwidth"] = _ratio(r.effective_gb_per_s, ctx.copy_gb_per_s)
                 row["of_peak_bandwidth"] = _ratio(r.effective_gb_per_s, ctx.peak_gb_per_s)
                 row["launches"] = launches.get(row["backend"])
                 rows.append(row)
     details.update(repeat=ctx.repeat, rows=rows, errors=errors)
-    mismatches = [f"{r['preset']} {r['dtype']} {r['method']}" for r in rows
-                  if r["check"] == "MISMATCH"]
+    mismatches = [
+        f"{r['preset']} {r['dtype']} {r['method']}" for r in rows if r["check"] == "MISMATCH"
+    ]
     details["mismatches"] = mismatches
-    summary = (f"{len(rows)} results, {len(mismatches)} mismatches, {len(errors)} errors "
-               f"(median of {ctx.repeat})")
+    summary = (
+        f"{len(rows)} results, {len(mismatches)} mismatches, {len(errors)} errors "
+        f"(median of {ctx.repeat})"
+    )
     return not mismatches and not errors, summary
 
 
@@ -283,9 +339,11 @@ def check_cuda_graph(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     want = [rank_match_reference_(w.cpu(), s.cpu()) for w, s in zip(ws, ss)]
     plan = cuda_backend.plan_for(ws, ss)
     described = cuda_backend.describe_plan(plan)
-    details.update(shapes=[list(s) for s in GRAPH_SHAPES],
-                   launches=[name for name, _, _ in described["launches"]],
-                   large_batches=len(described["large_batches"]))
+    details.update(
+        shapes=[list(s) for s in GRAPH_SHAPES],
+        launches=[name for name, _, _ in described["launches"]],
+        large_batches=len(described["large_batches"]),
+    )
 
     def sync():
         torch.ops.laperm.rank_match_planned_(ws, ss, *plan)
@@ -319,11 +377,14 @@ def check_laperm_steps(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str
     def train(backend: str) -> List[torch.Tensor]:
         torch.manual_seed(0)
         # Linear layers only: cuDNN's convolution backward may be nondeterministic
-        net = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.ReLU(),
-                                  torch.nn.Linear(300, 100), torch.nn.ReLU(),
-                                  torch.nn.Linear(100, 10)).to(device)
-        opt = lk.LaPerm(torch.optim.Adam(net.parameters(), lr=1e-2), sync_period=3,
-                        backend=backend)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(64, 300),
+            torch.nn.ReLU(),
+            torch.nn.Linear(300, 100),
+            torch.nn.ReLU(),
+            torch.nn.Linear(100, 10),
+        ).to(device)
+        opt = lk.LaPerm(torch.optim.Adam(net.parameters(), lr=1e-2), sync_period=3, backend=backend)
         x = torch.randn(32, 64, device=device)
         y = torch.randint(0, 10, (32,), device=device)
         for _ in range(7):  # syncs after steps 3 and 6
@@ -334,8 +395,9 @@ def check_laperm_steps(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str
 
     auto, ref = train("auto"), train("torch")
     differ = [i for i, (a, r) in enumerate(zip(auto, ref)) if not bitwise_equal(a, r)]
-    details.update(steps=7, sync_period=3, available=lk.available_backends(device),
-                   differing_parameters=differ)
+    details.update(
+        steps=7, sync_period=3, available=lk.available_backends(device), differing_parameters=differ
+    )
     if differ:
         return False, f"'auto' and 'torch' differ in parameters {differ} after 7 steps"
     return True, "'auto' and 'torch' bit-identical after 7 Adam steps (2 syncs)"
@@ -344,15 +406,20 @@ def check_laperm_steps(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str
 def check_dispatch(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     decisions = lk.dispatch_report()
     details["decisions"] = decisions
-    bad = [f"{c['backend']} on {signature_text(d['signature'])}: {c['verdict']} {c['detail']}"
-           for d in decisions for c in d["candidates"] if c["verdict"] in ("mismatch", "error")]
+    bad = [
+        f"{c['backend']} on {signature_text(d['signature'])}: {c['verdict']} {c['detail']}"
+        for d in decisions
+        for c in d["candidates"]
+        if c["verdict"] in ("mismatch", "error")
+    ]
     details["bad_candidates"] = bad
     if bad:
         return False, "; ".join(bad)
     if not decisions:
         return True, "no backend='auto' decision in this process"
     return True, f"{len(decisions)} decisions: " + ", ".join(
-        f"{signature_text(d['signature'])} -> {d['backend']}" for d in decisions)
+        f"{signature_text(d['signature'])} -> {d['backend']}" for d in decisions
+    )
 
 
 def signature_text(sig: Dict[str, Any]) -> str:
@@ -383,8 +450,10 @@ def time_limit(seconds: float, what: str):
     """Raises CheckTimeout in this thread once ``seconds`` have passed (SIGALRM; where
     there is none, or off the main thread, no limit). The signal interrupts Python code
     only: a call that never returns (a hung kernel) is for the caller's outer timeout."""
-    if (not hasattr(signal, "setitimer")
-            or threading.current_thread() is not threading.main_thread()):
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
 

@@ -17,8 +17,16 @@ from .rank_match_block import MAX_BLOCK, rank_match_block_kernel
 from .sort_chunks import CHUNK, SORT_WARPS, sort_chunks_kernel
 
 __all__ = [
-    "KIND_FLOAT32", "KIND_FLOAT16", "KIND_BFLOAT16", "PAD_KEY",
-    "BLOCK_CONFIGS", "MAX_BLOCK", "rank_match_block_kernel",
-    "CHUNK", "SORT_WARPS", "sort_chunks_kernel",
-    "MERGE_WARPS", "merge_runs_kernel",
+    "KIND_FLOAT32",
+    "KIND_FLOAT16",
+    "KIND_BFLOAT16",
+    "PAD_KEY",
+    "BLOCK_CONFIGS",
+    "MAX_BLOCK",
+    "rank_match_block_kernel",
+    "CHUNK",
+    "SORT_WARPS",
+    "sort_chunks_kernel",
+    "MERGE_WARPS",
+    "merge_runs_kernel",
 ]

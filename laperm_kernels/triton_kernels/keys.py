@@ -38,8 +38,8 @@ def signed_order_key(bits, KIND: tl.constexpr):
         x = bits.to(tl.int32)
         mag = x & 0x7FFFFFFF
         x = tl.where(mag > 0x7F800000, 0x7FC00000, x)  # every NaN -> +qNaN
-        x = tl.where(mag == 0, 0, x)                   # -0.0 -> +0.0
-        return x ^ ((x >> 31) & 0x7FFFFFFF)            # negatives: flip the magnitude bits
+        x = tl.where(mag == 0, 0, x)  # -0.0 -> +0.0
+        return x ^ ((x >> 31) & 0x7FFFFFFF)  # negatives: flip the magnitude bits
     else:
         x = bits.to(tl.int32)  # sign-extends the 16-bit pattern
         mag = x & 0x7FFF

@@ -51,7 +51,7 @@ import triton.language as tl
 
 from .keys import key_column
 
-MERGE_WARPS = 16      # CHUNK = 4,096 keys per program: 8 per thread
+MERGE_WARPS = 16  # CHUNK = 4,096 keys per program: 8 per thread
 
 
 @triton.jit
@@ -68,7 +68,7 @@ def merge_path(base, a_len, b_len, diag, max_len):
         open_ = lo < hi
         a = tl.load(base + mid, mask=open_, other=0)
         b = tl.load(base + a_len + (diag - 1 - mid), mask=open_, other=0)
-        lo = tl.where(open_ & (a < b), mid + 1, lo)   # A[mid] is among the first d
+        lo = tl.where(open_ & (a < b), mid + 1, lo)  # A[mid] is among the first d
         hi = tl.where(open_ & (a >= b), mid, hi)
         span = span // 2
     return lo
@@ -93,16 +93,16 @@ def lower_bound(base, lo, length, keys, LOG2_MAX: tl.constexpr):
 # A plain int argument is specialised on (1, multiples of 16, the rest): one compile each.
 @triton.jit(do_not_specialize=["run"])
 def merge_runs_kernel(
-    w_addr,        # *int64 [rows]: address of each row of W (scattered into by the last pass)
-    s_addr,        # *int64 [rows]: address of each row of S
-    lengths,       # *int32 [rows]: n of each row
-    key_offsets,   # *int64 [rows]: first slot of each row's n keys in src and dst
-    tile_row,      # *int32 [programs]: the row of each program
-    tile_start,    # *int32 [programs]: its first output position (a multiple of CHUNK)
-    src,           # *int64: runs of ``run`` sorted keys
-    dst,           # *int64: runs of 2 ``run`` sorted keys, written (unused by a last pass)
-    run,           # keys per sorted run of src: CHUNK << pass (a power of two)
-    KIND: tl.constexpr,   # keys.py: 0 float32, 1 float16, 2 bfloat16
+    w_addr,  # *int64 [rows]: address of each row of W (scattered into by the last pass)
+    s_addr,  # *int64 [rows]: address of each row of S
+    lengths,  # *int32 [rows]: n of each row
+    key_offsets,  # *int64 [rows]: first slot of each row's n keys in src and dst
+    tile_row,  # *int32 [programs]: the row of each program
+    tile_start,  # *int32 [programs]: its first output position (a multiple of CHUNK)
+    src,  # *int64: runs of ``run`` sorted keys
+    dst,  # *int64: runs of 2 ``run`` sorted keys, written (unused by a last pass)
+    run,  # keys per sorted run of src: CHUNK << pass (a power of two)
+    KIND: tl.constexpr,  # keys.py: 0 float32, 1 float16, 2 bfloat16
     CHUNK: tl.constexpr,
     LOG2_CHUNK: tl.constexpr,
 ):
@@ -120,7 +120,7 @@ def merge_runs_kernel(
         d0 = start - pair
         d1 = d0 + tl.minimum(a_len + b_len - d0, CHUNK)
         first_key = tl.load(key_offsets + row)
-        base = src + first_key + pair         # A = base[0:a_len], B = base[a_len:a_len+b_len]
+        base = src + first_key + pair  # A = base[0:a_len], B = base[a_len:a_len+b_len]
 
         # Merge path: the program's keys are A[a0:a1] and B[d0-a0:d1-a1]; a(d) grows with
         # d, so of the two splits the smaller is a(d0).
@@ -133,13 +133,15 @@ def merge_runs_kernel(
         lane = tl.arange(0, CHUNK)
         valid = lane < na + nb
         from_a = lane < na
-        own = tl.where(from_a, lane, lane - na)           # index within its own slice
-        key = tl.load(base + tl.where(from_a, a0, a_len + b0) + own, mask=valid,
-                      other=0x7FFFFFFFFFFFFFFF)
-        rank = d0 + own                                   # position in the merged pair
+        own = tl.where(from_a, lane, lane - na)  # index within its own slice
+        key = tl.load(
+            base + tl.where(from_a, a0, a_len + b0) + own, mask=valid, other=0x7FFFFFFFFFFFFFFF
+        )
+        rank = d0 + own  # position in the merged pair
         if (na > 0) & (nb > 0):  # else every key comes from one run, already in order
-            rank += lower_bound(base, tl.where(from_a, a_len + b0, a0),
-                                tl.where(from_a, nb, na), key, LOG2_CHUNK)
+            rank += lower_bound(
+                base, tl.where(from_a, a_len + b0, a0), tl.where(from_a, nb, na), key, LOG2_CHUNK
+            )
 
         if run >= n - run:  # the last pass: the pair is the whole row, rank is the rank
             s_row = tl.load(s_addr + row).to(tl.pointer_type(ELEM))

@@ -57,11 +57,11 @@ MAX_BLOCK = max(CONFIGS)
 # A plain int argument is specialised on (1, multiples of 16, the rest): one compile each.
 @triton.jit(do_not_specialize=["num_rows"])
 def rank_match_block_kernel(
-    w_addr,       # *int64 [num_rows]: address of each row of W (bit patterns, in place)
-    s_addr,       # *int64 [num_rows]: address of each row of S
-    lengths,      # *int32 [num_rows]: n of each row, 1 <= n <= BLOCK
+    w_addr,  # *int64 [num_rows]: address of each row of W (bit patterns, in place)
+    s_addr,  # *int64 [num_rows]: address of each row of S
+    lengths,  # *int32 [num_rows]: n of each row, 1 <= n <= BLOCK
     num_rows,
-    KIND: tl.constexpr,   # keys.py: 0 float32, 1 float16, 2 bfloat16
+    KIND: tl.constexpr,  # keys.py: 0 float32, 1 float16, 2 bfloat16
     BLOCK: tl.constexpr,
     ROWS: tl.constexpr,
 ):
@@ -73,7 +73,7 @@ def rank_match_block_kernel(
     s_row = tl.load(s_addr + rows, mask=row_ok, other=0).to(tl.pointer_type(ELEM))
 
     cols = tl.arange(0, BLOCK)
-    valid = cols[None, :] < n[:, None]               # [ROWS, BLOCK]
+    valid = cols[None, :] < n[:, None]  # [ROWS, BLOCK]
     bits = tl.load(w_row[:, None] + cols[None, :], mask=valid, other=0)
     keys = tl.sort(packed_keys(bits, cols[None, :], valid, KIND), dim=1)
 

@@ -29,19 +29,19 @@ import triton.language as tl
 
 from .keys import packed_keys
 
-CHUNK = 4096          # keys sorted per program (power of two, a rank_match_block bucket)
-SORT_WARPS = 16       # as the block kernel for this tile size
+CHUNK = 4096  # keys sorted per program (power of two, a rank_match_block bucket)
+SORT_WARPS = 16  # as the block kernel for this tile size
 
 
 @triton.jit
 def sort_chunks_kernel(
-    w_addr,        # *int64 [rows]: address of each row of W (bit patterns)
-    lengths,       # *int32 [rows]: n of each row
-    key_offsets,   # *int64 [rows]: first slot of each row's n keys in scratch
-    tile_row,      # *int32 [programs]: the row of each program
-    tile_start,    # *int32 [programs]: the first column of its chunk (a multiple of CHUNK)
-    scratch,       # *int64: each row's keys, sorted within each chunk, written here
-    KIND: tl.constexpr,   # keys.py: 0 float32, 1 float16, 2 bfloat16
+    w_addr,  # *int64 [rows]: address of each row of W (bit patterns)
+    lengths,  # *int32 [rows]: n of each row
+    key_offsets,  # *int64 [rows]: first slot of each row's n keys in scratch
+    tile_row,  # *int32 [programs]: the row of each program
+    tile_start,  # *int32 [programs]: the first column of its chunk (a multiple of CHUNK)
+    scratch,  # *int64: each row's keys, sorted within each chunk, written here
+    KIND: tl.constexpr,  # keys.py: 0 float32, 1 float16, 2 bfloat16
     CHUNK: tl.constexpr,
 ):
     ELEM: tl.constexpr = tl.int32 if KIND == 0 else tl.int16

@@ -53,8 +53,8 @@ CASES = [
     ((2, 2047), torch.float32, "two_valued"),
     ((2, 2048), torch.float32, "normal"),
     ((2, 4608), torch.float32, "normal"),
-    ((3, 1000), torch.float32, "constant"),   # every coordinate equal: no pass runs
-    ((3, 16384), torch.float32, "extreme"),   # long tie runs: back to the wide path
+    ((3, 1000), torch.float32, "constant"),  # every coordinate equal: no pass runs
+    ((3, 16384), torch.float32, "extreme"),  # long tie runs: back to the wide path
 ]
 
 _CHILD = """
@@ -80,8 +80,12 @@ def _expected_isa(cap: "str | None") -> str:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return "generic"
     flags = _cpu_flags()
-    allowed = {None: ["avx512", "avx2"], "avx512": ["avx512", "avx2"], "avx2": ["avx2"],
-               "generic": []}[cap]
+    allowed = {
+        None: ["avx512", "avx2"],
+        "avx512": ["avx512", "avx2"],
+        "avx2": ["avx2"],
+        "generic": [],
+    }[cap]
     return next((isa for isa in allowed if _ISA_FEATURES[isa] <= flags), "generic")
 
 
@@ -93,9 +97,13 @@ def test_each_isa_build_matches_reference(cap, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LAPERM_CPU_ISA"}
     if cap is not None:
         env["LAPERM_CPU_ISA"] = cap
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "in.pt"),
-                           str(tmp_path / "out.pt")], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     result = torch.load(tmp_path / "out.pt")
 

@@ -12,13 +12,14 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, reference_result, tensor_group
 from laperm_kernels.backends import cuda
 from laperm_kernels.bench.presets import resnet50, transformer_mlp
+from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, reference_result, tensor_group
 
 pytestmark = pytest.mark.skipif(
-    not cuda.is_available(),
-    reason=f"needs the CUDA kernels and a GPU: {cuda.unavailable_reason()}")
+    not cuda.is_available(), reason=f"needs the CUDA kernels and a GPU: {cuda.unavailable_reason()}"
+)
+
 
 # Every class boundary (csrc/cuda/size_classes.h, as the extension exports it): warp, each
 # block tile, large; and rows of ResNet-50 (4608) and a LLaMA-sized MLP (11008).
@@ -27,8 +28,11 @@ def _boundary_lengths():
         return ()
     classes = cuda.size_classes()
     edges = (classes.warp_max_length, *classes.block_tiles)
-    return tuple(sorted({1, 2, 31, 32, 33, 100, 1000, 4608, 11008,
-                         *(n + d for n in edges for d in (-1, 0, 1))}))
+    return tuple(
+        sorted(
+            {1, 2, 31, 32, 33, 100, 1000, 4608, 11008, *(n + d for n in edges for d in (-1, 0, 1))}
+        )
+    )
 
 
 LENGTHS = _boundary_lengths()
@@ -49,8 +53,9 @@ def assert_all_equal(actual, want, what=""):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_size_class(dtype, kind):
-    ws, ss = tensor_group([((3, n), dtype) for n in LENGTHS], kind, KINDS.index(kind),
-                          device="cuda")
+    ws, ss = tensor_group(
+        [((3, n), dtype) for n in LENGTHS], kind, KINDS.index(kind), device="cuda"
+    )
     want = expected(ws, ss)
     lk.rank_match_many_(ws, ss, backend="cuda")
     assert_all_equal(ws, want, f"{kind} {dtype}")
@@ -65,8 +70,9 @@ def test_resnet50_sync(dtype):
 
 
 def test_mlp_4096x11008():
-    ws, ss = tensor_group([(shape, torch.float32) for shape in transformer_mlp()], seed=2,
-                          device="cuda")
+    ws, ss = tensor_group(
+        [(shape, torch.float32) for shape in transformer_mlp()], seed=2, device="cuda"
+    )
     want = expected(ws, ss)
     lk.rank_match_many_(ws, ss, backend="cuda")
     assert_all_equal(ws, want, "mlp")
@@ -76,8 +82,12 @@ def test_mlp_4096x11008():
 def test_long_rows_over_several_batches(dtype):
     # rows of >= 2^18 each sorted device-wide (cub::DeviceRadixSort), one of them a million
     # elements long, and rows of 20000 sharing segmented batches of at most 2^16 items
-    ws, ss = tensor_group([((1 << 20,), dtype), ((3, 300000), dtype), ((7, 20000), dtype)],
-                          "ties", seed=3, device="cuda")
+    ws, ss = tensor_group(
+        [((1 << 20,), dtype), ((3, 300000), dtype), ((7, 20000), dtype)],
+        "ties",
+        seed=3,
+        device="cuda",
+    )
     want = expected(ws, ss)
     plan = cuda.plan_for(ws, ss, max_batch_items=1 << 16)
     batches = cuda.describe_plan(plan)["large_batches"]
@@ -87,22 +97,30 @@ def test_long_rows_over_several_batches(dtype):
 
 
 def test_unplanned_operator():
-    ws, ss = tensor_group([((5, 40), torch.float16), ((7, 3000), torch.float16),
-                           ((2, 20000), torch.float16)], "special", seed=4, device="cuda")
+    ws, ss = tensor_group(
+        [((5, 40), torch.float16), ((7, 3000), torch.float16), ((2, 20000), torch.float16)],
+        "special",
+        seed=4,
+        device="cuda",
+    )
     want = expected(ws, ss)
     torch.ops.laperm.rank_match_many_(ws, ss)
     assert_all_equal(ws, want, "rank_match_many_")
 
 
 def test_opcheck_planned_op():
-    ws, ss = tensor_group([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8,
-                          device="cuda")
+    ws, ss = tensor_group(
+        [((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8, device="cuda"
+    )
     plan = cuda.plan_for(ws, ss)
     # The plan holds the tensors' addresses, so only opcheck's tests that run the op on
     # these very tensors apply; the schema, fake-tensor and AOT-dispatch tests run it on
     # copies, which a plan rightly refuses.
-    torch.library.opcheck(torch.ops.laperm.rank_match_planned_.default, (ws, ss, *plan),
-                          test_utils=("test_autograd_registration",))
+    torch.library.opcheck(
+        torch.ops.laperm.rank_match_planned_.default,
+        (ws, ss, *plan),
+        test_utils=("test_autograd_registration",),
+    )
 
 
 def test_planned_op_bumps_version_counters():
@@ -114,8 +132,9 @@ def test_planned_op_bumps_version_counters():
 
 
 def test_runs_on_the_current_stream():
-    ws, ss = tensor_group([((64, 576), torch.float32), ((4, 20000), torch.float32)], seed=5,
-                          device="cuda")
+    ws, ss = tensor_group(
+        [((64, 576), torch.float32), ((4, 20000), torch.float32)], seed=5, device="cuda"
+    )
     want = expected(ws, ss)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -127,8 +146,9 @@ def test_runs_on_the_current_stream():
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_tensors_on_another_device():
-    ws, ss = tensor_group([((8, 300), torch.float32), ((2, 9000), torch.float32)], seed=6,
-                          device="cuda:1")
+    ws, ss = tensor_group(
+        [((8, 300), torch.float32), ((2, 9000), torch.float32)], seed=6, device="cuda:1"
+    )
     want = expected(ws, ss)
     with torch.cuda.device(0):
         lk.rank_match_many_(ws, ss, backend="cuda")
@@ -136,8 +156,11 @@ def test_tensors_on_another_device():
 
 
 def test_cuda_graph_capture_of_a_planned_sync():
-    ws, ss = tensor_group([((64, 147), torch.float32), ((128, 1152), torch.float32),
-                           ((10, 40), torch.float32)], seed=7, device="cuda")
+    ws, ss = tensor_group(
+        [((64, 147), torch.float32), ((128, 1152), torch.float32), ((10, 40), torch.float32)],
+        seed=7,
+        device="cuda",
+    )
     pristine = [w.clone() for w in ws]
     want = expected(ws, ss)
     plan = cuda.plan_for(ws, ss)
@@ -157,8 +180,9 @@ def test_cuda_graph_capture_of_a_planned_sync():
 
 def test_a_captured_sync_survives_plan_eviction_and_memory_reuse():
     # the cache drops plans after 16 others; a plan a graph captured must stay alive
-    ws, ss = tensor_group([((32, 300), torch.float32), ((3, 6000), torch.float32)], seed=9,
-                          device="cuda")
+    ws, ss = tensor_group(
+        [((32, 300), torch.float32), ((3, 6000), torch.float32)], seed=9, device="cuda"
+    )
     pristine = [w.clone() for w in ws]
     want = expected(ws, ss)
     lk.rank_match_many_(ws, ss, backend="cuda")  # warm-up: plan, scratch, lazy init
@@ -182,13 +206,15 @@ def test_a_captured_sync_survives_plan_eviction_and_memory_reuse():
 
 
 def test_auto_on_cuda_is_proven_and_exact():
-    ws, ss = tensor_group([(shape, torch.float32) for shape in resnet50()], "special", seed=10,
-                          device="cuda")
+    ws, ss = tensor_group(
+        [(shape, torch.float32) for shape in resnet50()], "special", seed=10, device="cuda"
+    )
     want = expected(ws, ss)
     [(_, _, chosen)] = lk.ops.rank_match_groups_(ws, ss)
     assert_all_equal(ws, want, "auto, first call (trial)")
-    [decision] = [d for d in lk.dispatch_report()
-                  if d["signature"]["shapes"] == [list(w.shape) for w in ws]]
+    [decision] = [
+        d for d in lk.dispatch_report() if d["signature"]["shapes"] == [list(w.shape) for w in ws]
+    ]
     assert decision["backend"] == chosen
     assert {c["verdict"] for c in decision["candidates"]} <= {"bit-identical", "reference"}
 
@@ -202,10 +228,10 @@ def test_optimizer_matches_the_reference_backend():
     def run(backend):
         torch.manual_seed(0)
         # Linear layers only: cuDNN's convolution backward may be nondeterministic
-        net = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.ReLU(),
-                                  torch.nn.Linear(300, 10)).cuda()
-        opt = lk.LaPerm(torch.optim.Adam(net.parameters(), lr=1e-2), sync_period=3,
-                        backend=backend)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(64, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10)
+        ).cuda()
+        opt = lk.LaPerm(torch.optim.Adam(net.parameters(), lr=1e-2), sync_period=3, backend=backend)
         x = torch.randn(16, 64, device="cuda")
         for _ in range(7):
             opt.zero_grad()

@@ -17,21 +17,46 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, tensor_group
 from laperm_kernels.backends import cuda
 from laperm_kernels.bench.presets import resnet50, transformer_mlp
 from laperm_kernels.reference import rows_and_length
+from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, tensor_group
 
-pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
-                                reason=f"C++ extension not loaded: {lk._extension.load_error()}")
+pytestmark = pytest.mark.skipif(
+    not lk._extension.is_loaded(), reason=f"C++ extension not loaded: {lk._extension.load_error()}"
+)
 
 CLASSES = cuda.size_classes() if lk._extension.is_loaded() else None
 WARP_MAX = CLASSES.warp_max_length if CLASSES else None
 TILES = CLASSES.block_tiles if CLASSES else ()
 LAYOUT = cuda.plan_layout() if lk._extension.is_loaded() else None
 emulate_planned = torch.ops.laperm._test_emulate_planned_ if CLASSES else None
-BOUNDARY_LENGTHS = (1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 256, 257, 300, 600, 1500, 2304,
-                    3072, 3073, 4608, 6144, 6145, 8192, 8193, 11008)
+BOUNDARY_LENGTHS = (
+    1,
+    2,
+    31,
+    32,
+    33,
+    63,
+    64,
+    65,
+    100,
+    255,
+    256,
+    257,
+    300,
+    600,
+    1500,
+    2304,
+    3072,
+    3073,
+    4608,
+    6144,
+    6145,
+    8192,
+    8193,
+    11008,
+)
 
 
 def expected_class(length: int, max_block_tile: int) -> str:
@@ -66,6 +91,7 @@ def assert_all_equal(actual, expected, what=""):
 
 # --- executing plans: bit-identical to the reference ------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_class_matches_reference(dtype, kind):
@@ -93,8 +119,9 @@ def test_large_rows_across_batches(dtype):
 
 def test_million_element_row():
     # a 1-D tensor is one row: 2^20 + 3 elements, alone in a batch beyond the bound
-    ws, ss = tensor_group([(((1 << 20) + 3,), torch.float32), ((2, 70000), torch.float32)],
-                          "ties", seed=11)
+    ws, ss = tensor_group(
+        [(((1 << 20) + 3,), torch.float32), ((2, 70000), torch.float32)], "ties", seed=11
+    )
     out, plan = run_planned(ws, ss, max_batch_items=1 << 18)
     assert_all_equal(out, reference(ws, ss))
     batches = cuda.describe_plan(plan)["large_batches"]
@@ -105,8 +132,11 @@ def test_rows_sorted_device_wide_are_batches_alone():
     # rows one short of the device-wide sort share batches; rows at it get one each, which
     # the kernels sort with cub::DeviceRadixSort (size_classes.h: sorts_device_wide)
     n = CLASSES.device_sort_min_length
-    ws, ss = tensor_group([((3, n - 1), torch.float32), ((2, n), torch.float32),
-                           ((2, 9000), torch.float32)], seed=12, kind="ties")
+    ws, ss = tensor_group(
+        [((3, n - 1), torch.float32), ((2, n), torch.float32), ((2, 9000), torch.float32)],
+        seed=12,
+        kind="ties",
+    )
     out, plan = run_planned(ws, ss, max_batch_items=1 << 22)
     assert_all_equal(out, reference(ws, ss))
     batches = cuda.describe_plan(plan)["large_batches"]
@@ -115,8 +145,11 @@ def test_rows_sorted_device_wide_are_batches_alone():
 
 @pytest.mark.parametrize("max_block_tile", [0, 255, 1024])
 def test_smaller_devices_route_long_rows_to_large(max_block_tile):
-    ws, ss = tensor_group([((4, 300), torch.float64), ((2, 2000), torch.float64),
-                           ((5, 40), torch.float64)], seed=4, kind="special")
+    ws, ss = tensor_group(
+        [((4, 300), torch.float64), ((2, 2000), torch.float64), ((5, 40), torch.float64)],
+        seed=4,
+        kind="special",
+    )
     out, plan = run_planned(ws, ss, max_block_tile=max_block_tile, max_batch_items=3000)
     assert_all_equal(out, reference(ws, ss))
     launches = cuda.describe_plan(plan)["launches"]
@@ -124,8 +157,14 @@ def test_smaller_devices_route_long_rows_to_large(max_block_tile):
 
 
 def test_model_with_empty_and_1d_tensors():
-    specs = [((0, 5), torch.float32), ((4, 0), torch.float32), ((16, 3, 3, 3), torch.float32),
-             ((70,), torch.float32), ((1, 1), torch.float32), ((10, 784), torch.float32)]
+    specs = [
+        ((0, 5), torch.float32),
+        ((4, 0), torch.float32),
+        ((16, 3, 3, 3), torch.float32),
+        ((70,), torch.float32),
+        ((1, 1), torch.float32),
+        ((10, 784), torch.float32),
+    ]
     ws, ss = tensor_group(specs, seed=5, kind="random_bits")
     out, plan = run_planned(ws, ss)
     assert_all_equal(out, reference(ws, ss))
@@ -134,14 +173,14 @@ def test_model_with_empty_and_1d_tensors():
 
 # --- the size classes, as the extension exports them ------------------------------------
 
+
 def test_size_classes_hang_together():
     c = CLASSES
-    assert c.warp_max_length == 64                  # two elements a lane of one warp
+    assert c.warp_max_length == 64  # two elements a lane of one warp
     assert list(c.block_tiles) == sorted(set(c.block_tiles)) and c.block_tiles[0] > 64
-    assert all(t == th * it for t, th, it in zip(c.block_tiles, c.block_threads,
-                                                  c.block_items))
-    assert c.block_tiles[-1] <= 65536               # 16-bit columns in the block kernel
-    assert c.max_batch_items == (1 << 31) - 1       # CUB's int item counts
+    assert all(t == th * it for t, th, it in zip(c.block_tiles, c.block_threads, c.block_items))
+    assert c.block_tiles[-1] <= 65536  # 16-bit columns in the block kernel
+    assert c.max_batch_items == (1 << 31) - 1  # CUB's int item counts
     assert 0 < c.default_batch_items <= c.max_batch_items
     assert c.max_warp_class_rows == 8 * c.max_block_class_rows  # 8 warps a block
     assert c.device_sort_min_length > c.block_tiles[-1]
@@ -152,8 +191,9 @@ def test_size_classes_hang_together():
 
 
 def test_decode_plan_reads_what_the_planner_wrote():
-    ws, ss = tensor_group([((4, 40), torch.float16), ((3, 300), torch.float16),
-                           ((2, 20000), torch.float16)], seed=2)
+    ws, ss = tensor_group(
+        [((4, 40), torch.float16), ((3, 300), torch.float16), ((2, 20000), torch.float16)], seed=2
+    )
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 30000)
     info = cuda.describe_plan(plan)
     assert info["dtype"] == "float16" and info["tensors"] == 3 and info["rows"] == 9
@@ -163,6 +203,7 @@ def test_decode_plan_reads_what_the_planner_wrote():
 
 
 # --- plan structure ---------------------------------------------------------------------
+
 
 def _expected_rows(ws, ss):
     rows = []
@@ -188,21 +229,21 @@ def test_row_table_holds_every_row_once_in_its_class(max_block_tile):
 
     covered = []
     for name, begin, count in info["launches"]:  # on-chip classes: every row fits its class
-        for _, _, n, scratch in table[begin:begin + count]:
+        for _, _, n, scratch in table[begin : begin + count]:
             assert expected_class(n, max_block_tile) == name and scratch == -1
         covered += range(begin, begin + count)
     for begin, count, items, longest, first_offset in info["large_batches"]:
-        batch = table[begin:begin + count]
+        batch = table[begin : begin + count]
         assert all(expected_class(n, max_block_tile) == "large" for _, _, n, _ in batch)
         starts = [scratch for _, _, _, scratch in batch]
         prefix = [sum(n for _, _, n, _ in batch[:i]) for i in range(count)]
-        assert starts == prefix                                   # packed segments
-        assert offsets[first_offset:first_offset + count + 1].tolist() == prefix + [items]
+        assert starts == prefix  # packed segments
+        assert offsets[first_offset : first_offset + count + 1].tolist() == prefix + [items]
         assert items == sum(n for _, _, n, _ in batch) and longest == max(n for _, _, n, _ in batch)
         assert items <= max(50000, longest)
         assert count == 1 or longest < CLASSES.device_sort_min_length  # long rows sort alone
         covered += range(begin, begin + count)
-    assert sorted(covered) == list(range(len(table)))             # each row launched once
+    assert sorted(covered) == list(range(len(table)))  # each row launched once
 
 
 def test_resnet50_is_a_handful_of_launches():
@@ -255,6 +296,7 @@ def test_largest_block_tile_follows_shared_memory(dtype):
 
 # --- checks: nothing runs on a plan that does not fit -----------------------------------
 
+
 def _pair():
     return tensor_group([((4, 100), torch.float32), ((3, 9000), torch.float32)], seed=7)
 
@@ -289,7 +331,7 @@ def test_corrupted_plan_words_are_refused(corrupt):
     elif corrupt == "truncated":
         words = words[:-1].clone()
     elif corrupt == "launch_range":
-        words[first_launch + 2] = 10**6         # first launch's row count
+        words[first_launch + 2] = 10**6  # first launch's row count
     else:
         words[-LAYOUT.batch_words + 1] = 10**6  # last batch's row count
     before = [w.clone() for w in ws]
@@ -306,11 +348,11 @@ def test_plan_words_beyond_the_launch_limits_are_refused():
     ws, ss = _pair()
     words, rows, offsets = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     words = words.clone()
-    num_rows = 5                                # header: [magic, type, tensors, launches,
-    words[num_rows] = 1 << 32                   #   batches, rows, offsets, batch items]
+    num_rows = 5  # header: [magic, type, tensors, launches,
+    words[num_rows] = 1 << 32  #   batches, rows, offsets, batch items]
     launch = LAYOUT.header_words + LAYOUT.tensor_words * len(ws)  # first: block tile 256
     assert int(words[launch]) == 0
-    words[launch + 2] = 1 << 31                 # its row count
+    words[launch + 2] = 1 << 31  # its row count
     before = [w.clone() for w in ws]
     with pytest.raises(ValueError, match="a launch is out of range"):
         emulate_planned(ws, ss, words, rows, offsets)
@@ -352,12 +394,14 @@ def test_bad_groups_and_limits_are_refused():
 
 # --- the operator ---------------------------------------------------------------------
 
+
 def test_planned_op_refuses_cpu_tensors():
     ws, ss = tensor_group([((6, 100), torch.float32)], seed=8)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     before = [w.clone() for w in ws]
-    with pytest.raises(ValueError, match="rank_match_planned_ runs the CUDA kernels: weights "
-                                         "must be CUDA tensors"):
+    with pytest.raises(
+        ValueError, match="rank_match_planned_ runs the CUDA kernels: weights must be CUDA tensors"
+    ):
         torch.ops.laperm.rank_match_planned_(ws, ss, *plan)
     assert _unchanged(ws, before)
 
@@ -367,6 +411,7 @@ def test_fake_kernel_of_the_planned_op():
     ws, ss = tensor_group([((6, 100), torch.float32), ((2, 3000), torch.float32)], seed=8)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fake = [mode.from_tensor(t) for t in (*ws, *ss, *plan)]
         assert torch.ops.laperm.rank_match_planned_(fake[:2], fake[2:4], *fake[4:]) is None
@@ -381,16 +426,19 @@ def test_plan_cache_returns_the_same_plan():
 
 # --- availability without a GPU ---------------------------------------------------------
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
 def test_cuda_backend_is_unavailable_with_a_reason():
     assert "cuda" not in lk.available_backends()
     reason = cuda.unavailable_reason()
-    assert (("no CUDA device" in reason) if cuda.compiled()
-            else ("without the CUDA kernels" in reason))
+    assert (
+        ("no CUDA device" in reason) if cuda.compiled() else ("without the CUDA kernels" in reason)
+    )
     w = torch.randn(3, 10)
     with pytest.raises(RuntimeError, match="backend 'cuda' is not available"):
         lk.rank_match_(w, lk.sort_rows(w), backend="cuda")
     # compiled() from the op's own registration, not from the list it reports
     has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(
-        "laperm::rank_match_planned_", "CUDA")
+        "laperm::rank_match_planned_", "CUDA"
+    )
     assert cuda.compiled() == has_cuda_kernel

@@ -39,7 +39,7 @@ class Net(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.proj = torch.nn.Parameter(torch.randn(32, 80) / 32 ** 0.5)
+        self.proj = torch.nn.Parameter(torch.randn(32, 80) / 32**0.5)
         self.fc1 = torch.nn.Linear(80, 300)
         self.fc2 = torch.nn.Linear(300, 10)
 
@@ -50,10 +50,16 @@ class Net(torch.nn.Module):
 def _twin(backend, check_finite=False):
     torch.manual_seed(0)
     net = Net().cuda()
-    groups = [{"params": [net.proj], "row_dim": 1},
-              {"params": [p for n, p in net.named_parameters() if n != "proj"]}]
-    opt = lk.LaPerm(torch.optim.Adam(groups, lr=1e-2, capturable=True), sync_period=1,
-                    backend=backend, check_finite=check_finite)
+    groups = [
+        {"params": [net.proj], "row_dim": 1},
+        {"params": [p for n, p in net.named_parameters() if n != "proj"]},
+    ]
+    opt = lk.LaPerm(
+        torch.optim.Adam(groups, lr=1e-2, capturable=True),
+        sync_period=1,
+        backend=backend,
+        check_finite=check_finite,
+    )
     return net, opt
 
 
@@ -79,7 +85,7 @@ def test_a_captured_training_step_replays_bit_for_bit(backend):
     static_x, static_y = xs[0].clone(), ys[0].clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):                # warm-up steps: plans, trials, compiles
+    with torch.cuda.stream(side):  # warm-up steps: plans, trials, compiles
         for x, y in zip(xs[:3], ys[:3]):
             static_x.copy_(x)
             static_y.copy_(y)
@@ -108,7 +114,7 @@ def test_a_steady_sync_never_waits_for_the_gpu(backend):
     net, opt = _twin(backend, check_finite=True)
     x = torch.randn(16, 4, 8, device="cuda")
     y = torch.randint(0, 10, (16,), device="cuda")
-    for _ in range(2):                            # the first syncs: trial, plans, compiles
+    for _ in range(2):  # the first syncs: trial, plans, compiles
         opt.zero_grad()
         _step(net, opt, x, y)
     torch.cuda.synchronize()
@@ -124,7 +130,7 @@ def test_a_steady_sync_never_waits_for_the_gpu(backend):
         net.fc1.weight[3, 3] = float("nan")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        for _ in range(3):                        # the NaN is reported once its copy landed
+        for _ in range(3):  # the NaN is reported once its copy landed
             opt.zero_grad()
             _step(net, opt, x, y)
             torch.cuda.synchronize()
@@ -134,12 +140,13 @@ def test_a_steady_sync_never_waits_for_the_gpu(backend):
 def test_triton_compiles_its_block_kernel_once_for_any_row_count():
     _needs("triton")
     from laperm_kernels.triton_kernels import rank_match_block_kernel as kernel
+
     caches = getattr(kernel, "device_caches", None)
     if caches is None:
         pytest.skip("this triton keeps its compiled kernels elsewhere")
     device = torch.cuda.current_device()
     before = len(caches[device][0]) if device in caches else 0
-    for rows in (1, 16, 17, 48, 1000):           # 1, multiples of 16 and the rest
+    for rows in (1, 16, 17, 48, 1000):  # 1, multiples of 16 and the rest
         w = torch.randn(rows, 100, device="cuda")
         lk.rank_match_(w, lk.sort_rows(w), backend="triton")
     torch.cuda.synchronize()

@@ -28,7 +28,9 @@ def _getter(cache):
         def build():
             built.append(w.data_ptr())
             return object()
+
         return cache.get(("settings",), [w], [s], build)
+
     return get, built
 
 
@@ -39,8 +41,8 @@ def test_builds_once_per_key_and_evicts_the_least_recent():
     a = get(ws[0], ss[0])
     assert get(ws[0], ss[0]) is a and len(built) == 1
     get(ws[1], ss[1])
-    get(ws[0], ss[0])                    # a is now the most recent
-    get(ws[2], ss[2])                    # evicts ws[1]'s plan
+    get(ws[0], ss[0])  # a is now the most recent
+    get(ws[2], ss[2])  # evicts ws[1]'s plan
     assert len(cache) == 2 and get(ws[0], ss[0]) is a and len(built) == 3
     get(ws[1], ss[1])
     assert len(built) == 4
@@ -49,8 +51,10 @@ def test_builds_once_per_key_and_evicts_the_least_recent():
 @pytest.fixture
 def capture(monkeypatch):
     """``capture(True)`` makes every call look as if a CUDA graph were being captured."""
+
     def set_capturing(on):
         monkeypatch.setattr(graph_capture, "capturing", lambda device: on)
+
     return set_capturing
 
 
@@ -60,11 +64,11 @@ def test_a_plan_a_graph_captured_outlives_eviction(capture):
     cache = PlanCache(2)
     get, built = _getter(cache)
     ws, ss = _tensors(6), _tensors(6)
-    plan = get(ws[0], ss[0])             # the eager call before the capture
+    plan = get(ws[0], ss[0])  # the eager call before the capture
     capture(True)
-    assert get(ws[0], ss[0]) is plan     # the capture finds it, and keeps it
+    assert get(ws[0], ss[0]) is plan  # the capture finds it, and keeps it
     capture(False)
-    for w, s in zip(ws[1:], ss[1:]):     # far more plans than the LRU holds
+    for w, s in zip(ws[1:], ss[1:]):  # far more plans than the LRU holds
         get(w, s)
     assert get(ws[0], ss[0]) is plan
     assert built.count(ws[0].data_ptr()) == 1
@@ -86,7 +90,7 @@ def test_a_plan_evicted_before_the_capture_is_a_clear_miss(capture):
     get, built = _getter(cache)
     ws, ss = _tensors(2), _tensors(2)
     get(ws[0], ss[0])
-    get(ws[1], ss[1])                    # evicts the first
+    get(ws[1], ss[1])  # evicts the first
     capture(True)
     with pytest.raises(NotPreparedForCapture):
         get(ws[0], ss[0])
@@ -102,11 +106,11 @@ def test_plans_kept_for_graphs_are_bounded_and_released(capture):
     capture(True)
     get(ws[0], ss[0])
     get(ws[1], ss[1])
-    get(ws[0], ss[0])                    # the same graph captured again: nothing new kept
+    get(ws[0], ss[0])  # the same graph captured again: nothing new kept
     with pytest.raises(NotPreparedForCapture, match="release_captured_plans"):
         get(ws[2], ss[2])
     assert cache.captured() == 2
-    plan_cache.release_captured()        # lk.release_captured_plans
+    plan_cache.release_captured()  # lk.release_captured_plans
     assert cache.captured() == 0
     get(ws[2], ss[2])
     assert cache.captured() == 1
@@ -122,7 +126,7 @@ def test_forget_drops_the_plans_of_given_addresses_but_not_captured_ones(capture
     get(ws[0], ss[0])
     capture(False)
     plan_cache.forget([ws[0].data_ptr(), ss[1].data_ptr()])
-    assert len(cache) == 2               # ws[0]'s plan stays for its graph; ws[1]'s is gone
+    assert len(cache) == 2  # ws[0]'s plan stays for its graph; ws[1]'s is gone
     get(ws[0], ss[0])
     get(ws[2], ss[2])
     assert len(built) == 3
@@ -137,8 +141,9 @@ def test_device_tables_are_asked_for_outside_capture_only(capture):
     tables = [torch.zeros(4)]
 
     def get():
-        return cache.get((), [w], [s], lambda: "plan",
-                         device_tables=lambda plan: asked.append(plan) or tables)
+        return cache.get(
+            (), [w], [s], lambda: "plan", device_tables=lambda plan: asked.append(plan) or tables
+        )
 
     get()
     capture(True)

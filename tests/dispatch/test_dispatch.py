@@ -11,8 +11,8 @@ which backend wins never depends on the machine.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -23,10 +23,16 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (DTYPES, FakeClock, assert_bitwise_equal, num_threads,
-                           reference_result, tensor_group)
 from laperm_kernels import backends, dispatch, dispatch_cache
 from laperm_kernels.reference import rank_match_reference_
+from tests.helpers import (
+    DTYPES,
+    FakeClock,
+    assert_bitwise_equal,
+    num_threads,
+    reference_result,
+    tensor_group,
+)
 
 SLOW_S, REFERENCE_S, COLD_S, WARM_S = 0.2, 0.05, 10.0, 0.001
 CLOCK = FakeClock()
@@ -40,8 +46,13 @@ def _stand_in(name, run):
         run(ws, ss)
 
     return types.SimpleNamespace(
-        name=name, calls=calls, run=counted, is_available=lambda: True,
-        unavailable_reason=lambda: "", supports=lambda device, dtype: device.type == "cpu")
+        name=name,
+        calls=calls,
+        run=counted,
+        is_available=lambda: True,
+        unavailable_reason=lambda: "",
+        supports=lambda device, dtype: device.type == "cpu",
+    )
 
 
 _reference = backends.BACKENDS["torch"].run  # the reference, tensor by tensor
@@ -49,7 +60,7 @@ _reference = backends.BACKENDS["torch"].run  # the reference, tensor by tensor
 
 def _wrong(ws, ss):
     _reference(ws, ss)
-    ws[-1][1] = ws[-1][1].flip(0)   # last tensor, row 1: reversed
+    ws[-1][1] = ws[-1][1].flip(0)  # last tensor, row 1: reversed
 
 
 def _boom(ws, ss):
@@ -73,8 +84,14 @@ def _cold(ws, ss):
 
 _cold.warm = False
 
-STAND_INS = {"wrong": _wrong, "boom": _boom, "oom": _oom, "slow": _slow, "fast": _reference,
-             "cold": _cold}
+STAND_INS = {
+    "wrong": _wrong,
+    "boom": _boom,
+    "oom": _oom,
+    "slow": _slow,
+    "fast": _reference,
+    "cold": _cold,
+}
 
 
 @pytest.fixture
@@ -120,8 +137,11 @@ def test_trial_drops_the_wrong_backend_and_keeps_the_fastest_correct_one(registr
     made = registry("wrong", "slow", "fast")
     ws, ss = _model(dtype=dtype)
     name = str(dtype).replace("torch.", "")
-    with pytest.warns(RuntimeWarning, match=rf"'wrong' failed its check .*{name}: tensor 1 "
-                                            r"\(shape \(5, 33\)\), row 1"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=rf"'wrong' failed its check .*{name}: tensor 1 "
+        r"\(shape \(5, 33\)\), row 1",
+    ):
         used = _run_exact(ws, ss)
     assert used == [(torch.device("cpu"), dtype, "fast")]
     [decision] = lk.dispatch_report()
@@ -129,8 +149,11 @@ def test_trial_drops_the_wrong_backend_and_keeps_the_fastest_correct_one(registr
     assert decision["signature"]["shapes"] == [[6, 40], [5, 33]]
     verdicts = {v["backend"]: v for v in decision["candidates"]}
     assert {k: v["verdict"] for k, v in verdicts.items()} == {
-        "wrong": "mismatch", "slow": "bit-identical", "fast": "bit-identical",
-        "torch": "reference"}
+        "wrong": "mismatch",
+        "slow": "bit-identical",
+        "fast": "bit-identical",
+        "torch": "reference",
+    }
     assert verdicts["fast"]["seconds"] < verdicts["torch"]["seconds"] < verdicts["slow"]["seconds"]
     assert "row 1" in verdicts["wrong"]["detail"]
 
@@ -141,7 +164,13 @@ def test_trial_drops_the_wrong_backend_and_keeps_the_fastest_correct_one(registr
         warnings.simplefilter("error")
         _run_exact(ws, ss)
     assert {n: len(m.calls) - calls[n] for n, m in made.items()} == {
-        "wrong": 0, "boom": 0, "oom": 0, "slow": 0, "fast": 1, "cold": 0}
+        "wrong": 0,
+        "boom": 0,
+        "oom": 0,
+        "slow": 0,
+        "fast": 1,
+        "cold": 0,
+    }
 
 
 def test_a_banned_backend_is_never_used_again_for_that_device_and_dtype(registry):
@@ -152,7 +181,7 @@ def test_a_banned_backend_is_never_used_again_for_that_device_and_dtype(registry
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _run_exact(*_model(shapes=[(3, 70), (2, 9)]))  # a new signature: a new trial
-    assert len(made["wrong"].calls) == tried           # ... without the banned backend
+    assert len(made["wrong"].calls) == tried  # ... without the banned backend
     assert [v["backend"] for v in lk.dispatch_report()[-1]["candidates"]] == ["fast", "torch"]
     # another dtype is another question: wrong is tried (and dropped) again there
     with pytest.warns(RuntimeWarning, match="'wrong'.*float64"):
@@ -205,7 +234,9 @@ def test_decisions_survive_a_restart_through_the_disk_cache(registry):
     before = {n: len(m.calls) for n, m in made.items()}
     _run_exact(*_model(seed=3))
     assert {n: len(m.calls) - before[n] for n, m in made.items() if n in ("slow", "fast")} == {
-        "slow": 0, "fast": 1}
+        "slow": 0,
+        "fast": 1,
+    }
     assert [d["source"] for d in lk.dispatch_report()] == ["disk cache"]
 
 
@@ -248,7 +279,7 @@ def test_threads_meeting_a_new_signature_share_one_trial(registry):
         t.join(timeout=120)
     assert not errors and not any(t.is_alive() for t in threads)
     assert len(lk.dispatch_report()) == 1
-    trial_runs = len(made["fast"].calls) - 3   # the three other threads' direct calls
+    trial_runs = len(made["fast"].calls) - 3  # the three other threads' direct calls
     assert 2 <= trial_runs <= 1 + dispatch.MAX_TIMED_RUNS
 
 
@@ -257,10 +288,8 @@ def test_laperm_training_is_unaffected(registry):
 
     def train(backend):
         torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(12, 20), torch.nn.ReLU(),
-                                  torch.nn.Linear(20, 3))
-        opt = lk.LaPerm(torch.optim.Adam(net.parameters(), lr=1e-2), sync_period=2,
-                        backend=backend)
+        net = torch.nn.Sequential(torch.nn.Linear(12, 20), torch.nn.ReLU(), torch.nn.Linear(20, 3))
+        opt = lk.LaPerm(torch.optim.Adam(net.parameters(), lr=1e-2), sync_period=2, backend=backend)
         x = torch.randn(8, 12)
         for _ in range(5):
             opt.zero_grad()
@@ -279,20 +308,23 @@ def test_laperm_training_is_unaffected(registry):
 def test_real_backends_across_processes(tmp_path):
     # the real cpu/torch backends, two fresh processes sharing one cache directory
     expected = sorted(lk.available_backends("cpu"))
-    if len(expected) == 1:   # no extension: the reference is the only candidate
+    if len(expected) == 1:  # no extension: the reference is the only candidate
         pytest.skip("one backend for CPU tensors here: nothing to choose")
-    code = ("import torch, laperm_kernels as lk\n"
-            "w = torch.randn(64, 300, generator=torch.Generator().manual_seed(0))\n"
-            "lk.rank_match_(w, lk.sort_rows(w.flip(1)))\n"
-            "[d] = lk.dispatch_report()\n"
-            "print(d['source'], d['backend'], sorted(c['backend'] for c in d['candidates']),"
-            " sep='|')\n")
+    code = (
+        "import torch, laperm_kernels as lk\n"
+        "w = torch.randn(64, 300, generator=torch.Generator().manual_seed(0))\n"
+        "lk.rank_match_(w, lk.sort_rows(w.flip(1)))\n"
+        "[d] = lk.dispatch_report()\n"
+        "print(d['source'], d['backend'], sorted(c['backend'] for c in d['candidates']),"
+        " sep='|')\n"
+    )
     env = dict(os.environ, LAPERM_CACHE_DIR=str(tmp_path))
     env.pop("LAPERM_AUTOTUNE", None)
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr
         runs.append(proc.stdout.strip().split("|"))
     (source1, backend1, candidates1), (source2, backend2, candidates2) = runs
@@ -301,6 +333,7 @@ def test_real_backends_across_processes(tmp_path):
 
 
 # --- honest trials ---------------------------------------------------------------------
+
 
 def test_a_backend_is_timed_warm_not_by_its_compilation(registry):
     # cold's first run (compilation) takes longer than the whole budget; once warm it is
@@ -332,48 +365,58 @@ def test_the_reference_gets_a_timed_run_when_it_has_one_rival(registry):
 def test_a_trial_missing_a_candidate_for_lack_of_memory_is_not_saved(registry):
     registry("oom", "fast")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")          # out of memory bans nothing
+        warnings.simplefilter("error")  # out of memory bans nothing
         assert _run_exact(*_model())[0][2] == "fast"
     [decision] = lk.dispatch_report()
     assert decision["candidates"][0]["verdict"] == "out of memory"
     assert not os.path.exists(dispatch_cache.cache_path())
-    dispatch.reset()                            # a new process tries oom again
+    dispatch.reset()  # a new process tries oom again
     _run_exact(*_model())
-    assert [v["backend"] for v in lk.dispatch_report()[0]["candidates"]] == [
-        "oom", "fast", "torch"]
+    assert [v["backend"] for v in lk.dispatch_report()[0]["candidates"]] == ["oom", "fast", "torch"]
 
 
 # --- bans and the disk cache ------------------------------------------------------------
+
 
 def test_a_ban_found_on_disk_is_announced_once_with_when_why_and_how(registry):
     made = registry("wrong", "fast")
     with pytest.warns(RuntimeWarning, match="'wrong' failed its check"):
         _run_exact(*_model())
-    dispatch.reset()                            # a new process, the same cache
+    dispatch.reset()  # a new process, the same cache
     tried = len(made["wrong"].calls)
     with pytest.warns(RuntimeWarning) as caught:
         _run_exact(*_model(seed=1))
     [warning] = [w for w in caught if "'wrong'" in str(w.message)]
     message = str(warning.message)
-    for part in ("'wrong' is banned", "float32", r"row 1", "mismatch",
-                 dispatch_cache.cache_path(), "delete"):
+    for part in (
+        "'wrong' is banned",
+        "float32",
+        r"row 1",
+        "mismatch",
+        dispatch_cache.cache_path(),
+        "delete",
+    ):
         assert part in message, message
     assert re.search(r"on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", message), message
-    assert len(made["wrong"].calls) == tried   # not run again, neither by the trial
+    assert len(made["wrong"].calls) == tried  # not run again, neither by the trial
     with warnings.catch_warnings():
-        warnings.simplefilter("error")          # once per process
+        warnings.simplefilter("error")  # once per process
         _run_exact(*_model(seed=2))
-        _run_exact(*_model(shapes=[(3, 70), (2, 9)]))   # a new trial: wrong left out
+        _run_exact(*_model(shapes=[(3, 70), (2, 9)]))  # a new trial: wrong left out
     assert len(made["wrong"].calls) == tried
     assert "wrong" not in [v["backend"] for v in lk.dispatch_report()[-1]["candidates"]]
 
 
-@pytest.mark.parametrize("content", [
-    "[" * 100_000,                               # json.load raises RecursionError
-    '{"k": {"backend": 3}}',                     # valid JSON, not decisions
-    '{"k": {"backend": "fast", "candidates": 7}}',
-    b"\xff\xfe not utf-8",
-], ids=["deeply-nested", "backend-not-a-name", "candidates-not-a-list", "not-utf-8"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[" * 100_000,  # json.load raises RecursionError
+        '{"k": {"backend": 3}}',  # valid JSON, not decisions
+        '{"k": {"backend": "fast", "candidates": 7}}',
+        b"\xff\xfe not utf-8",
+    ],
+    ids=["deeply-nested", "backend-not-a-name", "candidates-not-a-list", "not-utf-8"],
+)
 def test_any_unreadable_cache_is_ignored_with_one_warning(registry, content):
     registry("fast")
     path = dispatch_cache.cache_path()
@@ -384,7 +427,7 @@ def test_any_unreadable_cache_is_ignored_with_one_warning(registry, content):
         assert _run_exact(*_model())[0][2] == "fast"
     assert sum("ignoring the dispatch cache" in str(w.message) for w in caught) == 1
     with open(path) as f:
-        assert len(json.load(f)) == 1          # rewritten with this trial's decision
+        assert len(json.load(f)) == 1  # rewritten with this trial's decision
 
 
 def test_each_thread_count_gets_its_own_trial_and_disk_entry(registry):

@@ -23,21 +23,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(script: str, world: int, outdir: Path, timeout_s: float,
-           args: Sequence[str] = ()) -> Tuple[List[int], str]:
+def launch(
+    script: str, world: int, outdir: Path, timeout_s: float, args: Sequence[str] = ()
+) -> Tuple[List[int], str]:
     """Runs ``world`` workers of ``script``; returns their exit codes (killed ones past
     ``timeout_s`` included) and the tail of each rank's log."""
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1"
+    )
     if os.path.exists("/sys/class/net/lo"):
         env["GLOO_SOCKET_IFNAME"] = "lo"
     procs, logs = [], []
     for rank in range(world):
         log = open(outdir / f"rank{rank}.log", "w")
         logs.append(log)
-        procs.append(subprocess.Popen(
-            [sys.executable, script, "--worker", str(rank), str(world), str(outdir), *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, script, "--worker", str(rank), str(world), str(outdir), *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     deadline = time.monotonic() + timeout_s
     try:
         for proc in procs:
@@ -50,14 +57,21 @@ def launch(script: str, world: int, outdir: Path, timeout_s: float,
     finally:
         for log in logs:
             log.close()
-    report = "\n".join(f"--- rank {r} (exit {p.returncode}) ---\n"
-                       + (outdir / f"rank{r}.log").read_text()[-3000:]
-                       for r, p in enumerate(procs))
+    report = "\n".join(
+        f"--- rank {r} (exit {p.returncode}) ---\n" + (outdir / f"rank{r}.log").read_text()[-3000:]
+        for r, p in enumerate(procs)
+    )
     return [p.returncode for p in procs], report
 
 
-def run_ranks(script: str, world: int, outdir: Path, timeout_s: float,
-              result: str = "rank{rank}.pt", args: Sequence[str] = ()) -> list:
+def run_ranks(
+    script: str,
+    world: int,
+    outdir: Path,
+    timeout_s: float,
+    result: str = "rank{rank}.pt",
+    args: Sequence[str] = (),
+) -> list:
     """:func:`launch`, then each rank's saved results (``outdir / result``, formatted with
     ``rank``); fails the calling test, with every rank's log tail, if a worker failed or
     ran past ``timeout_s``."""
@@ -66,10 +80,8 @@ def run_ranks(script: str, world: int, outdir: Path, timeout_s: float,
 
     codes, report = launch(script, world, outdir, timeout_s, args)
     if any(c != 0 for c in codes):
-        pytest.fail(f"{world} distributed workers failed or timed out ({timeout_s}s):\n"
-                    f"{report}")
-    return [torch.load(outdir / result.format(rank=r), weights_only=False)
-            for r in range(world)]
+        pytest.fail(f"{world} distributed workers failed or timed out ({timeout_s}s):\n{report}")
+    return [torch.load(outdir / result.format(rank=r), weights_only=False) for r in range(world)]
 
 
 def skip_without_fully_shard() -> None:
@@ -88,5 +100,6 @@ def init_worker(rank: int, world: int) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )

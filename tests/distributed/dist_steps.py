@@ -14,8 +14,12 @@ def full(p: torch.Tensor) -> torch.Tensor:
 def permuted(opt):
     """{name: (parameter, row_dim)} of the permuted parameters, by the groups'
     ``param_names``."""
-    return {n: (p, g.get("row_dim", 0)) for g in opt.param_groups
-            for n, p in zip(g["param_names"], g["params"]) if p in opt.sorted_inits}
+    return {
+        n: (p, g.get("row_dim", 0))
+        for g in opt.param_groups
+        for n, p in zip(g["param_names"], g["params"])
+        if p in opt.sorted_inits
+    }
 
 
 def train(model, opt, loss, batch, first: int, last: int, record=None) -> None:
@@ -35,28 +39,40 @@ def train(model, opt, loss, batch, first: int, last: int, record=None) -> None:
         loss(model, batch(t)).backward()
         opt.step()
         if "pre" in captured:
-            record.append({"step": t, "pre": captured.pop("pre"),
-                           "post": {n: full(p) for n, (p, _) in weights.items()}})
+            record.append(
+                {
+                    "step": t,
+                    "pre": captured.pop("pre"),
+                    "post": {n: full(p) for n, (p, _) in weights.items()},
+                }
+            )
     if handle is not None:
         handle.remove()
 
 
 def save(model, opt, path: str) -> None:
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict,
-                                                         get_optimizer_state_dict)
-    dcp.save({"model": get_model_state_dict(model),
-              "optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=path)
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    dcp.save(
+        {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+        checkpoint_id=path,
+    )
 
 
 def load(model, opt, path: str) -> None:
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict,
-                                                         get_optimizer_state_dict,
-                                                         set_model_state_dict,
-                                                         set_optimizer_state_dict)
-    state = {"model": get_model_state_dict(model),
-             "optim": get_optimizer_state_dict(model, opt)}
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
     dcp.load(state, checkpoint_id=path)
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, opt, state["optim"])

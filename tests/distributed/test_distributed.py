@@ -33,11 +33,14 @@ DT_STEPS, DT_K = 6, 3
 
 # --- the worker (runs in the child processes) -------------------------------------------
 
+
 def _ddp_scenario(rank, backend):
     import copy
-    from torch import nn
+
     import torch.nn.functional as F
+    from torch import nn
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     import laperm_kernels as lk
 
     torch.manual_seed(0)
@@ -45,12 +48,18 @@ def _ddp_scenario(rank, backend):
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     ddp = DDP(model)
     # S is taken after DDP has broadcast rank 0's weights (build the wrapper after DDP).
-    opt = lk.LaPerm(torch.optim.Adam(ddp.parameters(), lr=1e-2), sync_period=DDP_K,
-                    backend=backend)
+    opt = lk.LaPerm(torch.optim.Adam(ddp.parameters(), lr=1e-2), sync_period=DDP_K, backend=backend)
     data = torch.Generator().manual_seed(100 + rank)  # different data on every rank
-    out = {"init": init, "syncs": [], "local_grad": None,
-           "S": {n: opt.sorted_inits[p].clone()
-                 for n, p in model.named_parameters() if p in opt.sorted_inits}}
+    out = {
+        "init": init,
+        "syncs": [],
+        "local_grad": None,
+        "S": {
+            n: opt.sorted_inits[p].clone()
+            for n, p in model.named_parameters()
+            if p in opt.sorted_inits
+        },
+    }
     for t in range(1, DDP_STEPS + 1):
         x = torch.randn(16, 20, generator=data)
         y = torch.randint(0, 10, (16,), generator=data)
@@ -69,7 +78,9 @@ def _ddp_scenario(rank, backend):
 
 def _dtensor_scenario(rank, backend):
     from torch import nn
+
     import laperm_kernels as lk
+
     try:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
@@ -86,13 +97,16 @@ def _dtensor_scenario(rank, backend):
     bias = nn.Parameter(distribute_tensor(torch.zeros(7), mesh, [Replicate()]))
     adam = torch.optim.Adam(params + [bias], lr=5e-2)
     opt = lk.LaPerm(adam, sync_period=DT_K, backend=backend)
-    out = {"full_init": fulls, "records": [],
-           "is_dtensor": [isinstance(p, DTensor) for p in params],
-           "placements": [str(p.placements) for p in params],
-           "S": [opt.sorted_inits[p].to_local().clone() for p in params],
-           "S_types": [type(opt.sorted_inits[p]).__name__ for p in params],
-           "bias_permuted": bias in opt.sorted_inits,
-           "storage": [p.to_local().data_ptr() for p in params]}
+    out = {
+        "full_init": fulls,
+        "records": [],
+        "is_dtensor": [isinstance(p, DTensor) for p in params],
+        "placements": [str(p.placements) for p in params],
+        "S": [opt.sorted_inits[p].to_local().clone() for p in params],
+        "S_types": [type(opt.sorted_inits[p]).__name__ for p in params],
+        "bias_permuted": bias in opt.sorted_inits,
+        "storage": [p.to_local().data_ptr() for p in params],
+    }
     captured = {}
 
     def after_inner_step(optimizer, args, kwargs):  # before LaPerm's sync
@@ -104,26 +118,35 @@ def _dtensor_scenario(rank, backend):
         x = distribute_tensor(torch.randn(5, 3, generator=data), mesh, [Replicate()])
         z = distribute_tensor(torch.randn(4, 3, 2, 2, generator=data), mesh, [Replicate()])
         opt.zero_grad()
-        loss = (torch.tanh(params[0] @ x).sum() + (params[1] * z).sin().sum()
-                + (bias * bias).sum())
+        loss = torch.tanh(params[0] @ x).sum() + (params[1] * z).sin().sum() + (bias * bias).sum()
         loss.backward()
         opt.step()
-        out["records"].append({"step": t, "pre": captured["pre"],
-                               "post": [p.to_local().detach().clone() for p in params]})
+        out["records"].append(
+            {
+                "step": t,
+                "pre": captured["pre"],
+                "post": [p.to_local().detach().clone() for p in params],
+            }
+        )
     out["full_after"] = [p.full_tensor().detach().clone() for p in params]
     out["is_dtensor_after"] = [isinstance(p, DTensor) for p in params]
     out["placements_after"] = [str(p.placements) for p in params]
     out["storage_after"] = [p.to_local().data_ptr() for p in params]
-    out["state_dict_shapes"] = {i: tuple(st["sorted_init"].shape)
-                                for i, st in opt.state_dict()["state"].items()
-                                if "sorted_init" in st}
+    out["state_dict_shapes"] = {
+        i: tuple(st["sorted_init"].shape)
+        for i, st in opt.state_dict()["state"].items()
+        if "sorted_init" in st
+    }
     # Partial holds pending sums, not values: refused, naming the parameter. (Placements
     # that split rows are permuted whole: tests/distributed/test_row_split.py.)
     from torch.distributed.tensor import Partial
+
     pending = nn.Parameter(DTensor.from_local(torch.randn(4, 6), mesh, [Partial()]))
     try:
-        lk.LaPerm(torch.optim.SGD([{"params": [pending], "param_names": ["fc.weight"]}],
-                                  lr=0.1), backend=backend)
+        lk.LaPerm(
+            torch.optim.SGD([{"params": [pending], "param_names": ["fc.weight"]}], lr=0.1),
+            backend=backend,
+        )
         out["partial_error"] = None
     except ValueError as e:
         out["partial_error"] = str(e)
@@ -132,6 +155,7 @@ def _dtensor_scenario(rank, backend):
 
 def _worker(rank: int, world: int, outdir: str) -> None:
     import torch.distributed as dist
+
     import laperm_kernels as lk
 
     init_worker(rank, world)
@@ -152,8 +176,8 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 if __name__ != "__main__":
     import pytest
 
-    from tests.helpers import BACKENDS, assert_bitwise_equal
     from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
+    from tests.helpers import BACKENDS, assert_bitwise_equal
 
     @pytest.fixture(scope="module")
     def ranks(tmp_path_factory):
@@ -204,11 +228,16 @@ if __name__ != "__main__":
             assert res["S_types"] == ["DTensor", "DTensor"]  # S is sharded like its weight
             assert not res["bias_permuted"]  # 1-D, replicated: skipped by default
             expected_S = [sort_rows_reference(f.chunk(WORLD, 0)[rank]) for f in res["full_init"]]
-            assert [tuple(s.shape) for s in expected_S] == \
-                [(4 - rank, 5), (2, 3, 2, 2)]  # 7 rows split 4 + 3
+            assert [tuple(s.shape) for s in expected_S] == [
+                (4 - rank, 5),
+                (2, 3, 2, 2),
+            ]  # 7 rows split 4 + 3
             assert res["state_dict_shapes"] == {0: (7, 5), 1: (4, 3, 2, 2)}  # whole shapes
-            assert res["partial_error"] and "parameter 'fc.weight' is a DTensor placed as " \
-                "(Partial(sum),)" in res["partial_error"], res["partial_error"]
+            assert (
+                res["partial_error"]
+                and "parameter 'fc.weight' is a DTensor placed as (Partial(sum),)"
+                in res["partial_error"]
+            ), res["partial_error"]
             for s, e in zip(res["S"], expected_S):
                 assert_bitwise_equal(s, e, f"rank {rank}: S of the local shard")
             moved = 0

@@ -30,6 +30,7 @@ LAUNCH_TIMEOUT_S = 120
 
 def _model(seed: int):
     from torch import nn
+
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4))
 
@@ -42,13 +43,13 @@ def _batch(rank: int, t: int):
 def _ddp_wrong_order(rank: int):
     import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     import laperm_kernels as lk
 
-    model = _model(seed=rank)                                     # per-rank seeds
+    model = _model(seed=rank)  # per-rank seeds
     opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(model), lr=1e-2), sync_period=K)
-    ddp = DDP(model)                                              # broadcasts rank 0's weights
-    out = {"init": {n: p.detach().clone() for n, p in model.named_parameters()},
-           "syncs": []}
+    ddp = DDP(model)  # broadcasts rank 0's weights
+    out = {"init": {n: p.detach().clone() for n, p in model.named_parameters()}, "syncs": []}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for t in range(1, STEPS + 1):
@@ -57,8 +58,11 @@ def _ddp_wrong_order(rank: int):
             F.cross_entropy(ddp(x), y).backward()
             opt.step()
             if t == 1:
-                out["S"] = {n: opt.sorted_inits[p].clone() for n, p in model.named_parameters()
-                            if p in opt.sorted_inits}
+                out["S"] = {
+                    n: opt.sorted_inits[p].clone()
+                    for n, p in model.named_parameters()
+                    if p in opt.sorted_inits
+                }
             if t % K == 0:
                 out["syncs"].append({n: p.detach().clone() for n, p in model.named_parameters()})
     out["warnings"] = [str(w.message) for w in caught if "LaPerm" in str(w.message)]
@@ -67,11 +71,13 @@ def _ddp_wrong_order(rank: int):
 
 def _ranks_differ(rank: int, check_ranks: bool):
     import torch.nn.functional as F
+
     import laperm_kernels as lk
 
-    model = _model(seed=rank)                                     # nothing makes them equal
-    opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(model), lr=1e-2), sync_period=K,
-                    check_ranks=check_ranks)
+    model = _model(seed=rank)  # nothing makes them equal
+    opt = lk.LaPerm(
+        torch.optim.Adam(lk.param_groups(model), lr=1e-2), sync_period=K, check_ranks=check_ranks
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     x, y = _batch(rank, 1)
     F.cross_entropy(model(x), y).backward()
@@ -87,13 +93,16 @@ def _ranks_differ(rank: int, check_ranks: bool):
 
 def _worker(rank: int, world: int, outdir: str) -> None:
     import time
+
     import torch.distributed as dist
 
     init_worker(rank, world)
     results = {}
-    cases = {"ddp_wrong_order": lambda: _ddp_wrong_order(rank),
-             "differ": lambda: _ranks_differ(rank, True),
-             "differ_unchecked": lambda: _ranks_differ(rank, False)}
+    cases = {
+        "ddp_wrong_order": lambda: _ddp_wrong_order(rank),
+        "differ": lambda: _ranks_differ(rank, True),
+        "differ_unchecked": lambda: _ranks_differ(rank, False),
+    }
     for name, case in cases.items():
         start = time.perf_counter()
         try:
@@ -111,8 +120,8 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 if __name__ != "__main__":
     import pytest
 
-    from tests.helpers import assert_bitwise_equal
     from laperm_kernels.reference import sort_rows_reference
+    from tests.helpers import assert_bitwise_equal
 
     @pytest.fixture(scope="module")
     def ranks(tmp_path_factory):
@@ -127,27 +136,31 @@ if __name__ != "__main__":
 
     def test_ddp_built_after_laperm_stays_identical_across_ranks(ranks):
         r0, r1 = _results(ranks, "ddp_wrong_order")
-        for name in r0["init"]:   # DDP's broadcast: rank 0's initialisation everywhere
+        for name in r0["init"]:  # DDP's broadcast: rank 0's initialisation everywhere
             assert_bitwise_equal(r1["init"][name], r0["init"][name], name)
         assert len(r0["syncs"]) == STEPS // K
         for i, (w0, w1) in enumerate(zip(r0["syncs"], r1["syncs"])):
             for name in w0:
                 diff = (w1[name] - w0[name]).abs().max().item()
-                assert_bitwise_equal(w1[name], w0[name],
-                                     f"{name} at sync {i + 1} (max |rank1 - rank0| = {diff})")
+                assert_bitwise_equal(
+                    w1[name], w0[name], f"{name} at sync {i + 1} (max |rank1 - rank0| = {diff})"
+                )
         for name in ("0.weight", "2.weight"):  # S: rank 0's initialisation, on every rank
             want = sort_rows_reference(r0["init"][name])
             assert_bitwise_equal(r0["S"][name], want, f"rank 0: S of {name}")
             assert_bitwise_equal(r1["S"][name], want, f"rank 1: S of {name}")
-        assert r0["warnings"] == []                 # rank 0's weights did not change
+        assert r0["warnings"] == []  # rank 0's weights did not change
         [warning] = r1["warnings"]
         assert "parameter '0.weight', parameter '2.weight' changed in place" in warning, warning
         assert "taken again" in warning
 
     def test_ranks_with_different_weights_are_refused_at_the_first_step(ranks):
         for rank, res in enumerate(_results(ranks, "differ")):
-            assert res["error"] and "parameter '0.weight' differs between rank 0 and rank 1" \
-                in res["error"] and "check_ranks=False" in res["error"], res["error"]
+            assert (
+                res["error"]
+                and "parameter '0.weight' differs between rank 0 and rank 1" in res["error"]
+                and "check_ranks=False" in res["error"]
+            ), res["error"]
             assert res["unchanged"] and res["step_count"] == 0, rank  # nothing written
 
     def test_check_ranks_false_lets_different_models_run(ranks):

@@ -20,20 +20,21 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import (init_worker, run_ranks,  # noqa: E402
-                                           skip_without_fully_shard)
+from tests.distributed.dist_launch import init_worker, run_ranks, skip_without_fully_shard  # noqa: E402
 from tests.distributed.dist_steps import full, load, save  # noqa: E402
 
-K, FIRST = 3, 5           # syncs every 3 steps; the checkpoint after step 5 (not a sync)
+K, FIRST = 3, 5  # syncs every 3 steps; the checkpoint after step 5 (not a sync)
 HIDDEN = {"even": 32, "uneven": 33}
 LAUNCH_TIMEOUT_S = 240
 
 
 # --- the workers ------------------------------------------------------------------------
 
+
 def _build(mesh, hidden: int, seed: int):
     from torch import nn
     from torch.distributed.fsdp import fully_shard
+
     import laperm_kernels as lk
 
     torch.manual_seed(seed)
@@ -46,6 +47,7 @@ def _build(mesh, hidden: int, seed: int):
 
 def _train(model, opt, first: int, last: int) -> None:
     import torch.nn.functional as F
+
     for t in range(first, last + 1):  # the same batch t on every rank and in every run
         g = torch.Generator().manual_seed(t)
         x, y = torch.randn(8, 10, generator=g), torch.randint(0, 4, (8,), generator=g)
@@ -59,40 +61,51 @@ def _whole(model):
 
 
 def _resume_case(mesh, hidden: int, outdir: str, case: str):
-    end = 2 * FIRST + 2                                  # ends on a sync step (12)
+    end = 2 * FIRST + 2  # ends on a sync step (12)
     model, opt = _build(mesh, hidden, seed=0)
     _train(model, opt, 1, end)
     uninterrupted = _whole(model)
 
     model, opt = _build(mesh, hidden, seed=0)
     _train(model, opt, 1, FIRST)
-    local_rows = {n: tuple(opt.sorted_inits[p].to_local().shape)
-                  for n, p in model.named_parameters() if p in opt.sorted_inits}
+    local_rows = {
+        n: tuple(opt.sorted_inits[p].to_local().shape)
+        for n, p in model.named_parameters()
+        if p in opt.sorted_inits
+    }
     save(model, opt, os.path.join(outdir, f"ckpt-{case}"))
-    resumed, ropt = _build(mesh, hidden, seed=123)     # another init, then the checkpoint
+    resumed, ropt = _build(mesh, hidden, seed=123)  # another init, then the checkpoint
     load(resumed, ropt, os.path.join(outdir, f"ckpt-{case}"))
     step_after_load = ropt.step_count
     _train(resumed, ropt, FIRST + 1, end)
-    return {"uninterrupted": uninterrupted, "resumed": _whole(resumed),
-            "step_after_load": step_after_load, "local_rows": local_rows}
+    return {
+        "uninterrupted": uninterrupted,
+        "resumed": _whole(resumed),
+        "step_after_load": step_after_load,
+        "local_rows": local_rows,
+    }
 
 
 def _reshard_case(mesh, hidden: int, outdir: str):
     """A world of one resumes from the two ranks' checkpoint."""
     from torch import nn
+
     import laperm_kernels as lk
 
     torch.manual_seed(0)  # the original initialisation, whole, for the expected S
     init = nn.Sequential(nn.Linear(10, hidden), nn.ReLU(), nn.Linear(hidden, 4))
-    expected_S = {n: lk.sort_rows(p.detach()) for n, p in init.named_parameters()
-                  if p.dim() >= 2}
+    expected_S = {n: lk.sort_rows(p.detach()) for n, p in init.named_parameters() if p.dim() >= 2}
     model, opt = _build(mesh, hidden, seed=123)
     load(model, opt, os.path.join(outdir, "ckpt-uneven"))
     named = dict(model.named_parameters())
     S_loaded = {n: opt.sorted_inits[named[n]].full_tensor() for n in expected_S}
-    _train(model, opt, FIRST + 1, 3 * K)               # syncs at steps 6 and 9
-    return {"expected_S": expected_S, "S_loaded": S_loaded, "step": opt.step_count,
-            "weights": {n: named[n].full_tensor().detach() for n in expected_S}}
+    _train(model, opt, FIRST + 1, 3 * K)  # syncs at steps 6 and 9
+    return {
+        "expected_S": expected_S,
+        "S_loaded": S_loaded,
+        "step": opt.step_count,
+        "weights": {n: named[n].full_tensor().detach() for n in expected_S},
+    }
 
 
 def _worker(rank: int, world: int, outdir: str, mode: str) -> None:
@@ -105,8 +118,11 @@ def _worker(rank: int, world: int, outdir: str, mode: str) -> None:
     cases = HIDDEN.items() if mode == "resume" else [("reshard", HIDDEN["uneven"])]
     for case, hidden in cases:
         try:
-            results[case] = (_resume_case(mesh, hidden, outdir, case) if mode == "resume"
-                             else _reshard_case(mesh, hidden, outdir))
+            results[case] = (
+                _resume_case(mesh, hidden, outdir, case)
+                if mode == "resume"
+                else _reshard_case(mesh, hidden, outdir)
+            )
         except Exception:  # reported by the parent
             results[case] = {"error": traceback.format_exc()}
         dist.barrier()
@@ -128,8 +144,9 @@ if __name__ != "__main__":
         outdir = tmp_path_factory.mktemp("laperm_fsdp2")
         results = {}
         for mode, world in (("resume", 2), ("reshard", 1)):  # reshard reads resume's files
-            results[mode] = run_ranks(__file__, world, outdir, LAUNCH_TIMEOUT_S,
-                                      f"{mode}-rank{{rank}}.pt", [mode])
+            results[mode] = run_ranks(
+                __file__, world, outdir, LAUNCH_TIMEOUT_S, f"{mode}-rank{{rank}}.pt", [mode]
+            )
         return results
 
     def _case(checkpoints, mode, case):
@@ -143,8 +160,10 @@ if __name__ != "__main__":
         for rank, res in enumerate(_case(checkpoints, "resume", case)):
             assert res["step_after_load"] == FIRST
             first = HIDDEN[case]
-            assert res["local_rows"]["0.weight"] == ((first + 1) // 2 if rank == 0
-                                                     else first // 2, 10)
+            assert res["local_rows"]["0.weight"] == (
+                (first + 1) // 2 if rank == 0 else first // 2,
+                10,
+            )
             for name, want in res["uninterrupted"].items():
                 assert_bitwise_equal(res["resumed"][name], want, f"rank {rank}: {name}")
 

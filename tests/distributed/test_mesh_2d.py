@@ -22,8 +22,7 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import (init_worker, run_ranks,  # noqa: E402
-                                           skip_without_fully_shard)
+from tests.distributed.dist_launch import init_worker, run_ranks, skip_without_fully_shard  # noqa: E402
 from tests.distributed.dist_steps import full, load, permuted, save, train  # noqa: E402
 
 K, STEPS, FIRST = 2, 6, 3
@@ -34,8 +33,12 @@ def _build(mesh, seed: int):
     """A 6 -> 8 -> 5 MLP, tensor-parallel on mesh "tp" and, on a 2-D mesh, FSDP2 on "dp"."""
     from torch import nn
     from torch.distributed.fsdp import fully_shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
-                                                   parallelize_module)
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
     import laperm_kernels as lk
 
     torch.manual_seed(seed)
@@ -44,10 +47,17 @@ def _build(mesh, seed: int):
     parallelize_module(model, tp, {"0": ColwiseParallel(), "2": RowwiseParallel()})
     if mesh.ndim == 2:
         fully_shard(model, mesh=mesh["dp"])
-    groups = [{"params": list(model.parameters()),
-               "param_names": [n for n, _ in model.named_parameters()]}]
-    return model, lk.LaPerm(torch.optim.Adam(groups, lr=2e-2), sync_period=K), \
-        lambda m, x: m(x).square().mean()
+    groups = [
+        {
+            "params": list(model.parameters()),
+            "param_names": [n for n, _ in model.named_parameters()],
+        }
+    ]
+    return (
+        model,
+        lk.LaPerm(torch.optim.Adam(groups, lr=2e-2), sync_period=K),
+        lambda m, x: m(x).square().mean(),
+    )
 
 
 def _batch(t: int) -> torch.Tensor:
@@ -57,11 +67,12 @@ def _batch(t: int) -> torch.Tensor:
 def _mesh_case(mesh, outdir: str):
     model, opt, loss = _build(mesh, seed=0)
     weights = permuted(opt)
-    out = {"init": {n: full(p) for n, (p, _) in weights.items()},
-           "placements": {n: str(p.placements) for n, (p, _) in weights.items()},
-           "S_placements": {n: str(opt.sorted_inits[p].placements)
-                            for n, (p, _) in weights.items()},
-           "syncs": []}
+    out = {
+        "init": {n: full(p) for n, (p, _) in weights.items()},
+        "placements": {n: str(p.placements) for n, (p, _) in weights.items()},
+        "S_placements": {n: str(opt.sorted_inits[p].placements) for n, (p, _) in weights.items()},
+        "syncs": [],
+    }
     train(model, opt, loss, _batch, 1, STEPS, out["syncs"])
     out["final"] = {n: full(p) for n, p in model.named_parameters()}
 
@@ -82,17 +93,19 @@ def _reshard_case(mesh, outdir: str):
     model, opt, loss = _build(mesh, seed=123)
     load(model, opt, os.path.join(outdir, "ckpt-2d"))
     weights = permuted(opt)
-    out = {"S_loaded": {n: opt.sorted_inits[p].full_tensor() for n, (p, _) in weights.items()},
-           "S_placements": {n: str(opt.sorted_inits[p].placements)
-                            for n, (p, _) in weights.items()},
-           "step_after_load": opt.step_count}
-    train(model, opt, loss, _batch, FIRST + 1, STEPS)   # syncs at 4 and 6
+    out = {
+        "S_loaded": {n: opt.sorted_inits[p].full_tensor() for n, (p, _) in weights.items()},
+        "S_placements": {n: str(opt.sorted_inits[p].placements) for n, (p, _) in weights.items()},
+        "step_after_load": opt.step_count,
+    }
+    train(model, opt, loss, _batch, FIRST + 1, STEPS)  # syncs at 4 and 6
     out["weights"] = {n: full(p) for n, (p, _) in weights.items()}
     return out
 
 
 def _worker(rank: int, world: int, outdir: str) -> None:
     import time
+
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -102,11 +115,13 @@ def _worker(rank: int, world: int, outdir: str) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if world == 4:
-                res = _mesh_case(init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp")),
-                                 outdir)
+                res = _mesh_case(
+                    init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp")), outdir
+                )
             else:
-                res = _reshard_case(init_device_mesh("cpu", (world,), mesh_dim_names=("tp",)),
-                                    outdir)
+                res = _reshard_case(
+                    init_device_mesh("cpu", (world,), mesh_dim_names=("tp",)), outdir
+                )
         res["laperm_warnings"] = [str(w.message) for w in caught if "LaPerm" in str(w.message)]
     except Exception:  # reported by the parent
         res = {"error": traceback.format_exc()}
@@ -123,8 +138,8 @@ if __name__ != "__main__":
 
     import pytest
 
-    from tests.helpers import assert_bitwise_equal
     from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
+    from tests.helpers import assert_bitwise_equal
 
     skip_without_fully_shard()
 
@@ -134,8 +149,9 @@ if __name__ != "__main__":
         results = {}
         for world in (4, 2):  # the 2 ranks read the 4 ranks' checkpoint
             start = time.perf_counter()
-            results[world] = run_ranks(__file__, world, outdir, LAUNCH_TIMEOUT_S,
-                                       f"world{world}-rank{{rank}}.pt")
+            results[world] = run_ranks(
+                __file__, world, outdir, LAUNCH_TIMEOUT_S, f"world{world}-rank{{rank}}.pt"
+            )
             results[f"launch{world}"] = time.perf_counter() - start
         return results
 
@@ -148,8 +164,10 @@ if __name__ != "__main__":
         results = _results(worlds, 4)
         r0 = results[0]
         assert all(res["laperm_warnings"] == [] for res in results)
-        assert r0["placements"] == {"0.weight": "(_StridedShard(dim=0, sf=2), Shard(dim=0))",
-                                    "2.weight": "(Shard(dim=0), Shard(dim=1))"}
+        assert r0["placements"] == {
+            "0.weight": "(_StridedShard(dim=0, sf=2), Shard(dim=0))",
+            "2.weight": "(Shard(dim=0), Shard(dim=1))",
+        }
         assert r0["S_placements"]["2.weight"] == "(Shard(dim=0), Shard(dim=0))"
         for rec in r0["syncs"]:
             for name, pre in rec["pre"].items():
@@ -172,8 +190,10 @@ if __name__ != "__main__":
         init = _results(worlds, 4)[0]["init"]
         for rank, res in enumerate(_results(worlds, 2)):
             assert res["step_after_load"] == FIRST and res["laperm_warnings"] == []
-            assert res["S_placements"] == {"0.weight": "(Shard(dim=0),)",
-                                           "2.weight": "(Shard(dim=0),)"}
+            assert res["S_placements"] == {
+                "0.weight": "(Shard(dim=0),)",
+                "2.weight": "(Shard(dim=0),)",
+            }
             for name, S in res["S_loaded"].items():
                 want = sort_rows_reference(init[name])
                 assert_bitwise_equal(S, want, f"rank {rank}: S of {name}, resharded 4 -> 2")
@@ -182,9 +202,11 @@ if __name__ != "__main__":
                 assert not torch.equal(w, init[name]), name
 
     def test_run_times(worlds):
-        times = {"4 ranks: train, resume (s)": round(worlds[4][0]["seconds"], 2),
-                 "2 ranks: reshard (s)": round(worlds[2][0]["seconds"], 2),
-                 "launches (s)": (round(worlds["launch4"], 1), round(worlds["launch2"], 1))}
+        times = {
+            "4 ranks: train, resume (s)": round(worlds[4][0]["seconds"], 2),
+            "2 ranks: reshard (s)": round(worlds[2][0]["seconds"], 2),
+            "launches (s)": (round(worlds["launch4"], 1), round(worlds["launch2"], 1)),
+        }
         print(f"gloo 2-D mesh: {times}")
         assert worlds[4][0]["seconds"] < 120, times
 

@@ -27,17 +27,17 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import (init_worker, run_ranks,  # noqa: E402
-                                           skip_without_fully_shard)
+from tests.distributed.dist_launch import init_worker, run_ranks, skip_without_fully_shard  # noqa: E402
 from tests.distributed.dist_steps import full, load, permuted, save, train  # noqa: E402
 
 WORLD = 2
-K, STEPS, FIRST = 2, 6, 3   # syncs at 2, 4, 6; the checkpoint after step 3 (not a sync)
+K, STEPS, FIRST = 2, 6, 3  # syncs at 2, 4, 6; the checkpoint after step 3 (not a sync)
 LAUNCH_TIMEOUT_S = 240
 CASES = ("gpt2_fsdp2", "conv_transpose_fsdp2", "tp_mlp")
 
 
 # --- the workers ------------------------------------------------------------------------
+
 
 class StandInConv1D(torch.nn.Module):
     """GPT-2's Conv1D where transformers is missing: weight [in, out], y = x @ W + b."""
@@ -55,8 +55,9 @@ class StandInGPT2(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.wte = torch.nn.Embedding(31, 9)
-        self.h = torch.nn.ModuleList([torch.nn.Sequential(StandInConv1D(9, 36), torch.nn.GELU(),
-                                                          StandInConv1D(36, 9))])
+        self.h = torch.nn.ModuleList(
+            [torch.nn.Sequential(StandInConv1D(9, 36), torch.nn.GELU(), StandInConv1D(36, 9))]
+        )
         self.head = torch.nn.Linear(9, 31)
 
     def forward(self, input_ids, labels):
@@ -71,8 +72,10 @@ def _stand_in_groups(model):
     convs = [m.weight for m in model.modules() if isinstance(m, StandInConv1D)]
     rest = [p for p in model.parameters() if all(p is not c for c in convs)]
     names = {id(p): n for n, p in model.named_parameters()}
-    return [{"params": convs, "row_dim": 1, "param_names": [names[id(p)] for p in convs]},
-            {"params": rest, "param_names": [names[id(p)] for p in rest]}]
+    return [
+        {"params": convs, "row_dim": 1, "param_names": [names[id(p)] for p in convs]},
+        {"params": rest, "param_names": [names[id(p)] for p in rest]},
+    ]
 
 
 def _gpt2(seed: int):
@@ -87,14 +90,26 @@ def _gpt2(seed: int):
         model = StandInGPT2()
         return model, list(model.h), _stand_in_groups, lambda m, ids: m(ids, ids)
     import warnings
-    config = transformers.GPT2Config(vocab_size=31, n_positions=8, n_embd=9, n_layer=1,
-                                     n_head=3, resid_pdrop=0.0, embd_pdrop=0.0,
-                                     attn_pdrop=0.0)
+
+    config = transformers.GPT2Config(
+        vocab_size=31,
+        n_positions=8,
+        n_embd=9,
+        n_layer=1,
+        n_head=3,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = transformers.GPT2LMHeadModel(config)
-    return (model, list(model.transformer.h), lk.param_groups,
-            lambda m, ids: m(input_ids=ids, labels=ids).loss)
+    return (
+        model,
+        list(model.transformer.h),
+        lk.param_groups,
+        lambda m, ids: m(input_ids=ids, labels=ids).loss,
+    )
 
 
 def _conv_transpose(seed: int):
@@ -112,8 +127,12 @@ def _mlp(seed: int):
 
 
 def _named_group(model):
-    return [{"params": list(model.parameters()),
-             "param_names": [n for n, _ in model.named_parameters()]}]
+    return [
+        {
+            "params": list(model.parameters()),
+            "param_names": [n for n, _ in model.named_parameters()],
+        }
+    ]
 
 
 def _batch(case: str, t: int):
@@ -133,11 +152,16 @@ def _build(case: str, mesh, seed: int, distributed: bool = True):
     make = {"gpt2_fsdp2": _gpt2, "conv_transpose_fsdp2": _conv_transpose, "tp_mlp": _mlp}[case]
     model, blocks, groups, loss = make(seed)
     if distributed and case == "tp_mlp":
-        from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
-                                                       parallelize_module)
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel,
+            RowwiseParallel,
+            parallelize_module,
+        )
+
         parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
     elif distributed:
         from torch.distributed.fsdp import fully_shard
+
         for block in blocks:
             fully_shard(block, mesh=mesh)
         fully_shard(model, mesh=mesh)
@@ -148,11 +172,13 @@ def _build(case: str, mesh, seed: int, distributed: bool = True):
 def _case(case: str, mesh, outdir: str):
     model, opt, loss = _build(case, mesh, seed=0)
     weights = permuted(opt)
-    out = {"init": {n: full(p) for n, (p, _) in weights.items()},
-           "row_dim": {n: d for n, (_, d) in weights.items()},
-           "placements": {n: str(p.placements) for n, (p, _) in weights.items()},
-           "storage": {n: p.to_local().data_ptr() for n, (p, _) in weights.items()},
-           "syncs": []}
+    out = {
+        "init": {n: full(p) for n, (p, _) in weights.items()},
+        "row_dim": {n: d for n, (_, d) in weights.items()},
+        "placements": {n: str(p.placements) for n, (p, _) in weights.items()},
+        "storage": {n: p.to_local().data_ptr() for n, (p, _) in weights.items()},
+        "syncs": [],
+    }
     train(model, opt, loss, lambda t: _batch(case, t), 1, STEPS, out["syncs"])
     out["storage_after"] = {n: p.to_local().data_ptr() for n, (p, _) in weights.items()}
     out["final"] = {n: full(p) for n, p in model.named_parameters()}
@@ -167,11 +193,11 @@ def _case(case: str, mesh, outdir: str):
     path = os.path.join(outdir, f"ckpt-{case}")
     save(first, fopt, path)
     resumed, ropt, rloss = _build(case, mesh, seed=123)  # another init, then the checkpoint
-    out["fresh_S"] = {n: ropt.sorted_inits[p].full_tensor() for n, (p, _) in
-                      permuted(ropt).items()}
+    out["fresh_S"] = {n: ropt.sorted_inits[p].full_tensor() for n, (p, _) in permuted(ropt).items()}
     load(resumed, ropt, path)
-    out["loaded_S"] = {n: ropt.sorted_inits[p].full_tensor() for n, (p, _) in
-                       permuted(ropt).items()}
+    out["loaded_S"] = {
+        n: ropt.sorted_inits[p].full_tensor() for n, (p, _) in permuted(ropt).items()
+    }
     out["step_after_load"] = ropt.step_count
     train(resumed, ropt, rloss, lambda t: _batch(case, t), FIRST + 1, STEPS)
     out["resumed"] = {n: full(p) for n, p in resumed.named_parameters()}
@@ -182,6 +208,7 @@ def _restores(mesh, rank: int):
     """Loading S saved in other placements, and refusing one of the wrong global shape."""
     from torch import nn
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
     import laperm_kernels as lk
 
     torch.manual_seed(0)
@@ -189,15 +216,22 @@ def _restores(mesh, rank: int):
     source = nn.Parameter(distribute_tensor(saved_full, mesh, [Replicate()]))
     sd = lk.LaPerm(torch.optim.SGD([source], lr=0.1)).state_dict()
     out = {"saved_placements": str(sd["state"][0]["sorted_init"].placements)}
-    for name, placement, row_dim in (("shard0", Shard(0), 0), ("shard1", Shard(1), 0),
-                                     ("shard0_row_dim1", Shard(0), 1)):
+    for name, placement, row_dim in (
+        ("shard0", Shard(0), 0),
+        ("shard1", Shard(1), 0),
+        ("shard0_row_dim1", Shard(0), 1),
+    ):
         p = nn.Parameter(distribute_tensor(own_full, mesh, [placement]))
         opt = lk.LaPerm(torch.optim.SGD([{"params": [p], "row_dim": row_dim}], lr=0.1))
         before = opt.sorted_inits[p].full_tensor()
         opt.load_state_dict(sd if row_dim == 0 else _transposed(sd, saved_full, mesh))
         s = opt.sorted_inits[p]
-        out[name] = {"before": before, "loaded": s.full_tensor(), "local": s.to_local().clone(),
-                     "placements": str(s.placements)}
+        out[name] = {
+            "before": before,
+            "loaded": s.full_tensor(),
+            "local": s.to_local().clone(),
+            "placements": str(s.placements),
+        }
     p = nn.Parameter(distribute_tensor(own_full, mesh, [Shard(0)]))
     opt = lk.LaPerm(torch.optim.SGD([{"params": [p], "param_names": ["fc.weight"]}], lr=0.1))
     wrong = opt.state_dict()
@@ -216,6 +250,7 @@ def _transposed(sd, full, mesh):
     """``sd`` with S of the rows of ``full.T`` (a row_dim=1 parameter's rows are ``full``'s
     columns), replicated."""
     from torch.distributed.tensor import Replicate, distribute_tensor
+
     import laperm_kernels as lk
 
     s = lk.sort_rows(full.t().contiguous())
@@ -224,6 +259,7 @@ def _transposed(sd, full, mesh):
 
 def _worker(rank: int, world: int, outdir: str) -> None:
     import time
+
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -235,16 +271,19 @@ def _worker(rank: int, world: int, outdir: str) -> None:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                results[case] = (_restores(mesh, rank) if case == "restores"
-                                 else _case(case, mesh, outdir))
-            results[case]["laperm_warnings"] = [str(w.message) for w in caught
-                                                if "LaPerm" in str(w.message)]
+                results[case] = (
+                    _restores(mesh, rank) if case == "restores" else _case(case, mesh, outdir)
+                )
+            results[case]["laperm_warnings"] = [
+                str(w.message) for w in caught if "LaPerm" in str(w.message)
+            ]
         except Exception:  # reported by the parent
             results[case] = {"error": traceback.format_exc()}
         results[case]["seconds"] = time.perf_counter() - start
         dist.barrier()
     try:
         import transformers  # noqa: F401
+
         results["gpt2"] = "transformers"
     except ImportError:
         results["gpt2"] = "stand-in"
@@ -257,8 +296,8 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 if __name__ != "__main__":
     import pytest
 
-    from tests.helpers import assert_bitwise_equal
     from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
+    from tests.helpers import assert_bitwise_equal
 
     skip_without_fully_shard()
 
@@ -277,19 +316,25 @@ if __name__ != "__main__":
         """A contiguous copy of ``w``'s rows (units on dim 0)."""
         return w.movedim(row_dim, 0).clone(memory_format=torch.contiguous_format)
 
-    SPLIT = {"gpt2_fsdp2": "(Shard(dim=0),)", "conv_transpose_fsdp2": "(Shard(dim=0),)",
-             "tp_mlp": "(Shard(dim=1),)"}
+    SPLIT = {
+        "gpt2_fsdp2": "(Shard(dim=0),)",
+        "conv_transpose_fsdp2": "(Shard(dim=0),)",
+        "tp_mlp": "(Shard(dim=1),)",
+    }
 
     @pytest.mark.parametrize("case", CASES)
     def test_every_sync_is_the_reference_rank_match_of_the_gathered_weights(ranks, case):
         r0, r1 = _results(ranks, case)
-        row_split = [n for n, pl in r0["placements"].items()
-                     if pl == SPLIT[case] and (case != "tp_mlp" or n == "2.weight")]
-        assert row_split, r0["placements"]                  # the case moves rows
+        row_split = [
+            n
+            for n, pl in r0["placements"].items()
+            if pl == SPLIT[case] and (case != "tp_mlp" or n == "2.weight")
+        ]
+        assert row_split, r0["placements"]  # the case moves rows
         if case == "gpt2_fsdp2" and ranks[0]["gpt2"] == "transformers":
             assert {r0["row_dim"][n] for n in row_split} == {1}
-            assert len(row_split) == 4                       # c_attn, c_proj, c_fc, mlp c_proj
-        assert r0["storage"] == r0["storage_after"]          # permuted in place
+            assert len(row_split) == 4  # c_attn, c_proj, c_fc, mlp c_proj
+        assert r0["storage"] == r0["storage_after"]  # permuted in place
         assert r0["laperm_warnings"] == r1["laperm_warnings"] == []  # FSDP2 changed nothing
         assert len(r0["syncs"]) == STEPS // K
         for rec0, rec1 in zip(r0["syncs"], r1["syncs"]):
@@ -309,8 +354,11 @@ if __name__ != "__main__":
         r0, _ = _results(ranks, case)
         for rec, alone in zip(r0["syncs"], r0["single_process"]):
             for name in rec["post"]:
-                assert_bitwise_equal(rec["post"][name], alone["post"][name],
-                                     f"{name} after step {rec['step']}: FSDP2 vs one process")
+                assert_bitwise_equal(
+                    rec["post"][name],
+                    alone["post"][name],
+                    f"{name} after step {rec['step']}: FSDP2 vs one process",
+                )
 
     @pytest.mark.parametrize("case", CASES)
     def test_dcp_resume_is_bit_identical(ranks, case):
@@ -328,21 +376,25 @@ if __name__ != "__main__":
         saved_full = torch.randn(7, 6)
         for rank, res in enumerate(_results(ranks, "restores")):
             assert res["saved_placements"] == "(Replicate(),)"
-            for name, row_dim, placements in (("shard0", 0, "(Shard(dim=0),)"),
-                                              ("shard1", 0, "(Shard(dim=0),)"),
-                                              ("shard0_row_dim1", 1, "(Shard(dim=0),)")):
+            for name, row_dim, placements in (
+                ("shard0", 0, "(Shard(dim=0),)"),
+                ("shard1", 0, "(Shard(dim=0),)"),
+                ("shard0_row_dim1", 1, "(Shard(dim=0),)"),
+            ):
                 got = res[name]
                 S = sort_rows_reference(_rows(saved_full, row_dim))
                 assert got["placements"] == placements, name
-                assert not torch.equal(got["before"], S), name    # the load must change S
+                assert not torch.equal(got["before"], S), name  # the load must change S
                 assert_bitwise_equal(got["loaded"], S, name)
                 assert_bitwise_equal(got["local"], S.chunk(WORLD, 0)[rank], f"{name}, local")
 
     def test_a_dtensor_s_of_the_wrong_global_shape_is_refused(ranks):
         for res in _results(ranks, "restores"):
-            assert res["wrong_shape_error"] and "parameter 'fc.weight'" in \
-                res["wrong_shape_error"] and "(8, 6)" in res["wrong_shape_error"], \
+            assert (
                 res["wrong_shape_error"]
+                and "parameter 'fc.weight'" in res["wrong_shape_error"]
+                and "(8, 6)" in res["wrong_shape_error"]
+            ), res["wrong_shape_error"]
             assert res["wrong_shape_kept"]
 
     def test_run_times(ranks):

@@ -64,7 +64,7 @@ def api_entries(block: str):
             continue
         owner, name = m.groups()
         text = lines[i]
-        if text[m.end():m.end() + 1] != "(":
+        if text[m.end() : m.end() + 1] != "(":
             entries.append((f"{owner}.{name}", owner, name, None))
             i += 1
             continue
@@ -72,7 +72,7 @@ def api_entries(block: str):
             i += 1
             assert i < len(lines), f"README.md's API block: {owner}.{name}( is never closed"
             text += " " + lines[i].strip()
-        params = text[m.end() + 1:_close_paren(text, m.end())]
+        params = text[m.end() + 1 : _close_paren(text, m.end())]
         entries.append((f"{owner}.{name}({params})", owner, name, params))
         i += 1
     return entries
@@ -103,8 +103,9 @@ def actual(obj, *, method: bool):
 
 
 def _same(a, b) -> bool:
-    return all(x[:2] == y[:2] and type(x[2]) is type(y[2]) and x[2] == y[2]
-               for x, y in zip(a, b)) and len(a) == len(b)
+    return all(
+        x[:2] == y[:2] and type(x[2]) is type(y[2]) and x[2] == y[2] for x, y in zip(a, b)
+    ) and len(a) == len(b)
 
 
 def _render(params) -> str:
@@ -135,8 +136,9 @@ def check_api(text: str) -> list[str]:
         doc = documented(params)
         code = actual(obj, method=owner == "opt")
         if not _same(doc, code):
-            problems.append(f"{where}: the README says {name}{_render(doc)}, "
-                            f"the code has {name}{_render(code)}")
+            problems.append(
+                f"{where}: the README says {name}{_render(doc)}, the code has {name}{_render(code)}"
+            )
     listed = {name for _, owner, name, _ in entries if owner == "lk"}
     for name in sorted(set(lk.__all__) - listed):
         problems.append(f"README.md's API block does not list lk.{name} (in __all__)")
@@ -156,7 +158,7 @@ def test_the_api_check_sees_a_drift():
     drifted = text.replace("check_finite=True", "check_finite=False", 1)
     assert drifted != text
     assert any("lk.LaPerm" in p and "check_finite" in p for p in check_api(drifted))
-    dropped = text.replace(", *, backend=\"auto\")", ")", 1)
+    dropped = text.replace(', *, backend="auto")', ")", 1)
     assert any(p.startswith("README.md's API block, lk.") for p in check_api(dropped))
 
 
@@ -208,5 +210,6 @@ def test_optimizer_doc_signature_matches_the_code():
     code = actual(lk.LaPerm, method=False)
     for params in spans:
         doc = documented(" ".join(params.split()))
-        assert _same(doc, code), (f"docs/optimizer.md says LaPerm{_render(doc)}, "
-                                  f"the code has LaPerm{_render(code)}")
+        assert _same(doc, code), (
+            f"docs/optimizer.md says LaPerm{_render(doc)}, the code has LaPerm{_render(code)}"
+        )

@@ -37,11 +37,12 @@ def _load_module(name: str, path: Path):
 mnist_data = _load_module("mnist_data", EXAMPLES / "mnist_data.py")
 
 needs_mnist = pytest.mark.skipif(
-    not mnist_data.is_available(),
-    reason=f"MNIST data not installed: {mnist_data.INSTALL_HINT}")
+    not mnist_data.is_available(), reason=f"MNIST data not installed: {mnist_data.INSTALL_HINT}"
+)
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None,
-    reason="matplotlib not installed: pip install matplotlib")
+    reason="matplotlib not installed: pip install matplotlib",
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,14 @@ def example(monkeypatch):
 
 def _run_example(script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
 
@@ -97,6 +104,7 @@ def test_loader_missing_package_says_how_to_install(monkeypatch):
 @needs_matplotlib
 def test_weight_profile_returns_figure():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
@@ -126,8 +134,15 @@ def test_models_and_inits(example):
     models = example("mnist_models")
 
     def init(**kw):
-        opts = {"model": "lenet", "seed": 0, "no_bias": False, "prune": 0.0,
-                "prune_rescale": False, "agnostic": None, **kw}
+        opts = {
+            "model": "lenet",
+            "seed": 0,
+            "no_bias": False,
+            "prune": 0.0,
+            "prune_rescale": False,
+            "agnostic": None,
+            **kw,
+        }
         return models.make_initial_model(argparse.Namespace(**opts)).requires_grad_(False)
 
     dense = init()
@@ -143,7 +158,7 @@ def test_models_and_inits(example):
     rescaled = [p for p in init(prune=0.5, prune_rescale=True).parameters() if p.dim() >= 2]
     for p, r in zip(pruned, rescaled):
         assert int((p == 0).sum()) == round(0.5 * p.numel())
-        assert torch.allclose(r, p * 2 ** 0.5)
+        assert torch.allclose(r, p * 2**0.5)
 
     f1 = init(model="f1", agnostic="0.08", prune=0.25)
     (w,) = list(f1.parameters())  # F1 has no bias
@@ -160,10 +175,15 @@ def test_models_and_inits(example):
 
 def test_json_writer_is_compact_and_exact(example):
     common = example("mnist_common")
-    obj = {"config": {"model": "lenet", "epochs": 30, "agnostic": None, "fast": False},
-           "per_epoch": {"test_acc": [0.9545 + i / 1e4 for i in range(30)],
-                         "train_loss": [1 / 3 ** i for i in range(30)]},
-           "runs": [{"a": 1, "b": [1, 2]}, {"a": 2, "b": []}], "ratio": 1.0239710429146753}
+    obj = {
+        "config": {"model": "lenet", "epochs": 30, "agnostic": None, "fast": False},
+        "per_epoch": {
+            "test_acc": [0.9545 + i / 1e4 for i in range(30)],
+            "train_loss": [1 / 3**i for i in range(30)],
+        },
+        "runs": [{"a": 1, "b": [1, 2]}, {"a": 2, "b": []}],
+        "ratio": 1.0239710429146753,
+    }
     text = common.dumps(obj)
     back = json.loads(text)
     assert back["ratio"] == 1.02397 and back["config"] == obj["config"]
@@ -201,28 +221,39 @@ def test_readme_links_exist_and_tables_match_the_json():
     assert [link for link in links if not (EXAMPLES / link).is_file()] == []
     assert not re.search(r"!\[", text)  # results are JSON and tables, not committed images
 
-    rows = re.findall(r"^\| \[[^]]+\]\((results/\w+/results\.json)\) \| (\d+) \| (\d+) "
-                      r"\| ([^|]+) \| ([^|]+) \|", text, re.M)
+    rows = re.findall(
+        r"^\| \[[^]]+\]\((results/\w+/results\.json)\) \| (\d+) \| (\d+) "
+        r"\| ([^|]+) \| ([^|]+) \|",
+        text,
+        re.M,
+    )
     assert len(rows) == 12
     for path, epochs, k, adam_cell, laperm_cell in rows:
         result = json.loads((EXAMPLES / path).read_text())
         adam, laperm = result["methods"]["adam"], result["methods"]["laperm"]
         assert (result["config"]["epochs"], result["config"]["k"]) == (int(epochs), int(k))
         assert _percentages(adam_cell) == pytest.approx(
-            [100 * adam["final_test_acc"], 100 * adam["best_test_acc"]], abs=0.005), path
+            [100 * adam["final_test_acc"], 100 * adam["best_test_acc"]], abs=0.005
+        ), path
         assert _percentages(laperm_cell) == pytest.approx(
-            [100 * laperm[key] for key in ("final_test_acc", "best_test_acc",
-                                           "test_acc_at_best_val")], abs=0.005), path
+            [
+                100 * laperm[key]
+                for key in ("final_test_acc", "best_test_acc", "test_acc_at_best_val")
+            ],
+            abs=0.005,
+        ), path
         assert len(laperm["per_epoch"]["test_acc"]) == int(epochs)
         assert result["laperm_rows_hold_initial_values"] is True
 
-    rows = re.findall(r"^\| \[[^]]+\]\((results/overhead/\w+\.json)\) \| ([\d.]+) \| ([\d.]+) \|",
-                      text, re.M)
+    rows = re.findall(
+        r"^\| \[[^]]+\]\((results/overhead/\w+\.json)\) \| ([\d.]+) \| ([\d.]+) \|", text, re.M
+    )
     assert len(rows) == 4
     for path, ms_per_step, sync_ms in rows:
         result = json.loads((EXAMPLES / path).read_text())
-        assert result["variants"]["adam"]["ms_per_step"] == pytest.approx(float(ms_per_step),
-                                                                          abs=0.005)
+        assert result["variants"]["adam"]["ms_per_step"] == pytest.approx(
+            float(ms_per_step), abs=0.005
+        )
         assert result["sync_ms"]["cpu"] == pytest.approx(float(sync_ms), abs=0.005)
 
 
@@ -230,8 +261,9 @@ def test_readme_links_exist_and_tables_match_the_json():
 @needs_matplotlib
 def test_train_mnist_fast_learns(tmp_path):
     out = tmp_path / "fast"
-    proc = _run_example("train_mnist.py", "--fast", "--no-progress", "--threads", "2",
-                        "--out", str(out))
+    proc = _run_example(
+        "train_mnist.py", "--fast", "--no-progress", "--threads", "2", "--out", str(out)
+    )
     assert "OK: LaPerm test accuracy" in proc.stdout
     # the loop times are no speed comparison (whichever method runs first pays the
     # process's warm-up): the summary says so and names the script that compares
@@ -251,15 +283,34 @@ def test_train_mnist_fast_learns(tmp_path):
     for method in result["methods"].values():
         assert method["final_test_acc"] == method["per_epoch"]["test_acc"][-1]
         assert all(len(v) == epochs for v in method["per_epoch"].values())
-    assert set(laperm["per_epoch"]) == {"test_acc", "val_acc", "train_loss", "train_time_s",
-                                        "test_acc_unsynced", "val_acc_unsynced"}
+    assert set(laperm["per_epoch"]) == {
+        "test_acc",
+        "val_acc",
+        "train_loss",
+        "train_time_s",
+        "test_acc_unsynced",
+        "val_acc_unsynced",
+    }
 
 
 @needs_mnist
 def test_overhead_runs_and_reports(tmp_path):
     out = tmp_path / "overhead"
-    proc = _run_example("overhead.py", "--epochs", "1", "--train-subset", "1280", "--k", "5",
-                        "--repeats", "2", "--threads", "2", "--out", str(out))
+    proc = _run_example(
+        "overhead.py",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "1280",
+        "--k",
+        "5",
+        "--repeats",
+        "2",
+        "--threads",
+        "2",
+        "--out",
+        str(out),
+    )
     result = json.loads((out / "overhead.json").read_text())
     config = result["config"]
     assert (config["repeats"], config["steps"], config["n_train"]) == (2, 10, 1280)
@@ -275,11 +326,18 @@ def test_overhead_runs_and_reports(tmp_path):
         assert v["ms_per_step"] == pytest.approx(100 * v["median_s"], rel=1e-4)
         assert (v["predicted_ratio_from_sync_ms"] is None) == (name == "adam")
     assert variants["adam"]["ratio_vs_adam_median"] == 1.0
-    assert all(v > 1.0 for k, v in ((k, v["predicted_ratio_from_sync_ms"])
-                                    for k, v in variants.items()) if k != "adam")
+    assert all(
+        v > 1.0
+        for k, v in ((k, v["predicted_ratio_from_sync_ms"]) for k, v in variants.items())
+        if k != "adam"
+    )
     assert all(result["laperm_backends_bit_identical"].values())
-    assert re.search(r"^variant +median s +min s +max s +ms/step +vs Adam +paired +sync ms "
-                     r"+predicted$", proc.stdout, re.M)
+    assert re.search(
+        r"^variant +median s +min s +max s +ms/step +vs Adam +paired +sync ms "
+        r"+predicted$",
+        proc.stdout,
+        re.M,
+    )
     for name in variants:
         assert re.search(rf"^{name} +[\d.]+ ", proc.stdout, re.M), name
     assert proc.stdout.count("repeat ") >= 2 and "bit-identical weights" in proc.stdout

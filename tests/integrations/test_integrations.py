@@ -31,11 +31,10 @@ import os
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import laperm_kernels as lk
-
 from tests.helpers import assert_bitwise_equal
 
 pytestmark = [
@@ -45,8 +44,8 @@ pytestmark = [
     pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated"),
 ]
 
-K = 4       # sync period
-N = 6       # steps before the checkpoint: not a multiple of K, so it falls between syncs
+K = 4  # sync period
+N = 6  # steps before the checkpoint: not a multiple of K, so it falls between syncs
 TOTAL = 12  # steps in all: a multiple of K, so the last step syncs
 LR = 1e-2
 BATCH = 4
@@ -61,6 +60,7 @@ EXPECTED_LRS = [LR * 0.5 ** (t // 5) for t in range(TOTAL)]  # step_lr's lr at e
 
 
 # --- checks shared by the three tests ---------------------------------------------------
+
 
 def laperm_under(opt) -> lk.LaPerm:
     """The LaPerm beneath a framework's optimizer wrappers (Lightning's wrapper is an
@@ -82,17 +82,22 @@ def check_synced(model: nn.Module, opt: lk.LaPerm, initial: nn.Module, row_dims)
     ({name: row_dim}); every row of each holds exactly its initial values (S), yet each
     was reordered by training."""
     groups = {id(p): g.get("row_dim", 0) for g in opt.param_groups for p in g["params"]}
-    permuted = {name: groups[id(p)] for name, p in model.named_parameters()
-                if p in opt.sorted_inits}
+    permuted = {
+        name: groups[id(p)] for name, p in model.named_parameters() if p in opt.sorted_inits
+    }
     assert permuted == row_dims
     start = dict(initial.named_parameters())
     for name, p in model.named_parameters():
         if name in permuted:
             s = unit_rows(opt.sorted_inits[p], 0)
-            assert_bitwise_equal(unit_rows(p, permuted[name]).sort(dim=1).values, s,
-                                 f"{name}: sorted rows vs S")
-            assert_bitwise_equal(unit_rows(start[name], permuted[name]).sort(dim=1).values, s,
-                                 f"{name}: sorted initial rows vs S")
+            assert_bitwise_equal(
+                unit_rows(p, permuted[name]).sort(dim=1).values, s, f"{name}: sorted rows vs S"
+            )
+            assert_bitwise_equal(
+                unit_rows(start[name], permuted[name]).sort(dim=1).values,
+                s,
+                f"{name}: sorted initial rows vs S",
+            )
             assert not torch.equal(p, start[name]), f"{name} was not reordered"
 
 
@@ -110,16 +115,27 @@ VOCAB, SEQ = 64, 16
 # GPT-2's permuted weights: in each block, c_attn, attn.c_proj, c_fc and mlp.c_proj, all
 # transformers Conv1D ([in, out]: row_dim=1). Embeddings (and lm_head, tied to wte) and
 # the 1-D parameters are not permuted.
-GPT2_ROW_DIMS = {f"transformer.h.{i}.{layer}.weight": 1 for i in range(2)
-                 for layer in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+GPT2_ROW_DIMS = {
+    f"transformer.h.{i}.{layer}.weight": 1
+    for i in range(2)
+    for layer in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+}
 
 
 def tiny_gpt2(seed: int, dropout: float = 0.1):
     transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2,
-                                     n_head=2, bos_token_id=0, eos_token_id=0,
-                                     resid_pdrop=dropout, embd_pdrop=dropout,
-                                     attn_pdrop=dropout)
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+    )
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(config)
 
@@ -133,8 +149,9 @@ class TokenData(torch.utils.data.Dataset):
     input_ids and labels (the model shifts the labels itself)."""
 
     def __init__(self):
-        self.ids = torch.randint(0, VOCAB, (4 * BATCH, SEQ),
-                                 generator=torch.Generator().manual_seed(0))
+        self.ids = torch.randint(
+            0, VOCAB, (4 * BATCH, SEQ), generator=torch.Generator().manual_seed(0)
+        )
 
     def __len__(self):
         return len(self.ids)
@@ -144,6 +161,7 @@ class TokenData(torch.utils.data.Dataset):
 
 
 # --- Hugging Face Trainer ---------------------------------------------------------------
+
 
 def hf_train(output_dir, seed, *, stop_at=None, resume=None):
     """Trains a fresh tiny GPT-2 (weights from ``seed``, dropout on, shuffled data) with
@@ -162,12 +180,26 @@ def hf_train(output_dir, seed, *, stop_at=None, resume=None):
     model = tiny_gpt2(seed)
     opt = gpt2_laperm(model)
     args = transformers.TrainingArguments(
-        output_dir=str(output_dir), max_steps=TOTAL, per_device_train_batch_size=BATCH,
-        learning_rate=LR, seed=0, save_strategy="steps", save_steps=N,
-        logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
-        dataloader_num_workers=0)
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=TokenData(),
-                                   optimizers=(opt, None), callbacks=[StopAt()])
+        output_dir=str(output_dir),
+        max_steps=TOTAL,
+        per_device_train_batch_size=BATCH,
+        learning_rate=LR,
+        seed=0,
+        save_strategy="steps",
+        save_steps=N,
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    trainer = transformers.Trainer(
+        model=model,
+        args=args,
+        train_dataset=TokenData(),
+        optimizers=(opt, None),
+        callbacks=[StopAt()],
+    )
     trainer.train(resume_from_checkpoint=resume)
     assert trainer.state.global_step == (stop_at or TOTAL)
     assert laperm_under(trainer.optimizer) is opt  # inside accelerate's AcceleratedOptimizer
@@ -186,14 +218,16 @@ def test_hf_trainer_resume_is_bit_identical(tmp_path):
     assert {g["laperm_step"] for g in saved["param_groups"]} == {N}
     assert sum("sorted_init" in s for s in saved["state"].values()) == len(GPT2_ROW_DIMS)
 
-    resumed_model, resumed, resumed_lr = hf_train(tmp_path / "split", seed=2,
-                                                  resume=str(checkpoint))
+    resumed_model, resumed, resumed_lr = hf_train(
+        tmp_path / "split", seed=2, resume=str(checkpoint)
+    )
     assert_same_weights(resumed_model, model)
     assert resumed_lr == lr
     check_synced(resumed_model, resumed, tiny_gpt2(seed=1), GPT2_ROW_DIMS)
 
 
 # --- accelerate -------------------------------------------------------------------------
+
 
 def accelerate_train(seed, *, start=0, stop=TOTAL, save_to=None, load_from=None):
     """Trains a fresh tiny GPT-2 (weights from ``seed``) with accelerate's documented loop
@@ -243,14 +277,16 @@ def test_accelerate_resume_is_bit_identical(tmp_path):
     check_synced(model, opt, tiny_gpt2(seed=1), GPT2_ROW_DIMS)
 
     _, _, first_lrs = accelerate_train(seed=1, stop=N, save_to=tmp_path / "state")
-    resumed_model, resumed, resumed_lrs = accelerate_train(seed=2, start=N,
-                                                           load_from=tmp_path / "state")
+    resumed_model, resumed, resumed_lrs = accelerate_train(
+        seed=2, start=N, load_from=tmp_path / "state"
+    )
     assert first_lrs + resumed_lrs == lrs
     assert_same_weights(resumed_model, model)
     check_synced(resumed_model, resumed, tiny_gpt2(seed=1), GPT2_ROW_DIMS)
 
 
 # --- Lightning --------------------------------------------------------------------------
+
 
 def tiny_cnn(seed: int) -> nn.Module:
     torch.manual_seed(seed)
@@ -284,8 +320,10 @@ def lit_cnn_class():
 
             def configure_optimizers(self):
                 opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(self), lr=LR), sync_period=K)
-                return {"optimizer": opt,
-                        "lr_scheduler": {"scheduler": step_lr(opt), "interval": "step"}}
+                return {
+                    "optimizer": opt,
+                    "lr_scheduler": {"scheduler": step_lr(opt), "interval": "step"},
+                }
 
         _lit_cnn = LitCNN
     return _lit_cnn
@@ -295,17 +333,22 @@ def image_loader():
     """3 batches an epoch, in a fixed order: step N ends an epoch. (Lightning resumes a
     plain DataLoader at an epoch boundary only, and warns otherwise.)"""
     g = torch.Generator().manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(3 * BATCH, 1, 8, 8, generator=g),
-                                          torch.randint(0, 10, (3 * BATCH,), generator=g))
+    data = torch.utils.data.TensorDataset(
+        torch.randn(3 * BATCH, 1, 8, 8, generator=g),
+        torch.randint(0, 10, (3 * BATCH,), generator=g),
+    )
     return torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=False)
 
 
 @pytest.fixture
 def lightning_flags():
     """``Trainer(deterministic=True)`` sets process-wide flags: put them back."""
-    flags = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
     yield
     torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
     torch.backends.cudnn.benchmark = flags[2]
@@ -321,11 +364,19 @@ def lightning_fit(run_dir, seed, max_steps, ckpt_path=None):
     Returns (module, the LaPerm)."""
     pl = pytest.importorskip("lightning.pytorch")
     module = lit_cnn_class()(seed)
-    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "ckpt", filename="{step}",
-                                               every_n_train_steps=N, save_top_k=-1)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=False,
-                         callbacks=[checkpoints], enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True)
+    checkpoints = pl.callbacks.ModelCheckpoint(
+        dirpath=run_dir / "ckpt", filename="{step}", every_n_train_steps=N, save_top_k=-1
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        callbacks=[checkpoints],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
     trainer.fit(module, train_dataloaders=image_loader(), ckpt_path=ckpt_path)
     assert trainer.global_step == max_steps
     opt = trainer.optimizers[0]
@@ -347,8 +398,9 @@ def test_lightning_resume_is_bit_identical(tmp_path, lightning_flags):
     saved = torch.load(checkpoint, weights_only=True)["optimizer_states"][0]
     assert {g["laperm_step"] for g in saved["param_groups"]} == {N}
 
-    resumed_module, resumed = lightning_fit(tmp_path / "split", seed=2, max_steps=TOTAL,
-                                            ckpt_path=checkpoint)
+    resumed_module, resumed = lightning_fit(
+        tmp_path / "split", seed=2, max_steps=TOTAL, ckpt_path=checkpoint
+    )
     assert first_module.lrs + resumed_module.lrs == module.lrs
     assert_same_weights(resumed_module, module)
     check_synced(resumed_module, resumed, lit_cnn_class()(seed=1), CNN_ROW_DIMS)

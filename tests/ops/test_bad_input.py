@@ -15,8 +15,15 @@ import torch
 import laperm_kernels as lk
 import laperm_kernels.backends as backends
 from laperm_kernels import ops
-from tests.helpers import (BACKENDS, assert_bitwise_equal, generator, make_sorted_init, make_values,
-                           needs_extension, reference_result)
+from tests.helpers import (
+    BACKENDS,
+    assert_bitwise_equal,
+    generator,
+    make_sorted_init,
+    make_values,
+    needs_extension,
+    reference_result,
+)
 
 
 def _w(shape=(4, 6), dtype=torch.float32, seed=0) -> torch.Tensor:
@@ -67,7 +74,7 @@ def _overlapping_views():
     return base[:3], base[2:5]  # row 2 is in both
 
 
-CASES = {}          # name -> () -> Case
+CASES = {}  # name -> () -> Case
 EXTENSION_CASES = {}  # the same, for cases that need the C++ backend
 
 
@@ -83,10 +90,12 @@ def extension_case(fn):
 
 # --- rank_match_: messages name weight / sorted_init ------------------------------------
 
+
 @case
 def shape_mismatch():
-    return _single(_w(), _w((6, 4)), ValueError,
-                   r"sorted_init has shape \(6, 4\) but weight has \(4, 6\)")
+    return _single(
+        _w(), _w((6, 4)), ValueError, r"sorted_init has shape \(6, 4\) but weight has \(4, 6\)"
+    )
 
 
 @case
@@ -96,14 +105,22 @@ def shape_mismatch_same_rows():
 
 @case
 def dtype_mismatch():
-    return _single(_w(), _w(dtype=torch.float64), TypeError,
-                   "sorted_init has dtype torch.float64 but weight has torch.float32")
+    return _single(
+        _w(),
+        _w(dtype=torch.float64),
+        TypeError,
+        "sorted_init has dtype torch.float64 but weight has torch.float32",
+    )
 
 
 @case
 def device_mismatch():
-    return _single(_w(), torch.empty(4, 6, device="meta"), ValueError,
-                   "sorted_init is on meta but weight is on cpu; .* same device")
+    return _single(
+        _w(),
+        torch.empty(4, 6, device="meta"),
+        ValueError,
+        "sorted_init is on meta but weight is on cpu; .* same device",
+    )
 
 
 @case
@@ -171,8 +188,13 @@ def self_overlapping_weight():
 
 @case
 def unknown_backend():
-    return _single(_w(), _s(_w()), ValueError, "unknown backend 'nope'; choose 'auto' or one of",
-                   backend="nope")
+    return _single(
+        _w(),
+        _s(_w()),
+        ValueError,
+        "unknown backend 'nope'; choose 'auto' or one of",
+        backend="nope",
+    )
 
 
 @case
@@ -187,6 +209,7 @@ def cpu_backend_on_meta():
 
 
 # --- rank_match_many_: messages name weights[i] / sorted_inits[i] -----------------------
+
 
 @case
 def list_lengths():
@@ -231,6 +254,7 @@ def sorted_init_aliases_another_weight():
 
 # --- rank_match_many_: only the last tensor is bad --------------------------------------
 
+
 @case
 def last_integer_dtype():
     t = torch.zeros(3, dtype=torch.int32)
@@ -260,8 +284,9 @@ def last_expanded():
 
 @case
 def last_device_mismatch():
-    return _last_bad(_w(), torch.empty(4, 6, device="meta"), ValueError,
-                     r"sorted_inits\[2\] is on meta")
+    return _last_bad(
+        _w(), torch.empty(4, 6, device="meta"), ValueError, r"sorted_inits\[2\] is on meta"
+    )
 
 
 @case
@@ -273,8 +298,12 @@ def last_not_a_tensor():
 def last_aliases_the_first():
     w1 = _w((5, 7), seed=1)
     w2 = _w((3, 2, 2), torch.float64, seed=2)
-    return _many([w1, w2, w1[1:3]], [_s(w1), _s(w2), _s(w1[1:3])], ValueError,
-                 r"weights\[0\] and weights\[2\] share memory")
+    return _many(
+        [w1, w2, w1[1:3]],
+        [_s(w1), _s(w2), _s(w1[1:3])],
+        ValueError,
+        r"weights\[0\] and weights\[2\] share memory",
+    )
 
 
 @extension_case
@@ -288,8 +317,12 @@ def last_on_meta_with_cpu_backend():
 def weights_sharing_exactly_one_element():
     # a 1-D base: w1 ends on element 9, w2 starts there (the spans' edges must count)
     base = _w((19,))
-    return _many([base[:10], base[9:]], [_s(base[:10]), _s(base[9:])], ValueError,
-                 r"weights\[0\] and weights\[1\] share memory")
+    return _many(
+        [base[:10], base[9:]],
+        [_s(base[:10]), _s(base[9:])],
+        ValueError,
+        r"weights\[0\] and weights\[1\] share memory",
+    )
 
 
 @case
@@ -345,21 +378,26 @@ def test_unknown_backend_lists_the_choices():
 def test_unavailable_backend(monkeypatch):
     monkeypatch.setattr(backends.BACKENDS["cpu"], "is_available", lambda: False)
     w = _w()
-    _check_raises_and_untouched(_single(w, _s(w), RuntimeError, "backend 'cpu' is not available",
-                                        backend="cpu"))
+    _check_raises_and_untouched(
+        _single(w, _s(w), RuntimeError, "backend 'cpu' is not available", backend="cpu")
+    )
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (torch.zeros(3, dtype=torch.int64), TypeError, "tensor has dtype torch.int64.*floating"),
-    (torch.tensor(1.0), ValueError, "tensor is 0-d"),
-    ([1.0, 2.0], TypeError, "tensor must be a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (torch.zeros(3, dtype=torch.int64), TypeError, "tensor has dtype torch.int64.*floating"),
+        (torch.tensor(1.0), ValueError, "tensor is 0-d"),
+        ([1.0, 2.0], TypeError, "tensor must be a torch.Tensor"),
+    ],
+)
 def test_sort_rows_bad_input(bad, error, match):
     with pytest.raises(error, match=match):
         lk.sort_rows(bad)
 
 
 # --- edge cases that are not errors -------------------------------------------------------
+
 
 @BACKENDS
 @pytest.mark.parametrize("shape", [(0,), (0, 5), (5, 0), (3, 0, 4), (1,), (5, 1), (4, 1, 1, 1)])
@@ -410,19 +448,30 @@ DIRECT_CASES = {  # name -> () -> (weights, sorted_inits, error, match)
     "weight_not_contiguous": lambda: ([_w((6, 4)).t()], [_w()], ValueError, "contiguous"),
     "sorted_init_not_contiguous": lambda: ([_w()], [_w((6, 4)).t()], ValueError, "contiguous"),
     "dtype_mismatch": lambda: ([_w()], [_w(dtype=torch.float64)], TypeError, "dtype"),
-    "int_dtype": lambda: ([torch.zeros(4, 6, dtype=torch.int32)],
-                          [torch.zeros(4, 6, dtype=torch.int32)], TypeError, "dtype"),
+    "int_dtype": lambda: (
+        [torch.zeros(4, 6, dtype=torch.int32)],
+        [torch.zeros(4, 6, dtype=torch.int32)],
+        TypeError,
+        "dtype",
+    ),
     "0d": lambda: ([torch.tensor(1.0)], [torch.tensor(1.0)], ValueError, "0-d"),
-    "last_bad": lambda: ([_w(seed=1), _w(seed=2)], [_s(_w(seed=1)), _w((6, 4))], ValueError,
-                         r"sorted_inits\[1\] has shape"),
+    "last_bad": lambda: (
+        [_w(seed=1), _w(seed=2)],
+        [_s(_w(seed=1)), _w((6, 4))],
+        ValueError,
+        r"sorted_inits\[1\] has shape",
+    ),
 }
 
 
 def _emulate_planned(ws, ss):
     """The CUDA backend's checks, on CPU tensors: the group is refused before the plan
     (empty here) is read."""
-    no_plan = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
-               torch.zeros(0, dtype=torch.int32))
+    no_plan = (
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.int32),
+    )
     torch.ops.laperm._test_emulate_planned_(ws, ss, *no_plan)
 
 

@@ -16,11 +16,18 @@ pytestmark = needs_extension
 
 def _calls():
     base = torch.randn(40)
-    t = torch.randn(6, 5).t()                       # not contiguous
+    t = torch.randn(6, 5).t()  # not contiguous
     return {
         "one-group": ([torch.randn(3, 4), torch.randn(5)], None),
-        "mixed-dtypes": ([torch.randn(3, 4), torch.randn(2, 2, dtype=torch.float64),
-                          torch.randn(7, dtype=torch.float16), torch.randn(4, 1)], None),
+        "mixed-dtypes": (
+            [
+                torch.randn(3, 4),
+                torch.randn(2, 2, dtype=torch.float64),
+                torch.randn(7, dtype=torch.float16),
+                torch.randn(4, 1),
+            ],
+            None,
+        ),
         "meta-and-cpu": ([torch.empty(3, 3, device="meta"), torch.randn(3, 3)], None),
         "not-contiguous": ([t, torch.randn(2, 3)], None),
         "disjoint-views": ([base[:20].view(4, 5), base[20:].view(4, 5)], None),
@@ -60,11 +67,23 @@ def test_the_shapes_key_tells_shapes_apart():
         return group.shapes_key
 
     assert key((3, 4), (5,)) == key((3, 4), (5,))
-    assert len({key((3, 4), (5,)), key((4, 3), (5,)), key((3, 4)), key((3, 4), (5, 1)),
-                key((5,), (3, 4)), key((12,), (5,))}) == 6
+    assert (
+        len(
+            {
+                key((3, 4), (5,)),
+                key((4, 3), (5,)),
+                key((3, 4)),
+                key((3, 4), (5, 1)),
+                key((5,), (3, 4)),
+                key((12,), (5,)),
+            }
+        )
+        == 6
+    )
 
 
 # --- the CPU fast path: check_call_ runs the call when the C++ kernel is its backend -------
+
 
 def _model(dtype=torch.float32):
     gen = torch.Generator().manual_seed(3)
@@ -93,8 +112,9 @@ def _expected(ws, ss):
 
 
 @pytest.mark.parametrize("backend", ["cpu", "auto"])
-def test_a_call_bound_for_the_cpu_kernel_runs_in_the_native_check(backend, monkeypatch,
-                                                                   fresh_dispatch):
+def test_a_call_bound_for_the_cpu_kernel_runs_in_the_native_check(
+    backend, monkeypatch, fresh_dispatch
+):
     ws, ss = _model()
     expected = _expected(ws, ss)
     if backend == "auto":
@@ -106,7 +126,8 @@ def test_a_call_bound_for_the_cpu_kernel_runs_in_the_native_check(backend, monke
     monkeypatch.setattr(backends.BACKENDS["cpu"], "run", not_called)
     versions = [w._version for w in ws]
     assert lk.ops.rank_match_groups_(ws, ss, backend=backend) == [
-        (torch.device("cpu"), torch.float32, "cpu")]
+        (torch.device("cpu"), torch.float32, "cpu")
+    ]
     for w, e in zip(ws, expected):
         assert_bitwise_equal(w, e)
     # the in-place write is recorded, as rank_match_many_'s ADInplaceOrView kernel does
@@ -130,19 +151,19 @@ def _runs_fast(ws, ss, backend="auto") -> bool:
 
 def test_only_the_decided_dtype_and_thread_count_take_the_fast_path(fresh_dispatch):
     ws32, ss32 = _model(torch.float32)
-    ws64, ss64 = _model(torch.float64)   # the same shapes
+    ws64, ss64 = _model(torch.float64)  # the same shapes
     _decide(ws32, "cpu")
     _decide(ws64, "torch")
     assert _runs_fast(ws32, ss32)
-    assert not _runs_fast(ws64, ss64)    # the group key holds the dtype
+    assert not _runs_fast(ws64, ss64)  # the group key holds the dtype
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(threads + 1)   # a thread count with no decision yet
+        torch.set_num_threads(threads + 1)  # a thread count with no decision yet
         assert not _runs_fast(ws32, ss32)
     finally:
         torch.set_num_threads(threads)
     dispatch.reset()
-    assert not _runs_fast(ws32, ss32)    # reset forgets the keys with the decisions
+    assert not _runs_fast(ws32, ss32)  # reset forgets the keys with the decisions
 
 
 def test_the_fast_path_takes_no_mixed_or_strided_call(fresh_dispatch):

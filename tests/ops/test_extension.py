@@ -17,5 +17,6 @@ def test_the_compiled_extension_loaded():
     assert lk._extension.is_loaded(), (
         f"laperm_kernels._C did not load ({lk._extension.load_error()}); build it with "
         "`pip install --no-build-isolation -e .`, or set LAPERM_ALLOW_NO_EXTENSION=1 to "
-        "test without it")
+        "test without it"
+    )
     assert "cpu" in lk.available_backends("cpu")

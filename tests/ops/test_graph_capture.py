@@ -16,8 +16,7 @@ import laperm_kernels as lk
 from laperm_kernels import backends, dispatch, graph_capture, staging
 from laperm_kernels.backends.plan_cache import PlanCache
 from laperm_kernels.graph_capture import NotPreparedForCapture
-from tests.helpers import (FakeClock, assert_bitwise_equal, generator, make_sorted_init,
-                           make_values)
+from tests.helpers import FakeClock, assert_bitwise_equal, generator, make_sorted_init, make_values
 
 
 @pytest.fixture
@@ -48,9 +47,15 @@ def planned(monkeypatch, tmp_path):
         backends.BACKENDS["torch"].run(ws, ss)
 
     module = types.SimpleNamespace(
-        name="planned", is_available=lambda: True, unavailable_reason=lambda: "",
-        supports=lambda device, dtype: device.type == "cpu", prepare=plan, run=run,
-        built=built, ran=ran)
+        name="planned",
+        is_available=lambda: True,
+        unavailable_reason=lambda: "",
+        supports=lambda device, dtype: device.type == "cpu",
+        prepare=plan,
+        run=run,
+        built=built,
+        ran=ran,
+    )
     monkeypatch.setitem(backends.BACKENDS, "planned", module)
     monkeypatch.setitem(backends.AUTO_ORDER, "cpu", ["planned", "torch"])
     dispatch.reset()
@@ -62,6 +67,7 @@ def planned(monkeypatch, tmp_path):
 def capture(monkeypatch):
     def set_capturing(on):
         monkeypatch.setattr(graph_capture, "capturing", lambda device: on)
+
     return set_capturing
 
 
@@ -69,8 +75,10 @@ def _group(seed=0):
     """A float32 weight that is not contiguous (a channels_last-like transpose) and a
     float64 one: two groups, one needing a staging buffer."""
     gen = generator(seed)
-    ws = [make_values("normal", (9, 6), torch.float32, gen).t(),
-          make_values("normal", (4, 7), torch.float64, gen)]
+    ws = [
+        make_values("normal", (9, 6), torch.float32, gen).t(),
+        make_values("normal", (4, 7), torch.float64, gen),
+    ]
     ss = [make_sorted_init(tuple(w.shape), w.dtype, gen) for w in ws]
     return ws, ss
 
@@ -84,14 +92,14 @@ def _expected(ws, ss):
 
 def test_a_capture_after_an_eager_call_builds_nothing(planned, capture):
     ws, ss = _group()
-    lk.rank_match_many_(ws, ss, backend="planned")   # eager: plans and the staging buffer
+    lk.rank_match_many_(ws, ss, backend="planned")  # eager: plans and the staging buffer
     built = len(planned.built)
-    for w, fresh in zip(ws, _group(seed=1)[0]):      # new values, same tensors
+    for w, fresh in zip(ws, _group(seed=1)[0]):  # new values, same tensors
         w.copy_(fresh)
     want = _expected(ws, ss)
     capture(True)
     lk.rank_match_many_(ws, ss, backend="planned")
-    assert len(planned.built) == built               # the non-contiguous weight included
+    assert len(planned.built) == built  # the non-contiguous weight included
     for i, (w, e) in enumerate(zip(ws, want)):
         assert_bitwise_equal(w, e, f"tensor {i}")
 
@@ -103,7 +111,7 @@ def test_a_capture_missing_a_plan_changes_nothing(planned, capture):
     capture(True)
     with pytest.raises(NotPreparedForCapture, match="a test plan.*outside the capture"):
         lk.rank_match_many_(ws, ss, backend="planned")
-    for w, b in zip(ws, before):                     # the first group too: all or nothing
+    for w, b in zip(ws, before):  # the first group too: all or nothing
         assert_bitwise_equal(w, b, "untouched")
     assert planned.ran == [1]
 
@@ -120,11 +128,11 @@ def test_a_decision_from_disk_does_not_let_a_capture_plan(planned, capture):
     # A fresh process that loads auto's decision from disk and captures first: the
     # decision is there, the plan is not.
     ws, ss = _group()
-    lk.rank_match_many_(ws, ss)                      # the trial, saved to disk
+    lk.rank_match_many_(ws, ss)  # the trial, saved to disk
     assert {d["backend"] for d in lk.dispatch_report()} == {"planned"}
-    dispatch.reset()                                 # what a new process knows
+    dispatch.reset()  # what a new process knows
     fresh, fresh_inits = _group(seed=2)
-    fresh[0] = fresh[0].contiguous()                 # no staging buffer needed: the plan
+    fresh[0] = fresh[0].contiguous()  # no staging buffer needed: the plan
     before = [w.clone() for w in fresh]
     capture(True)
     with pytest.raises(NotPreparedForCapture, match="a test plan"):
@@ -147,8 +155,12 @@ def test_laperm_row_dim_1_syncs_capture_after_one_eager_sync(planned, capture):
     # non-contiguous view: its staging buffer must be the one the eager sync used.
     torch.manual_seed(0)
     layer = torch.nn.ConvTranspose1d(4, 6, 3)
-    opt = lk.LaPerm(torch.optim.SGD([{"params": [layer.weight], "row_dim": 1}], lr=0.1),
-                    sync_period=1, backend="planned", check_finite=False)
+    opt = lk.LaPerm(
+        torch.optim.SGD([{"params": [layer.weight], "row_dim": 1}], lr=0.1),
+        sync_period=1,
+        backend="planned",
+        check_finite=False,
+    )
     opt.sync()
     built = len(planned.built)
     with torch.no_grad():

@@ -8,8 +8,9 @@ import torch
 import laperm_kernels as lk
 from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
 
-pytestmark = pytest.mark.skipif(not lk._extension.is_loaded(),
-                                reason=f"C++ extension not loaded: {lk._extension.load_error()}")
+pytestmark = pytest.mark.skipif(
+    not lk._extension.is_loaded(), reason=f"C++ extension not loaded: {lk._extension.load_error()}"
+)
 
 OPCHECK_CASES = {
     "fp32_linear_and_conv": [((16, 30), torch.float32), ((8, 3, 3, 3), torch.float32)],

@@ -10,9 +10,21 @@ from hypothesis import strategies as st
 
 import laperm_kernels as lk
 from laperm_kernels.reference import rows_and_length
-from tests.helpers import (BACKEND_NAMES, DTYPES, KERNEL_NAMES, KINDS, assert_bitwise_equal,
-                           generator, make_sorted_init, make_values, needs_extension,
-                           num_threads, reference_result, run_backend, tensor_group)
+from tests.helpers import (
+    BACKEND_NAMES,
+    DTYPES,
+    KERNEL_NAMES,
+    KINDS,
+    assert_bitwise_equal,
+    generator,
+    make_sorted_init,
+    make_values,
+    needs_extension,
+    num_threads,
+    reference_result,
+    run_backend,
+    tensor_group,
+)
 
 # Lengths around every boundary of the C++ kernel: 0/1/2, the insertion-sort limit (32),
 # the digit widths (256, 512, 1,024, 2,048), and long rows.
@@ -22,8 +34,9 @@ shapes = st.one_of(
     st.sampled_from(ROW_LENGTHS).map(lambda n: (n,)),
     st.tuples(st.integers(0, 6), st.sampled_from(ROW_LENGTHS)),
     st.tuples(st.integers(0, 5), st.integers(1, 9), st.sampled_from([1, 3, 7, 33, 100])),
-    st.tuples(st.integers(1, 6), st.integers(1, 8), st.sampled_from([1, 3, 5]),
-              st.sampled_from([1, 3, 5])),
+    st.tuples(
+        st.integers(1, 6), st.integers(1, 8), st.sampled_from([1, 3, 5]), st.sampled_from([1, 3, 5])
+    ),
 )
 dtypes = st.sampled_from(DTYPES)
 kinds = st.sampled_from(KINDS)
@@ -32,8 +45,9 @@ seeds = st.integers(0, 2**32 - 1)
 
 def _assert_equal_values(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
     """Exactly equal as numbers: NaN equals NaN, -0.0 equals +0.0 (the tie rules)."""
-    torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True,
-                               msg=lambda message: f"{what}: {message}")
+    torch.testing.assert_close(
+        actual, expected, rtol=0, atol=0, equal_nan=True, msg=lambda message: f"{what}: {message}"
+    )
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -79,8 +93,12 @@ def test_idempotent(shape, dtype, w_kind, s_kind, seed):
 
 
 @settings(max_examples=300, deadline=None)
-@given(shapes=st.lists(shapes, min_size=1, max_size=5),
-       dtypes_=st.lists(dtypes, min_size=5, max_size=5), kind=kinds, seed=seeds)
+@given(
+    shapes=st.lists(shapes, min_size=1, max_size=5),
+    dtypes_=st.lists(dtypes, min_size=5, max_size=5),
+    kind=kinds,
+    seed=seeds,
+)
 def test_many_equals_one_by_one(shapes, dtypes_, kind, seed):
     """Rows never interact: one call over a list (mixed dtypes) is the per-tensor calls."""
     ws, ss = tensor_group(list(zip(shapes, dtypes_)), kind, seed)
@@ -92,8 +110,14 @@ def test_many_equals_one_by_one(shapes, dtypes_, kind, seed):
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=st.integers(1, 40), length=st.sampled_from(ROW_LENGTHS[1:]), dtype=dtypes,
-       kind=kinds, seed=seeds, data=st.data())
+@given(
+    rows=st.integers(1, 40),
+    length=st.sampled_from(ROW_LENGTHS[1:]),
+    dtype=dtypes,
+    kind=kinds,
+    seed=seeds,
+    data=st.data(),
+)
 def test_a_row_alone_equals_the_row_in_a_big_tensor(rows, length, dtype, kind, seed, data):
     r = data.draw(st.integers(0, rows - 1), label="row")
     gen = generator(seed)
@@ -107,9 +131,14 @@ def test_a_row_alone_equals_the_row_in_a_big_tensor(rows, length, dtype, kind, s
 
 @needs_extension
 @settings(max_examples=60, deadline=None)
-@given(shapes=st.lists(st.tuples(st.integers(1, 64), st.sampled_from(ROW_LENGTHS[1:])),
-                       min_size=1, max_size=4),
-       dtype=dtypes, kind=kinds, seed=seeds)
+@given(
+    shapes=st.lists(
+        st.tuples(st.integers(1, 64), st.sampled_from(ROW_LENGTHS[1:])), min_size=1, max_size=4
+    ),
+    dtype=dtypes,
+    kind=kinds,
+    seed=seeds,
+)
 def test_cpu_kernel_bits_do_not_depend_on_thread_count(shapes, dtype, kind, seed):
     # A fixed tensor of 64 x 784 keeps every call above the kernel's serial threshold
     # (16,384 elements), so two threads really split the rows.
@@ -122,4 +151,3 @@ def test_cpu_kernel_bits_do_not_depend_on_thread_count(shapes, dtype, kind, seed
             results.append(outs)
     for i, (one, two) in enumerate(zip(*results)):
         assert_bitwise_equal(two, one, f"tensor {i}")
-

@@ -7,27 +7,63 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (BACKENDS, DTYPES, KERNELS, KINDS, NAN_BITS, assert_bitwise_equal, bits,
-                           from_bits, generator, make_sorted_init, make_values, reference_result,
-                           run_backend)
+from tests.helpers import (
+    BACKENDS,
+    DTYPES,
+    KERNELS,
+    KINDS,
+    NAN_BITS,
+    assert_bitwise_equal,
+    bits,
+    from_bits,
+    generator,
+    make_sorted_init,
+    make_values,
+    reference_result,
+    run_backend,
+)
 
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 
 SHAPES = [
     # 1-D: one row
-    (0,), (1,), (2,), (3,), (31,), (65535,), (70001,),
+    (0,),
+    (1,),
+    (2,),
+    (3,),
+    (31,),
+    (65535,),
+    (70001,),
     # no rows, empty rows, rows of 1-3
-    (0, 5), (5, 0), (4, 1), (4, 2), (4, 3),
+    (0, 5),
+    (5, 0),
+    (4, 1),
+    (4, 2),
+    (4, 3),
     # primes, and both sides of the insertion-sort limit (32)
-    (3, 31), (3, 32), (3, 33), (3, 64), (3, 65), (3, 127), (2, 257), (2, 1009),
+    (3, 31),
+    (3, 32),
+    (3, 33),
+    (3, 64),
+    (3, 65),
+    (3, 127),
+    (2, 257),
+    (2, 1009),
     # real rows: ResNet-50 (4,608 = 512*3*3), LLaMA MLP down projection (11,008)
-    (2, 4096), (2, 4608), (1, 11008),
+    (2, 4096),
+    (2, 4608),
+    (1, 11008),
     # both sides of the compact (32-bit word) path's limit, 16,384
-    (1, 16384), (1, 16385),
+    (1, 16384),
+    (1, 16385),
     # rows of >= 65,536 take three radix passes
-    (1, 65536), (2, 70001),
+    (1, 65536),
+    (2, 70001),
     # 3-D and conv weights: rows are reshape(shape[0], -1)
-    (4, 5, 6), (3, 0, 4), (8, 3, 3, 3), (4, 64, 3, 3),
+    (4, 5, 6),
+    (3, 0, 4),
+    (8, 3, 3, 3),
+    (4, 64, 3, 3),
 ]
 
 # Rows that reach every path of the CPU kernel (csrc/cpu/row_kernel_impl.h): insertion
@@ -35,8 +71,7 @@ SHAPES = [
 # (33..16,384), with its fall-back to the wide path when values crowd into few
 # coordinates (the "extreme" and "random_bits" kinds); the wide path, 64-bit words, two
 # radix passes (16,385..65,535) or three (>= 65,536).
-PATH_SHAPES = [(5, 7), (4, 32), (4, 33), (3, 257), (2, 1100), (2, 4096), (1, 16385),
-               (70001,)]
+PATH_SHAPES = [(5, 7), (4, 32), (4, 33), (3, 257), (2, 1100), (2, 4096), (1, 16385), (70001,)]
 
 
 @KERNELS
@@ -82,8 +117,9 @@ def test_sorted_init_bits_are_written_through(backend, dtype):
     contract directly: a stable torch.sort of W, and a scatter of S's bit patterns as
     integers, which cannot touch them."""
     gen = generator(4)
-    specials = torch.cat([from_bits(NAN_BITS[dtype], dtype),
-                          torch.tensor([-0.0, 0.0, float("-inf")], dtype=dtype)])
+    specials = torch.cat(
+        [from_bits(NAN_BITS[dtype], dtype), torch.tensor([-0.0, 0.0, float("-inf")], dtype=dtype)]
+    )
     for shape in ((3, 20), (2, 300)):  # insertion sort, and the radix path
         w = make_values("special", shape, dtype, gen)
         s_bits = bits(make_values("normal", shape, dtype, gen))
@@ -95,6 +131,7 @@ def test_sorted_init_bits_are_written_through(backend, dtype):
 
 
 # --- layouts: the rows are always those of the logical tensor ---------------------------
+
 
 def _strided_copy(t: torch.Tensor) -> torch.Tensor:
     """``t``'s values in a non-contiguous view (every other element of a wider buffer)."""
@@ -158,6 +195,7 @@ def test_returns_weight_and_only_weight_changes(backend):
 
 
 # --- autograd ---------------------------------------------------------------------------
+
 
 @BACKENDS
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

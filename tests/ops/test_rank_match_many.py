@@ -9,15 +9,31 @@ import laperm_kernels as lk
 import laperm_kernels.backends as backends
 from laperm_kernels.bench.presets import PRESETS
 from laperm_kernels.reference import rows_and_length
-from tests.helpers import (BACKENDS, DTYPES, assert_bitwise_equal, generator, make_sorted_init,
-                           make_values, needs_extension, reference_result, tensor_group)
+from tests.helpers import (
+    BACKENDS,
+    DTYPES,
+    assert_bitwise_equal,
+    generator,
+    make_sorted_init,
+    make_values,
+    needs_extension,
+    reference_result,
+    tensor_group,
+)
 
 # Small models with every dtype, interleaved so the (device, dtype) grouping must split
 # and reassemble the list; empty tensors and rows of one element included.
 MIXED_MODELS = {
-    "interleaved": [((16, 30), torch.float32), ((7,), torch.float64), ((4, 3, 3, 3), torch.float16),
-                    ((6, 70), torch.bfloat16), ((9, 33), torch.float32), ((5, 1), torch.float16),
-                    ((0, 5), torch.float64), ((3, 2, 2), torch.bfloat16)],
+    "interleaved": [
+        ((16, 30), torch.float32),
+        ((7,), torch.float64),
+        ((4, 3, 3, 3), torch.float16),
+        ((6, 70), torch.bfloat16),
+        ((9, 33), torch.float32),
+        ((5, 1), torch.float16),
+        ((0, 5), torch.float64),
+        ((3, 2, 2), torch.bfloat16),
+    ],
     "one_dtype_each": [((2, 4096), dt) for dt in DTYPES],
     "single_empty": [((0,), torch.float32)],
 }
@@ -35,8 +51,10 @@ def _check_many(backend, ws, ss):
 @BACKENDS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_lenet_in_one_call(backend, dtype):
-    _check_many(backend, *tensor_group([(shape, dtype) for shape in PRESETS["lenet-300-100"]],
-                                        "special", seed=10))
+    _check_many(
+        backend,
+        *tensor_group([(shape, dtype) for shape in PRESETS["lenet-300-100"]], "special", seed=10),
+    )
 
 
 @BACKENDS
@@ -79,6 +97,7 @@ def test_direct_op_takes_mixed_dtypes():
 
 
 # --- backend selection ------------------------------------------------------------------
+
 
 def _spy_on(monkeypatch, name):
     """Records the calls that reach backend ``name``'s run()."""
@@ -132,9 +151,11 @@ def test_available_backends():
 
 # --- sort_rows --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", [(0,), (1,), (50,), (0, 4), (4, 0), (6, 33), (8, 3, 3, 3),
-                                   (3, 4, 5)])
+@pytest.mark.parametrize(
+    "shape", [(0,), (1,), (50,), (0, 4), (4, 0), (6, 33), (8, 3, 3, 3), (3, 4, 5)]
+)
 def test_sort_rows(shape, dtype):
     w = make_values("special", shape, dtype, generator(18))
     before = w.clone()

@@ -13,16 +13,18 @@ import math
 import pytest
 import torch
 
-from tests.helpers import DTYPES, NAN_BITS, assert_bitwise_equal, from_bits, generator, random_bits
 from laperm_kernels import reference
+from tests.helpers import DTYPES, NAN_BITS, assert_bitwise_equal, from_bits, generator, random_bits
 
 
 def oracle_order(row):
     """Columns in the contract's order: ascending, NaN last (all tie), -0.0 == +0.0,
     ties by column. Plain Python floats: every supported dtype converts exactly."""
     values = row.double().tolist()
-    return sorted(range(len(values)), key=lambda i: (
-        math.isnan(values[i]), 0.0 if math.isnan(values[i]) else values[i], i))
+    return sorted(
+        range(len(values)),
+        key=lambda i: (math.isnan(values[i]), 0.0 if math.isnan(values[i]) else values[i], i),
+    )
 
 
 def oracle_rank_match(w, s):
@@ -37,15 +39,19 @@ def oracle_rank_match(w, s):
 
 def hostile_row(dtype, n, gen):
     """n values: normals, NaNs of both signs and several payloads, +-0, +-inf, ties."""
-    pool = torch.cat([from_bits(NAN_BITS[dtype], dtype),
-                      torch.tensor([0.0, -0.0, math.inf, -math.inf, 1.0, 1.0, -2.5],
-                                   dtype=dtype)])
+    pool = torch.cat(
+        [
+            from_bits(NAN_BITS[dtype], dtype),
+            torch.tensor([0.0, -0.0, math.inf, -math.inf, 1.0, 1.0, -2.5], dtype=dtype),
+        ]
+    )
     row = torch.randn(n, generator=gen).to(dtype)
     pick = torch.randint(0, len(pool), (n,), generator=gen)
     return torch.where(torch.rand(n, generator=gen) < 0.4, pool[pick], row)
 
 
 # --- hand-written examples: the rules, written out ------------------------------------
+
 
 def test_rules_by_hand():
     nan, neg_nan = from_bits([0x7FC00000, 0xFFC00000], torch.float32).tolist()
@@ -57,8 +63,9 @@ def test_rules_by_hand():
     out = reference.rank_match_reference_(w.clone(), s)
     assert_bitwise_equal(out, want, "rank_match_reference_")
     sorted_row = reference.sort_rows_reference(w)
-    assert_bitwise_equal(sorted_row[0, :6], torch.tensor([-math.inf, -0.0, 0.0, 3.0, 3.0,
-                                                          math.inf]), "sort_rows")
+    assert_bitwise_equal(
+        sorted_row[0, :6], torch.tensor([-math.inf, -0.0, 0.0, 3.0, 3.0, math.inf]), "sort_rows"
+    )
     assert sorted_row[0, 6:].isnan().all()
 
 
@@ -68,15 +75,18 @@ def test_reference_matches_the_oracle(dtype, n):
     gen = generator(n)
     w = torch.stack([hostile_row(dtype, n, gen) for _ in range(3)])
     s = random_bits(w.shape, dtype, gen)
-    assert_bitwise_equal(reference.rank_match_reference_(w.clone(), s), oracle_rank_match(w, s),
-                         f"{dtype} n={n}")
+    assert_bitwise_equal(
+        reference.rank_match_reference_(w.clone(), s), oracle_rank_match(w, s), f"{dtype} n={n}"
+    )
 
 
 # --- a float sort that puts negative NaNs first, like CUDA's radix path ----------------
 
+
 def _nan_sign_sort(real_sort):
     """torch.sort, except that floating-point inputs get negative-sign NaNs before every
     number (what CUDA's torch.sort does to rows of 129+ elements, pytorch#190781)."""
+
     def sort(input, dim=-1, descending=False, stable=False, **kw):
         result = real_sort(input, dim=dim, descending=descending, stable=stable, **kw)
         if not input.is_floating_point():
@@ -84,8 +94,10 @@ def _nan_sign_sort(real_sort):
         values = input.gather(dim, result.indices)
         neg_nan = values.isnan() & (values.view(reference.same_width_int(values.dtype)) < 0)
         first = real_sort((~neg_nan).to(torch.int8), dim=dim, stable=True).indices
-        return torch.return_types.sort((values.gather(dim, first),
-                                        result.indices.gather(dim, first)))
+        return torch.return_types.sort(
+            (values.gather(dim, first), result.indices.gather(dim, first))
+        )
+
     return sort
 
 
@@ -108,8 +120,9 @@ def test_reference_is_immune_to_nan_sign_sorts(monkeypatch, dtype):
 
 def test_order_keys_tie_exactly_what_the_contract_ties():
     for dtype in DTYPES:
-        vals = torch.cat([from_bits(NAN_BITS[dtype], dtype),
-                          torch.tensor([-0.0, 0.0], dtype=dtype)])
+        vals = torch.cat(
+            [from_bits(NAN_BITS[dtype], dtype), torch.tensor([-0.0, 0.0], dtype=dtype)]
+        )
         keys = reference.order_keys(vals.reshape(1, -1))[0]
         n = len(NAN_BITS[dtype])
         assert len(set(keys[:n].tolist())) == 1 and keys[n] == keys[n + 1] == 0

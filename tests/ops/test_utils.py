@@ -7,14 +7,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import laperm_kernels as lk
 from laperm_kernels.utils import permutable_tensors
-
 from tests.helpers import assert_bitwise_equal
-
 
 # Tiny models: one thread is fastest, and immune to a busy neighbour on the
 # same cores. Results do not depend on the thread count (docs/contract.md).
@@ -24,8 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def model(seed: int = 0) -> nn.Module:
     """2-D and 3-D weights beside biases and LayerNorm parameters (never run forward)."""
     torch.manual_seed(seed)
-    return nn.ModuleList([nn.Linear(20, 33), nn.LayerNorm(33), nn.Conv1d(1, 3, 5),
-                          nn.Linear(3 * 29, 7)])
+    return nn.ModuleList(
+        [nn.Linear(20, 33), nn.LayerNorm(33), nn.Conv1d(1, 3, 5), nn.Linear(3 * 29, 7)]
+    )
 
 
 def _weights(m):

@@ -17,12 +17,19 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import laperm_kernels as lk
-from tests.helpers import DTYPES, mlp, needs_extension
 from laperm_kernels.finite_check import FiniteCheck
+from tests.helpers import DTYPES, mlp, needs_extension
 
-HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
-              torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__,
-              torch.Tensor.numpy, torch.Tensor.cpu}
+HOST_READS = {
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.__bool__,
+    torch.Tensor.__int__,
+    torch.Tensor.__float__,
+    torch.Tensor.__index__,
+    torch.Tensor.numpy,
+    torch.Tensor.cpu,
+}
 
 
 class CountHostReads(TorchFunctionMode):
@@ -49,10 +56,11 @@ def _step(model, opt, x):
 @pytest.mark.parametrize("check_finite,reads_per_sync", [(True, 1), (False, 0)])
 def test_a_steady_sync_reads_at_most_the_checks_one_copy(check_finite, reads_per_sync):
     model = mlp(sizes=(10, 16, 12, 3))
-    opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=1,
-                    check_finite=check_finite)
+    opt = lk.LaPerm(
+        torch.optim.SGD(model.parameters(), lr=0.1), sync_period=1, check_finite=check_finite
+    )
     x = torch.randn(8, 10)
-    _step(model, opt, x)                       # the first sync: auto's trial, plans
+    _step(model, opt, x)  # the first sync: auto's trial, plans
     reads = [_step(model, opt, x) for _ in range(4)]
     assert reads == [["tolist"] * reads_per_sync] * 4
 
@@ -63,8 +71,9 @@ def test_inf_alone_is_reported():
     opt.sync()  # past the first-step check, which would take S again (test_first_step.py)
     with torch.no_grad():
         model[2].weight[4, 1] = float("-inf")
-    with pytest.warns(RuntimeWarning,
-                      match=r"after step 0.*\(parameter 2 of param group 0 \(inf\)\)"):
+    with pytest.warns(
+        RuntimeWarning, match=r"after step 0.*\(parameter 2 of param group 0 \(inf\)\)"
+    ):
         opt.sync()
     assert all(torch.isfinite(p).all() for p in (model[0].weight, model[2].weight))
 
@@ -74,7 +83,7 @@ def test_nan_alone_is_reported_and_finite_weights_are_not():
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), sync_period=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        opt.sync()                             # finite: nothing to say
+        opt.sync()  # finite: nothing to say
     with torch.no_grad():
         model[4].weight[0, 0] = float("nan")
     with pytest.warns(RuntimeWarning, match=r"\(parameter 4 of param group 0 \(NaN\)\)"):
@@ -85,7 +94,7 @@ def test_one_check_in_flight_at_a_time():
     check = FiniteCheck()
     t = torch.tensor([1.0, float("inf")])
     check.start(7, [t], ["a"])
-    check.start(8, [torch.tensor([float("nan")])], ["b"])   # ignored: 7 is unread
+    check.start(8, [torch.tensor([float("nan")])], ["b"])  # ignored: 7 is unread
     assert check.result() == (7, ["a (inf)"])
     assert check.result() is None and not check.pending
     check.start(9, [torch.zeros(3), torch.empty(0)], ["c", "d"])
@@ -102,7 +111,7 @@ def test_the_cpu_kernel_finds_nan_and_inf_anywhere(dtype):
     with_inf, with_nan = clean.clone(), clean.clone()
     with_inf[-1] = float("-inf")
     with_nan[n - 7] = float("nan")
-    with_nan[5] = float("inf")                 # NaN wins over inf
+    with_nan[5] = float("inf")  # NaN wins over inf
     view = torch.randn(5, 9, dtype=torch.float64).to(dtype).t()
     out = torch.ops.laperm.max_abs([clean, with_inf, with_nan, view, torch.empty(0, 3)])
     assert out.dtype == torch.float64

@@ -26,16 +26,19 @@ def test_a_reinitialised_weight_gets_its_s_taken_again_at_the_first_step():
     model = mlp()
     opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(model), lr=1e-2), K)
     old_S = opt.sorted_inits[model[0].weight].clone()
-    with torch.no_grad():                    # .data: invisible to the version counter
+    with torch.no_grad():  # .data: invisible to the version counter
         model[0].weight.data.copy_(torch.randn(16, 8, generator=torch.Generator().manual_seed(9)))
     reinit = model[0].weight.detach().clone()
-    with pytest.warns(UserWarning, match=r"parameter '0.weight' changed in place after "
-                                         r"LaPerm was built"):
+    with pytest.warns(
+        UserWarning,
+        match=r"parameter '0.weight' changed in place after "
+        r"LaPerm was built",
+    ):
         train_step(model, opt, 1)
     S = opt.sorted_inits[model[0].weight]
     assert not torch.equal(S, old_S)
     assert_bitwise_equal(S, lk.sort_rows(reinit), "S: the weights before the inner step")
-    train_step(model, opt, 2)                      # a sync
+    train_step(model, opt, 2)  # a sync
     assert rows_sort_to(model[0].weight, S)
     assert rows_sort_to(model[2].weight, opt.sorted_inits[model[2].weight])
 
@@ -60,7 +63,7 @@ def test_the_check_runs_once_and_a_forced_sync_runs_it_too():
         opt.sync()
     assert rows_sort_to(model[2].weight, opt.sorted_inits[model[2].weight])
     with torch.no_grad():
-        model[2].weight.mul_(2)              # after the first step: the user's business
+        model[2].weight.mul_(2)  # after the first step: the user's business
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train_step(model, opt, 1)
@@ -72,13 +75,14 @@ def test_a_loaded_checkpoint_is_not_second_guessed():
     train_step(source, sopt, 1)
     model = mlp()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), K)
-    model.load_state_dict(source.state_dict())   # the weights change after LaPerm was built
-    opt.load_state_dict(sopt.state_dict())       # and S comes from the checkpoint
+    model.load_state_dict(source.state_dict())  # the weights change after LaPerm was built
+    opt.load_state_dict(sopt.state_dict())  # and S comes from the checkpoint
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train_step(model, opt, 2)
-    assert_bitwise_equal(opt.sorted_inits[model[0].weight],
-                         sopt.sorted_inits[source[0].weight], "the checkpoint's S")
+    assert_bitwise_equal(
+        opt.sorted_inits[model[0].weight], sopt.sorted_inits[source[0].weight], "the checkpoint's S"
+    )
 
 
 def test_groups_added_later_are_checked_at_the_next_step():
@@ -112,5 +116,5 @@ def test_fingerprint_is_exact_and_position_sensitive(dtype):
     negzero = -zero
     assert int(fingerprint(flipped)) != f
     assert int(fingerprint(swapped)) != f
-    assert int(fingerprint(zero)) != int(fingerprint(negzero))   # bit patterns, not values
+    assert int(fingerprint(zero)) != int(fingerprint(negzero))  # bit patterns, not values
     assert int(fingerprint(torch.empty(0, 3, dtype=dtype))) == 0

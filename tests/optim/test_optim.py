@@ -17,15 +17,13 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import laperm_kernels as lk
 from laperm_kernels.reference import rank_match_reference_
-
 from tests import helpers
 from tests.helpers import BACKENDS, assert_bitwise_equal
-
 
 # Tiny models: one thread is fastest, and immune to a busy neighbour on the
 # same cores. Results do not depend on the thread count (docs/contract.md).
@@ -78,8 +76,10 @@ MODELS = {"mlp": mlp, "cnn": tiny_cnn}
 
 def batches(n: int, in_features: int = 20, seed: int = 1, size: int = 16):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, in_features, generator=g),
-             torch.randint(0, 10, (size,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randn(size, in_features, generator=g), torch.randint(0, 10, (size,), generator=g))
+        for _ in range(n)
+    ]
 
 
 def train_step(model, opt, x, y, **step_kwargs):
@@ -111,6 +111,7 @@ def inner(name: str, params, lr=None):
 
 # --- 1. bit-for-bit equivalence with a plain re-implementation --------------------------
 
+
 @BACKENDS
 @pytest.mark.parametrize("model_name", ["mlp", "cnn"])
 @pytest.mark.parametrize("inner_name", ["adam", "sgd"])
@@ -125,7 +126,7 @@ def test_matches_plain_reimplementation(backend, model_name, inner_name, k):
     assert len(ref_S) == 2
 
     # The wrapper's S equals the reference's.
-    for (name, p) in model.named_parameters():
+    for name, p in model.named_parameters():
         if p.dim() >= 2:
             assert_bitwise_equal(opt.sorted_inits[p], ref_S[name], f"S of {name}")
         else:
@@ -173,6 +174,7 @@ def test_laperm_differs_from_plain_training():
 
 
 # --- 2. what is permuted, and when ------------------------------------------------------
+
 
 def test_default_permutes_weights_only_and_leaves_1d_params_free():
     model = norm_net()
@@ -259,8 +261,10 @@ def test_permute_per_param_group():
 
 def test_sync_period_per_param_group():
     model = mlp(act=nn.Tanh)
-    groups = [{"params": model[0].parameters(), "sync_period": 2},
-              {"params": model[2].parameters()}]  # the wrapper's sync_period
+    groups = [
+        {"params": model[0].parameters(), "sync_period": 2},
+        {"params": model[2].parameters()},
+    ]  # the wrapper's sync_period
     opt = lk.LaPerm(torch.optim.Adam(groups, lr=1e-2), sync_period=3)
     w0, w2 = model[0].weight, model[2].weight
     s0, s2 = reference_sort(w0), reference_sort(w2)
@@ -299,12 +303,19 @@ def test_callable_sync_period_schedule():
 
 # --- 3. syncs, state, and the torch.optim plumbing --------------------------------------
 
+
 @BACKENDS
 def test_invariant_after_every_sync(backend):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 3, 3), nn.Tanh(),
-                          nn.Conv2d(3, 5, 3, bias=False), nn.Tanh(), nn.Flatten(),
-                          nn.Linear(5 * 4 * 4, 10))
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 3, 3),
+        nn.Tanh(),
+        nn.Conv2d(3, 5, 3, bias=False),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(5 * 4 * 4, 10),
+    )
     weights = [p for p in model.parameters() if p.dim() >= 2]
     S = [reference_sort(p) for p in weights]
     opt = lk.LaPerm(torch.optim.AdamW(model.parameters(), lr=3e-2), 4, backend=backend)
@@ -322,8 +333,9 @@ def test_inner_state_kept_across_syncs():
 
     def after_inner_step(optimizer, args, kwargs):  # before LaPerm's sync
         snapshots.clear()
-        snapshots.update({p: {k: v.clone() for k, v in optimizer.state[p].items()}
-                          for p in model.parameters()})
+        snapshots.update(
+            {p: {k: v.clone() for k, v in optimizer.state[p].items()} for p in model.parameters()}
+        )
 
     adam.register_step_post_hook(after_inner_step)
     for t, (x, y) in enumerate(batches(9), start=1):
@@ -404,8 +416,7 @@ def test_add_param_group_snapshots_and_permutes_new_params():
 
 def test_track_changes_counts_changed_positions():
     model = mlp(act=nn.Tanh)
-    opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=0.5), sync_period=3,
-                    track_changes=True)
+    opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=0.5), sync_period=3, track_changes=True)
     assert opt.last_sync_changes == {}
     weights = {0: model[0].weight, 2: model[2].weight}  # keys: index among all params
     last = {i: p.detach().clone() for i, p in weights.items()}
@@ -453,8 +464,11 @@ def test_zero_grad_delegates():
 
 
 def _step_order_warnings(records):
-    return [str(w.message) for w in records
-            if "lr_scheduler" in str(w.message) or "optimizer.step()" in str(w.message)]
+    return [
+        str(w.message)
+        for w in records
+        if "lr_scheduler" in str(w.message) or "optimizer.step()" in str(w.message)
+    ]
 
 
 def test_lr_scheduler_on_the_wrapper():
@@ -492,11 +506,13 @@ def test_step_with_closure():
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), 3)
     ref_opt = lk.LaPerm(torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), 3)
     for x, y in data:
+
         def closure(x=x, y=y):
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             return loss
+
         loss = opt.step(closure)
         expected = train_step(ref, ref_opt, x, y)
         assert isinstance(loss, torch.Tensor) and torch.equal(loss, expected)
@@ -530,8 +546,9 @@ def test_step_hooks_on_the_wrapper_run():
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=2)
     calls = []
     pre = opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", o.step_count)))
-    post = opt.register_step_post_hook(lambda o, a, k: calls.append(
-        ("post", o.step_count, is_permutation_of(model[0].weight, s0))))
+    post = opt.register_step_post_hook(
+        lambda o, a, k: calls.append(("post", o.step_count, is_permutation_of(model[0].weight, s0)))
+    )
     for x, y in batches(2):
         train_step(model, opt, x, y)
     assert calls == [("pre", 0), ("post", 1, False), ("pre", 1), ("post", 2, True)]
@@ -552,6 +569,7 @@ def test_repr_and_param_groups_shared():
 
 
 # --- 6. bad arguments -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, False, "x", None, 20.0])
 def test_bad_sync_period(bad):
@@ -588,8 +606,9 @@ def test_non_optimizer_rejected():
 @pytest.mark.parametrize("bad_k", [0, -2, 1.5, True])
 def test_callable_sync_period_returning_bad_k_raises_at_that_step(bad_k):
     model = mlp()
-    opt = lk.LaPerm(torch.optim.Adam(model.parameters()),
-                    sync_period=lambda step: bad_k if step == 3 else 2)
+    opt = lk.LaPerm(
+        torch.optim.Adam(model.parameters()), sync_period=lambda step: bad_k if step == 3 else 2
+    )
     data = batches(3)
     train_step(model, opt, *data[0])
     train_step(model, opt, *data[1])
@@ -607,4 +626,3 @@ def test_unknown_backend_rejected():
         lk.LaPerm(torch.optim.Adam(model.parameters()), 1, backend="nope")
     with pytest.raises(TypeError, match="backend"):
         lk.LaPerm(torch.optim.Adam(model.parameters()), 1, backend=None)
-

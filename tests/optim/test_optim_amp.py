@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import laperm_kernels as lk
-
 from tests.helpers import assert_bitwise_equal
 
 
@@ -22,7 +21,7 @@ def _cpu_grad_scaler():
     if amp is None or not hasattr(amp, "GradScaler"):
         pytest.skip(f"torch {torch.__version__} has no torch.amp.GradScaler")
     try:
-        return amp.GradScaler("cpu", init_scale=2.0 ** 8)
+        return amp.GradScaler("cpu", init_scale=2.0**8)
     except Exception as e:  # noqa: BLE001 - older torch: CUDA-only scaler
         pytest.skip(f"torch.amp.GradScaler('cpu') unavailable in torch {torch.__version__}: {e!r}")
 

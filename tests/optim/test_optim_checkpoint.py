@@ -13,17 +13,16 @@ import io
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import laperm_kernels as lk
-
 from tests import helpers
 from tests.helpers import assert_bitwise_equal
 
-K = 7          # sync period: syncs at 7..28 before the checkpoint, 35..70 after it
-FIRST = 30     # steps before the checkpoint (not a sync step)
-SECOND = 40    # steps after it
+K = 7  # sync period: syncs at 7..28 before the checkpoint, 35..70 after it
+FIRST = 30  # steps before the checkpoint (not a sync step)
+SECOND = 40  # steps after it
 
 
 # Tiny models: one thread is fastest, and immune to a busy neighbour on the
@@ -43,8 +42,9 @@ def batch(t: int):
 
 def build(model, with_scheduler=False):
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=K)
-    sched = (torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
-             if with_scheduler else None)
+    sched = (
+        torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5) if with_scheduler else None
+    )
     return opt, sched
 
 
@@ -83,24 +83,24 @@ def assert_same_training_state(model, opt, ref_model, ref_opt):
 
 def snapshot(model, opt):
     """Everything a failed load must leave alone, deep-copied."""
-    return {"model": copy.deepcopy(model.state_dict()),
-            "opt": copy.deepcopy(opt.state_dict()),
-            "step": opt.step_count,
-            "S": {p: opt.sorted_inits[p] for p in model.parameters()
-                  if p in opt.sorted_inits},
-            "groups": opt.param_groups,
-            "inner_groups": opt.optimizer.param_groups,
-            "groups_copy": [{k: v for k, v in g.items() if k != "params"}
-                            for g in opt.param_groups]}
+    return {
+        "model": copy.deepcopy(model.state_dict()),
+        "opt": copy.deepcopy(opt.state_dict()),
+        "step": opt.step_count,
+        "S": {p: opt.sorted_inits[p] for p in model.parameters() if p in opt.sorted_inits},
+        "groups": opt.param_groups,
+        "inner_groups": opt.optimizer.param_groups,
+        "groups_copy": [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups],
+    }
 
 
 def assert_unchanged(model, opt, snap):
     assert opt.step_count == snap["step"]
     assert opt.param_groups is snap["groups"] and opt.optimizer.param_groups is snap["inner_groups"]
-    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == \
-        snap["groups_copy"]
-    now_S = {p: opt.sorted_inits[p] for p in model.parameters()
-             if p in opt.sorted_inits}
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == snap[
+        "groups_copy"
+    ]
+    now_S = {p: opt.sorted_inits[p] for p in model.parameters() if p in opt.sorted_inits}
     assert list(now_S) == list(snap["S"])
     for p in now_S:
         assert now_S[p] is snap["S"][p]  # the very same tensors
@@ -147,7 +147,7 @@ def test_resume_is_bit_identical(with_scheduler):
 
     assert_same_training_state(model, opt, ref_model, ref_opt)
     if with_scheduler:  # lr halved every 10 steps: 70 steps -> 1e-2 / 2**7
-        assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 2 ** 7)
+        assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 2**7)
 
 
 def test_resume_reaches_the_same_syncs():
@@ -193,15 +193,25 @@ def test_earlier_layout_still_loads():
     opt, _ = build(model)
     train(model, opt, None, FIRST)
     sd = opt.state_dict()
-    earlier = {"inner": {"state": {i: {k: v for k, v in st.items() if k != "sorted_init"}
-                                   for i, st in sd["state"].items()},
-                         "param_groups": [{k: v for k, v in g.items()
-                                           if k not in ("laperm_step", "laperm_shapes")}
-                                          for g in sd["param_groups"]]},
-               "laperm": {"step": FIRST,
-                          "sorted_inits": {i: st["sorted_init"] for i, st in sd["state"].items()
-                                           if "sorted_init" in st},
-                          "param_shapes": [tuple(p.shape) for p in model.parameters()]}}
+    earlier = {
+        "inner": {
+            "state": {
+                i: {k: v for k, v in st.items() if k != "sorted_init"}
+                for i, st in sd["state"].items()
+            },
+            "param_groups": [
+                {k: v for k, v in g.items() if k not in ("laperm_step", "laperm_shapes")}
+                for g in sd["param_groups"]
+            ],
+        },
+        "laperm": {
+            "step": FIRST,
+            "sorted_inits": {
+                i: st["sorted_init"] for i, st in sd["state"].items() if "sorted_init" in st
+            },
+            "param_shapes": [tuple(p.shape) for p in model.parameters()],
+        },
+    }
     earlier = roundtrip({"model": model.state_dict(), "opt": earlier})
     resumed = mlp(seed=5)
     resumed.load_state_dict(earlier["model"])
@@ -251,8 +261,9 @@ def test_more_parameters_raise_and_change_nothing():
     snap = snapshot(model, opt)
 
     torch.manual_seed(4)
-    deeper = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU(),
-                           nn.Linear(10, 10))
+    deeper = nn.Sequential(
+        nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10), nn.ReLU(), nn.Linear(10, 10)
+    )
     deeper_opt = lk.LaPerm(torch.optim.Adam(deeper.parameters()), K)
     with pytest.raises(ValueError, match="param group 0 has 6 parameters, this optimizer's has 4"):
         opt.load_state_dict(deeper_opt.state_dict())
@@ -278,7 +289,7 @@ def test_wrong_keys_raise_and_change_nothing():
     good = opt.state_dict()
     group = good["param_groups"][0]
     bad_dicts = [
-        opt.optimizer.state_dict(),                       # a plain Adam state dict
+        opt.optimizer.state_dict(),  # a plain Adam state dict
         {},
         {"state": good["state"]},
         {"param_groups": good["param_groups"]},
@@ -287,12 +298,14 @@ def test_wrong_keys_raise_and_change_nothing():
         {**good, "param_groups": [{**group, "laperm_step": -1}]},
         {**good, "param_groups": [{k: v for k, v in group.items() if k != "laperm_shapes"}]},
         {**good, "param_groups": [None]},
-        {**good, "state": {**good["state"], 7: {}}},      # a parameter no group lists
+        {**good, "state": {**good["state"], 7: {}}},  # a parameter no group lists
         {**good, "state": {**good["state"], 0: None}},
         {**good, "state": {**good["state"], 0: {**good["state"][0], "sorted_init": "S"}}},
-        {**good, "state": {**good["state"], 0: {**good["state"][0],
-                                                "sorted_init": torch.zeros(32, 21)}}},
-        {"inner": good, "laperm": None},                  # the earlier layout, broken
+        {
+            **good,
+            "state": {**good["state"], 0: {**good["state"][0], "sorted_init": torch.zeros(32, 21)}},
+        },
+        {"inner": good, "laperm": None},  # the earlier layout, broken
     ]
     for bad in bad_dicts:
         with pytest.raises((ValueError, TypeError), match="checkpoint|load_state_dict"):

@@ -17,8 +17,9 @@ K = 2
 
 def test_the_state_dict_records_the_inner_optimizers_class():
     opt = lk.LaPerm(torch.optim.Adam(lk.param_groups(mlp())), K)
-    assert {g["laperm_inner"] for g in opt.state_dict()["param_groups"]} == \
-        {"torch.optim.adam.Adam"}
+    assert {g["laperm_inner"] for g in opt.state_dict()["param_groups"]} == {
+        "torch.optim.adam.Adam"
+    }
     opt.load_state_dict(opt.state_dict())
     assert all("laperm_inner" not in g for g in opt.optimizer.param_groups)  # not leaked
 
@@ -33,14 +34,17 @@ def test_a_checkpoint_of_another_inner_class_is_refused_before_anything_changes(
     S = dict(sgd.sorted_inits)
     state = {p: {k: v.clone() for k, v in st.items()} for p, st in sgd.state.items()}
     groups = sgd.param_groups
-    with pytest.raises(ValueError, match=r"LaPerm\(torch\.optim\.adam\.Adam\), but this LaPerm "
-                                         r"wraps torch\.optim\.sgd\.SGD"):
+    with pytest.raises(
+        ValueError,
+        match=r"LaPerm\(torch\.optim\.adam\.Adam\), but this LaPerm "
+        r"wraps torch\.optim\.sgd\.SGD",
+    ):
         sgd.load_state_dict(adam.state_dict())
     assert sgd.step_count == 1 and sgd.param_groups is groups
     assert all(sgd.sorted_inits[p] is s for p, s in S.items())
     for p, st in sgd.state.items():
         assert_bitwise_equal(st["momentum_buffer"], state[p]["momentum_buffer"])
-    train_step(model, sgd, 2)                      # still trains (a sync at step 2)
+    train_step(model, sgd, 2)  # still trains (a sync at step 2)
 
 
 def test_a_checkpoint_without_the_class_still_loads():
@@ -49,7 +53,7 @@ def test_a_checkpoint_without_the_class_still_loads():
     train_step(model, opt, 1)
     sd = opt.state_dict()
     for g in sd["param_groups"]:
-        del g["laperm_inner"]                # as written before the class was recorded
+        del g["laperm_inner"]  # as written before the class was recorded
     twin = lk.LaPerm(torch.optim.Adam(mlp(seed=3).parameters(), lr=1e-2), K)
     twin.load_state_dict(sd)
     assert twin.step_count == 1
@@ -57,12 +61,18 @@ def test_a_checkpoint_without_the_class_still_loads():
 
 def test_a_parameter_twice_in_a_group_is_refused_at_construction():
     model = mlp()
-    named = [("0.weight", model[0].weight), ("2.weight", model[2].weight),
-             ("0.weight", model[0].weight)]
-    with pytest.warns(UserWarning, match="duplicate parameters"):   # torch only warns
+    named = [
+        ("0.weight", model[0].weight),
+        ("2.weight", model[2].weight),
+        ("0.weight", model[0].weight),
+    ]
+    with pytest.warns(UserWarning, match="duplicate parameters"):  # torch only warns
         inner = torch.optim.SGD(named, lr=0.1)
-    with pytest.raises(ValueError, match=r"param group 0 lists parameter '0.weight' twice "
-                                         r"\(at 0 and 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"param group 0 lists parameter '0.weight' twice "
+        r"\(at 0 and 2\)",
+    ):
         lk.LaPerm(inner, K)
     with pytest.warns(UserWarning, match="duplicate parameters"):
         inner = torch.optim.SGD([model[2].bias, model[2].weight, model[2].weight], lr=0.1)
@@ -73,8 +83,7 @@ def test_a_parameter_twice_in_a_group_is_refused_at_construction():
 def test_a_parameter_twice_in_an_added_group_is_refused_and_nothing_is_added():
     model = mlp()
     opt = lk.LaPerm(torch.optim.SGD([model[0].weight], lr=0.1), K)
-    with pytest.raises(ValueError, match="param group 1 lists parameter 0 of param group 1 "
-                                         "twice"):
+    with pytest.raises(ValueError, match="param group 1 lists parameter 0 of param group 1 twice"):
         opt.add_param_group({"params": iter([model[2].weight, model[2].weight])})
     assert len(opt.param_groups) == len(opt.optimizer.param_groups) == 1
     assert set(opt.sorted_inits) == {model[0].weight}
@@ -85,22 +94,30 @@ def test_a_parameter_twice_in_an_added_group_is_refused_and_nothing_is_added():
 
 def test_permuted_parameters_sharing_memory_are_refused_by_name():
     base = torch.randn(8, 6)
-    a, b = nn.Parameter(base), nn.Parameter(base[2:6])      # b views rows of a
+    a, b = nn.Parameter(base), nn.Parameter(base[2:6])  # b views rows of a
     groups = [{"params": [a, b], "param_names": ["enc.weight", "dec.weight"]}]
-    with pytest.raises(ValueError, match="parameter 'enc.weight' and parameter 'dec.weight' "
-                                         "share memory"):
+    with pytest.raises(
+        ValueError, match="parameter 'enc.weight' and parameter 'dec.weight' share memory"
+    ):
         lk.LaPerm(torch.optim.SGD(groups, lr=0.1), K)
     apart = nn.Parameter(torch.randn(8, 6))
-    lk.LaPerm(torch.optim.SGD([{"params": [a], "permute": True},
-                               {"params": [b], "permute": False}, {"params": [apart]}],
-                              lr=0.1), K)           # not permuted: not refused
+    lk.LaPerm(
+        torch.optim.SGD(
+            [
+                {"params": [a], "permute": True},
+                {"params": [b], "permute": False},
+                {"params": [apart]},
+            ],
+            lr=0.1,
+        ),
+        K,
+    )  # not permuted: not refused
 
 
 def test_errors_name_parameters_from_param_groups():
     model = nn.Sequential(nn.Linear(4, 3), nn.ConvTranspose1d(3, 2, 2))
     groups = lk.param_groups(model)
-    assert [g["param_names"] for g in groups] == [["0.weight"], ["1.weight"],
-                                                  ["0.bias", "1.bias"]]
+    assert [g["param_names"] for g in groups] == [["0.weight"], ["1.weight"], ["0.bias", "1.bias"]]
     bad = [{**g, "row_dim": 3} if g.get("row_dim") == 1 else g for g in groups]
     with pytest.raises(ValueError, match=r"row_dim' is 3, but parameter '1.weight' has shape"):
         lk.LaPerm(torch.optim.SGD(bad, lr=0.1), K)

@@ -42,8 +42,9 @@ def train(model, opt, start, steps):
 
 
 def build(model):
-    return lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=K,
-                     track_changes=True)
+    return lk.LaPerm(
+        torch.optim.Adam(model.parameters(), lr=1e-2), sync_period=K, track_changes=True
+    )
 
 
 def _assert_twins(model, opt, twin_model, twin_opt):
@@ -107,6 +108,7 @@ def test_hooks_are_not_copied_but_still_run_on_the_twin():
 
 # --- torch.compile -----------------------------------------------------------------------
 
+
 def deep_mlp():
     # many parameters: a check that dynamo traced would recompile once per parameter
     torch.manual_seed(0)
@@ -115,6 +117,7 @@ def deep_mlp():
 
 def _counting_backend():
     from torch._dynamo.testing import CompileCounter
+
     # runs the captured graphs as they are (no code generation); frame_count counts them
     return CompileCounter()
 

@@ -27,8 +27,10 @@ def train(model, opt, steps):
 
 
 def rows_are_permutations(opt):
-    return all(torch.equal(p.detach().reshape(p.shape[0], -1).sort(1).values,
-                           s.reshape(p.shape[0], -1)) for p, s in opt.sorted_inits.items())
+    return all(
+        torch.equal(p.detach().reshape(p.shape[0], -1).sort(1).values, s.reshape(p.shape[0], -1))
+        for p, s in opt.sorted_inits.items()
+    )
 
 
 def test_load_drops_state_the_checkpoint_does_not_have():
@@ -46,19 +48,19 @@ def test_load_drops_state_the_checkpoint_does_not_have():
 def test_load_takes_the_change_tracer_baseline_from_the_loaded_weights():
     model = mlp()
     opt = lk.LaPerm(torch.optim.Adam(model.parameters(), lr=1e-2), K, track_changes=True)
-    train(model, opt, K)                         # ends on a sync
+    train(model, opt, K)  # ends on a sync
     weights, state = model.state_dict(), opt.state_dict()
     resumed = mlp(seed=5)
     resumed.load_state_dict(weights)
     ropt = lk.LaPerm(torch.optim.Adam(resumed.parameters(), lr=1e-2), K, track_changes=True)
     ropt.load_state_dict(state)
-    ropt.sync()                                  # synced weights: a sync moves nothing
+    ropt.sync()  # synced weights: a sync moves nothing
     assert ropt.last_sync_changes == {0: 0, 2: 0}
 
 
 def test_load_casts_restored_state_to_the_parameters_dtype():
     source = lk.LaPerm(torch.optim.Adam(mlp(dtype=torch.float64).parameters()), K)
-    model = mlp(seed=1)                          # another init: its own S differs
+    model = mlp(seed=1)  # another init: its own S differs
     opt = lk.LaPerm(torch.optim.Adam(model.parameters()), K)
     want = source.sorted_inits[next(iter(source.sorted_inits))].float()
     assert not torch.equal(opt.sorted_inits[model[0].weight], want)
@@ -91,9 +93,11 @@ def test_a_model_cast_after_wrapping_gets_a_clear_error_then_recovers(change):
         opt.sync()
     for p, b in zip(model.parameters(), before):
         assert_bitwise_equal(p.detach(), b, "untouched")
-    opt.load_state_dict(opt.state_dict())        # the documented way out
-    assert all(s.dtype == getattr(torch, {"double": "float64", "half": "float16"}[change])
-               for s in opt.sorted_inits.values())
+    opt.load_state_dict(opt.state_dict())  # the documented way out
+    assert all(
+        s.dtype == getattr(torch, {"double": "float64", "half": "float16"}[change])
+        for s in opt.sorted_inits.values()
+    )
     opt.sync()
     assert rows_are_permutations(opt)
 
@@ -105,14 +109,17 @@ def test_a_sync_over_nan_weights_warns_once_and_proceeds():
     with torch.no_grad():
         model[0].weight[3, 2] = float("nan")
         model[2].weight[1, 0] = float("inf")
-    with pytest.warns(RuntimeWarning, match=r"parameter 0 of param group 0 \(NaN\), "
-                      r"parameter 2 of param group 0 \(inf\)"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"parameter 0 of param group 0 \(NaN\), "
+        r"parameter 2 of param group 0 \(inf\)",
+    ):
         opt.sync()
     assert rows_are_permutations(opt) and all(p.isfinite().all() for p in opt.sorted_inits)
     with torch.no_grad():
         model[0].weight[0, 0] = float("nan")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")           # once only
+        warnings.simplefilter("error")  # once only
         opt.sync()
     quiet_model = mlp()
     quiet = lk.LaPerm(torch.optim.SGD(quiet_model.parameters(), lr=0.1), K, check_finite=False)

@@ -17,8 +17,11 @@ def _holds(p: torch.Tensor, s: torch.Tensor, row_dim: int = 0) -> None:
 
 
 def _opt(*params, row_dim=0):
-    return lk.LaPerm(torch.optim.SGD([{"params": list(params), "row_dim": row_dim}], lr=0.1),
-                     sync_period=1, check_finite=False)
+    return lk.LaPerm(
+        torch.optim.SGD([{"params": list(params), "row_dim": row_dim}], lr=0.1),
+        sync_period=1,
+        check_finite=False,
+    )
 
 
 def _scramble(*params):
@@ -42,7 +45,7 @@ def test_s_taken_again_is_the_s_used():
     opt = _opt(a)
     opt.sync()
     _scramble(a)
-    opt.reset_sorted_init_()                   # S of the scrambled values
+    opt.reset_sorted_init_()  # S of the scrambled values
     new = opt.sorted_inits[a].clone()
     opt.sync()
     _holds(a, new)
@@ -73,7 +76,7 @@ def test_a_parameter_swapped_in_its_group_is_the_one_synced():
     a, b = torch.nn.Parameter(torch.randn(4, 6)), torch.nn.Parameter(torch.randn(4, 6))
     opt = _opt(a)
     opt.sync()
-    opt.param_groups[0]["params"][0] = b      # same list, same length, another tensor
+    opt.param_groups[0]["params"][0] = b  # same list, same length, another tensor
     s_b = lk.sort_rows(torch.randn(4, 6))
     opt.sorted_inits[b] = s_b
     opt.sync()
@@ -86,6 +89,6 @@ def test_new_storage_under_a_row_dim_1_view_is_synced():
     opt = _opt(a, row_dim=1)
     opt.sync()
     s = opt.sorted_inits[a]
-    a.data = torch.randn(6, 4) * 3             # what model.to() or a load may do
+    a.data = torch.randn(6, 4) * 3  # what model.to() or a load may do
     opt.sync()
     _holds(a, s, row_dim=1)

@@ -37,21 +37,50 @@ import torch
 
 # the repository root, for ``tests.helpers`` when run as a script
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.helpers import (DTYPES, KINDS, bits, make_sorted_init, make_values,  # noqa: E402
-                           reference_result)
-
 import laperm_kernels as lk  # noqa: E402
 from laperm_kernels.backends import cuda  # noqa: E402
 from laperm_kernels.reference import rows_and_length  # noqa: E402
+from tests.helpers import DTYPES, KINDS, bits, make_sorted_init, make_values, reference_result  # noqa: E402
 
-BOUNDARIES = (0, 1, 2, 31, 32, 33, 63, 64, 65, 255, 256, 257, 511, 512, 1023, 1024, 2048,
-              2049, 3072, 3073, 4096, 4097, 6144, 6145, 8191, 8192, 8193, 16383, 16384,
-              16385, 20000)
+BOUNDARIES = (
+    0,
+    1,
+    2,
+    31,
+    32,
+    33,
+    63,
+    64,
+    65,
+    255,
+    256,
+    257,
+    511,
+    512,
+    1023,
+    1024,
+    2048,
+    2049,
+    3072,
+    3073,
+    4096,
+    4097,
+    6144,
+    6145,
+    8191,
+    8192,
+    8193,
+    16383,
+    16384,
+    16385,
+    20000,
+)
 MAX_CASE_ELEMENTS = 400_000
-ORACLE_MAX_ELEMENTS = 2_000    # the torch backend is checked by a Python loop
+ORACLE_MAX_ELEMENTS = 2_000  # the torch backend is checked by a Python loop
 
 
 # --- cases ------------------------------------------------------------------------------
+
 
 def _length(rng: random.Random) -> int:
     if rng.random() < 0.6:
@@ -65,9 +94,9 @@ def _shape(rng: random.Random, budget: int) -> Tuple[int, ...]:
     rows = min(rows, max(1, budget // max(length, 1)))
     form = rng.random()
     if form < 0.15:
-        return (length,)                                  # 1-D: one row
+        return (length,)  # 1-D: one row
     if form < 0.35 and length % 9 == 0 and length:
-        return (rows, length // 9, 3, 3)                  # a convolution's weight
+        return (rows, length // 9, 3, 3)  # a convolution's weight
     return (rows, length)
 
 
@@ -77,10 +106,10 @@ def _layout(w: torch.Tensor, rng: random.Random) -> torch.Tensor:
     if choice < 0.6 or w.numel() == 0:
         return w
     if choice < 0.75 and w.dim() == 2:
-        return w.t().contiguous().t()                     # column-major
+        return w.t().contiguous().t()  # column-major
     if choice < 0.9 and w.dim() >= 1:
         wide = torch.zeros(*w.shape[:-1], 2 * w.shape[-1], dtype=w.dtype)
-        view = wide[..., ::2]                             # every other element
+        view = wide[..., ::2]  # every other element
         view.copy_(w)
         return view
     if w.dim() == 4:
@@ -104,17 +133,20 @@ def make_case(backend: str, index: int, seed: int):
         dtype = rng.choice(DTYPES)
         w = make_values(rng.choice(KINDS), shape, dtype, gen)
         if rng.random() < 0.5:
-            s = make_sorted_init(shape, dtype, gen)       # random bits, unsorted
+            s = make_sorted_init(shape, dtype, gen)  # random bits, unsorted
         else:
             s = lk.sort_rows(make_values(rng.choice(KINDS), shape, dtype, gen))
         ws.append(w if backend == "cuda-plan" else _layout(w, rng))
         ss.append(s)
-    settings = {"max_block_tile": rng.choice(cuda.size_classes().block_tiles),
-                "max_batch_items": rng.choice((1 << 12, 1 << 15, 1 << 18, 1 << 22))}
+    settings = {
+        "max_block_tile": rng.choice(cuda.size_classes().block_tiles),
+        "max_batch_items": rng.choice((1 << 12, 1 << 15, 1 << 18, 1 << 22)),
+    }
     return ws, ss, settings
 
 
 # --- backends ---------------------------------------------------------------------------
+
 
 def _run_cpu(ws, ss, settings):
     lk.rank_match_many_(ws, ss, backend="cpu")
@@ -137,6 +169,7 @@ def _run_torch(ws, ss, settings):
 
 def _oracle(w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     from tests.ops.test_reference import oracle_rank_match
+
     rows = w.reshape(rows_and_length(w))
     return oracle_rank_match(rows, s.reshape(rows.shape)).reshape(w.shape)
 
@@ -156,8 +189,10 @@ def check_case(backend: str, index: int, seed: int) -> Optional[str]:
     BACKENDS[backend][0](ws, ss, settings)  # in place, in the case's own layouts
     for i, (o, e) in enumerate(zip(ws, want)):
         if not torch.equal(bits(o), bits(e)):
-            return (f"{backend} case {index} (seed {seed}): tensor {i} of {len(ws)}, shape "
-                    f"{tuple(o.shape)}, {o.dtype}, strides {o.stride()}, {settings}")
+            return (
+                f"{backend} case {index} (seed {seed}): tensor {i} of {len(ws)}, shape "
+                f"{tuple(o.shape)}, {o.dtype}, strides {o.stride()}, {settings}"
+            )
     return None
 
 
@@ -190,8 +225,9 @@ def main(argv=None) -> int:
     p.add_argument("--cases", type=int, default=10_000, help="cases a backend")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    p.add_argument("--replay", nargs=2, metavar=("BACKEND", "CASE"),
-                   help="run one case again (with --seed)")
+    p.add_argument(
+        "--replay", nargs=2, metavar=("BACKEND", "CASE"), help="run one case again (with --seed)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if args.replay:

@@ -27,9 +27,16 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (assert_bitwise_equal, generator, make_values, needs_extension,
-                           num_threads, reference_result, tensor_group)
 from laperm_kernels.backends import cpu, cuda
+from tests.helpers import (
+    assert_bitwise_equal,
+    generator,
+    make_values,
+    needs_extension,
+    num_threads,
+    reference_result,
+    tensor_group,
+)
 
 pytestmark = needs_extension
 
@@ -171,20 +178,24 @@ _ADDRESS_SPACE_CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not hasattr(__import__("resource"), "RLIMIT_AS")
-                    or not os.path.exists("/proc/self/status"),
-                    reason="needs resource.RLIMIT_AS and /proc/self/status (Linux)")
+@pytest.mark.skipif(
+    not hasattr(__import__("resource"), "RLIMIT_AS") or not os.path.exists("/proc/self/status"),
+    reason="needs resource.RLIMIT_AS and /proc/self/status (Linux)",
+)
 def test_real_allocation_failure_under_an_address_space_cap():
-    child = subprocess.run([sys.executable, "-c", _ADDRESS_SPACE_CHILD], capture_output=True,
-                           text=True, timeout=600)
+    child = subprocess.run(
+        [sys.executable, "-c", _ADDRESS_SPACE_CHILD], capture_output=True, text=True, timeout=600
+    )
     if child.stdout.startswith("SKIP"):
         pytest.skip(child.stdout.strip())
     assert child.returncode == 0, (
-        f"the child died (exit {child.returncode}):\n{child.stdout}\n{child.stderr[-3000:]}")
+        f"the child died (exit {child.returncode}):\n{child.stdout}\n{child.stderr[-3000:]}"
+    )
     assert "SURVIVED" in child.stdout, child.stdout + child.stderr
 
 
 # --- the CUDA backend's host path, through its CPU emulation ----------------------------
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_planned_launches_are_all_or_nothing(dtype):
@@ -195,7 +206,8 @@ def test_planned_launches_are_all_or_nothing(dtype):
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 20000)
     assert [b[1] for b in cuda.describe_plan(plan)["large_batches"]] == [2, 2, 1, 1]
     messages = fail_each_allocation(
-        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws)
+        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws
+    )
     # block-tile keys and order, large-row keys, columns and order: all before any launch
     assert len(messages) == 5
     assert "large-row keys" in messages[2] and "max_batch_items" in messages[2]
@@ -218,11 +230,13 @@ def test_plan_without_large_rows_allocates_for_its_tiles_only():
     ws, ss = group([(5, 40), (4, 300)], torch.float32)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     messages = fail_each_allocation(
-        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws)
+        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws
+    )
     assert len(messages) == 2 and "block-tile keys" in messages[0]
 
 
 # --- size limits ------------------------------------------------------------------------
+
 
 def meta(*shape):
     return torch.empty(shape, device="meta")
@@ -230,8 +244,9 @@ def meta(*shape):
 
 def plan_meta(shapes, max_block_tile=8192, max_batch_items=1 << 22):
     ws = [meta(*s) for s in shapes]
-    return torch.ops.laperm.cuda_row_plan(ws, [meta(*s) for s in shapes], max_block_tile,
-                                          max_batch_items)
+    return torch.ops.laperm.cuda_row_plan(
+        ws, [meta(*s) for s in shapes], max_block_tile, max_batch_items
+    )
 
 
 def test_cuda_rows_up_to_the_limit_are_planned():
@@ -240,8 +255,11 @@ def test_cuda_rows_up_to_the_limit_are_planned():
 
 
 def test_cuda_rows_beyond_the_limit_are_refused():
-    with pytest.raises(ValueError, match=rf"weights\[1\] has rows of {CUDA_MAX_ROW + 1} "
-                                         rf"elements; the cuda backend's limit is {CUDA_MAX_ROW}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"weights\[1\] has rows of {CUDA_MAX_ROW + 1} "
+        rf"elements; the cuda backend's limit is {CUDA_MAX_ROW}",
+    ):
         plan_meta([(4, 100), (CUDA_MAX_ROW + 1,)])
     with pytest.raises(ValueError, match=rf"weights\[0\] has rows of {1 << 32} elements"):
         plan_meta([(2, 1 << 16, 1 << 16)])
@@ -249,9 +267,12 @@ def test_cuda_rows_beyond_the_limit_are_refused():
 
 def test_cuda_launches_beyond_the_grid_limit_are_refused():
     # Checked before any table is built: these groups' tables would take 64-512 GiB.
-    with pytest.raises(ValueError, match=rf"the group has {MAX_BLOCK_CLASS_ROWS + 1} rows in "
-                                         rf"block tile 256; one launch takes at most "
-                                         rf"{MAX_BLOCK_CLASS_ROWS}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"the group has {MAX_BLOCK_CLASS_ROWS + 1} rows in "
+        rf"block tile 256; one launch takes at most "
+        rf"{MAX_BLOCK_CLASS_ROWS}",
+    ):
         plan_meta([(1 << 30, 100), ((1 << 30) - 1, 200), (1, 256), (3, 9000)])
     with pytest.raises(ValueError, match=rf"{MAX_WARP_CLASS_ROWS + 1} rows in the warp class"):
         plan_meta([(MAX_WARP_CLASS_ROWS + 1, 1)])
@@ -273,7 +294,10 @@ def test_cpu_rows_beyond_the_limit_are_refused(tmp_path):
         except RuntimeError as e:
             pytest.skip(f"cannot map an 8 GiB sparse file here: {e}")
     w, s = tensors
-    with pytest.raises(ValueError, match=rf"weights\[0\] has rows of {n} elements; the limit "
-                                         rf"is {CPU_MAX_ROW}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"weights\[0\] has rows of {n} elements; the limit "
+        rf"is {CPU_MAX_ROW}",
+    ):
         lk.rank_match_(w, s, backend="cpu")
     assert not w[:4096].any()  # still the file's zeros

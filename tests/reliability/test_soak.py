@@ -33,9 +33,10 @@ def resident_bytes() -> int:
 
 def soak(syncs: int) -> dict:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 40),
-                          nn.Linear(40, 10)).to(torch.float32)
-    model[3].to(torch.bfloat16)                          # two dtype groups
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 40), nn.Linear(40, 10)
+    ).to(torch.float32)
+    model[3].to(torch.bfloat16)  # two dtype groups
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=1e-2), sync_period=1)
     noise = torch.Generator().manual_seed(1)
     permuted = list(opt.sorted_inits)
@@ -47,14 +48,20 @@ def soak(syncs: int) -> dict:
         if step % CHECK_EVERY == 0:
             for i, p in enumerate(permuted):
                 rows = p.detach().reshape(p.shape[0], -1)
-                if not torch.equal(rows.sort(dim=1).values,
-                                   opt.sorted_inits[p].reshape(rows.shape)):
+                if not torch.equal(
+                    rows.sort(dim=1).values, opt.sorted_inits[p].reshape(rows.shape)
+                ):
                     failures.append((step, i))
         if step == WARMUP:
             rss["after_warmup"] = resident_bytes()
     rss["end"] = resident_bytes()
-    return {"failures": failures, "rss": rss, "step_count": opt.step_count,
-            "decisions": len(dispatch.report()), "backends": dict(opt.sync_backends)}
+    return {
+        "failures": failures,
+        "rss": rss,
+        "step_count": opt.step_count,
+        "decisions": len(dispatch.report()),
+        "backends": dict(opt.sync_backends),
+    }
 
 
 def _check(result, syncs):

@@ -10,9 +10,14 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from tests.helpers import (assert_bitwise_equal, needs_extension, num_threads, reference_result,
-                           tensor_group)
 from laperm_kernels.backends import cuda
+from tests.helpers import (
+    assert_bitwise_equal,
+    needs_extension,
+    num_threads,
+    reference_result,
+    tensor_group,
+)
 
 JOIN_TIMEOUT_S = 120
 
@@ -37,8 +42,13 @@ def _run_threads(targets):
         raise errors[0]
 
 
-SPECS = [((16, 300), torch.float32), ((8, 3, 3, 3), torch.float32), ((40,), torch.float16),
-         ((4, 5000), torch.bfloat16), ((30, 20), torch.float64)]
+SPECS = [
+    ((16, 300), torch.float32),
+    ((8, 3, 3, 3), torch.float32),
+    ((40,), torch.float16),
+    ((4, 5000), torch.bfloat16),
+    ((30, 20), torch.float64),
+]
 
 
 @pytest.mark.parametrize("backend", ["auto", *lk.available_backends("cpu")])
@@ -57,6 +67,7 @@ def test_many_threads_same_and_different_shapes(backend):
                 lk.rank_match_many_(out, ss, backend=backend)
                 for o, e in zip(out, want):
                     assert_bitwise_equal(o, e)
+
         return run
 
     _run_threads([work(*job) for job in jobs])
@@ -65,9 +76,12 @@ def test_many_threads_same_and_different_shapes(backend):
 @needs_extension
 def test_cuda_plans_from_many_threads_through_the_emulation():
     # the CUDA backend's host path: plan cache and planned op, CPU tensors standing in
-    jobs = [tensor_group([((6, 100 + 50 * (i % 3)), torch.float32), ((2, 9000), torch.float32)],
-                         "special", i)
-            for i in range(6)]
+    jobs = [
+        tensor_group(
+            [((6, 100 + 50 * (i % 3)), torch.float32), ((2, 9000), torch.float32)], "special", i
+        )
+        for i in range(6)
+    ]
 
     def work(ws, ss):
         def run():
@@ -78,6 +92,7 @@ def test_cuda_plans_from_many_threads_through_the_emulation():
                 torch.ops.laperm._test_emulate_planned_(out, ss, *plan)
                 for o, e in zip(out, want):
                     assert_bitwise_equal(o, e)
+
         return run
 
     _run_threads([work(*job) for job in jobs])
@@ -86,8 +101,7 @@ def test_cuda_plans_from_many_threads_through_the_emulation():
 def test_laperm_optimizers_in_parallel_threads_train_as_alone():
     def build(seed):  # in the main thread: initialisation draws from the global RNG
         torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(),
-                                  torch.nn.Linear(20, 3))
+        net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Linear(20, 3))
         return net, lk.LaPerm(torch.optim.SGD(net.parameters(), lr=0.1), sync_period=2)
 
     def train(seed, net, opt, results):
@@ -123,9 +137,11 @@ def test_the_gil_is_released_during_the_cpu_kernel():
         control = _other_thread_progress(lambda: sum(range(30_000_000)))
     for _, seconds in (kernel, control):
         assert seconds > 0.05, "a call too short to tell"
+
     def bound(seconds):  # a blocked thread counts for one switch interval; a free one,
         # even sharing its core with busy neighbours, for a good part of the call
         return rate * (0.005 + 0.001) + 0.02 * rate * seconds
+
     assert control[0] < bound(control[1]), ("the control did not block", control, rate)
     assert kernel[0] > bound(kernel[1]), ("the kernel held the GIL", kernel, rate)
 

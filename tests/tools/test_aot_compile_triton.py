@@ -13,16 +13,18 @@ import os
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None
-                                or os.environ.get("TRITON_INTERPRET") == "1",
-                                reason="needs triton (not its interpreter)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None or os.environ.get("TRITON_INTERPRET") == "1",
+    reason="needs triton (not its interpreter)",
+)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARCH = 90  # H100, H200
 
 
 def _tool():
     spec = importlib.util.spec_from_file_location(
-        "aot_compile_triton", os.path.join(ROOT, "tools", "aot_compile_triton.py"))
+        "aot_compile_triton", os.path.join(ROOT, "tools", "aot_compile_triton.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -38,8 +40,10 @@ def tool(monkeypatch, tmp_path):
 def on_gpu(tool, arch=ARCH):
     """Triton's launch path as on a GPU of ``arch`` (its driver names the target only)."""
     from laperm_kernels import triton_kernels as tk
-    return tool.target_only(arch, [tk.rank_match_block_kernel, tk.sort_chunks_kernel,
-                                   tk.merge_runs_kernel])
+
+    return tool.target_only(
+        arch, [tk.rank_match_block_kernel, tk.sort_chunks_kernel, tk.merge_runs_kernel]
+    )
 
 
 def test_the_checks_request_exactly_the_tools_compiles(tool, monkeypatch):
@@ -57,9 +61,15 @@ def test_the_checks_request_exactly_the_tools_compiles(tool, monkeypatch):
     requests = set()
 
     def record(self, key, signature, device, constexprs, options, attrs, warmup):
-        requests.add((self.fn.__name__, repr(sorted(signature.items())),
-                      repr(sorted(constexprs.items())), repr(sorted(attrs.items())),
-                      repr(sorted(options.__dict__.items()))))
+        requests.add(
+            (
+                self.fn.__name__,
+                repr(sorted(signature.items())),
+                repr(sorted(constexprs.items())),
+                repr(sorted(attrs.items())),
+                repr(sorted(options.__dict__.items())),
+            )
+        )
         return None  # nothing compiled; a warm-up accepts that
 
     monkeypatch.setattr(JITFunction, "_do_compile", record)
@@ -72,8 +82,9 @@ def test_the_checks_request_exactly_the_tools_compiles(tool, monkeypatch):
         launched, requests = requests, set()
         for _, kernel_name, signature, constexprs, warps in tool.configurations():
             fn = getattr(tk, kernel_name)
-            fn.warmup(*tool.launch_arguments(fn, signature), grid=(1,), num_warps=warps,
-                      **constexprs)
+            fn.warmup(
+                *tool.launch_arguments(fn, signature), grid=(1,), num_warps=warps, **constexprs
+            )
     assert launched == requests
     assert len(requests) == 30  # 3 dtypes x (8 block tiles, the chunk sort, the merge)
 
@@ -90,11 +101,14 @@ def test_a_launch_finds_the_tools_compile_in_the_cache(tool, tmp_path):
 
     def launch_compile(block):  # the backend's warm-up of a block bucket of 5 rows
         rows, warps = tk.BLOCK_CONFIGS[block]
-        tables = (torch.zeros(5, dtype=torch.int64), torch.zeros(5, dtype=torch.int64),
-                  torch.ones(5, dtype=torch.int32))
-        return tk.rank_match_block_kernel.warmup(*tables, 5, KIND=tk.KIND_FLOAT32,
-                                                 BLOCK=block, ROWS=rows, num_warps=warps,
-                                                 grid=(1,))
+        tables = (
+            torch.zeros(5, dtype=torch.int64),
+            torch.zeros(5, dtype=torch.int64),
+            torch.ones(5, dtype=torch.int32),
+        )
+        return tk.rank_match_block_kernel.warmup(
+            *tables, 5, KIND=tk.KIND_FLOAT32, BLOCK=block, ROWS=rows, num_warps=warps, grid=(1,)
+        )
 
     with on_gpu(tool):
         launch_compile(64)

@@ -30,15 +30,20 @@ def test_floor_keys_are_the_rows_order_keys(kind):
 
 
 def _result(method, per_s):
-    return Result("p", "float32", "cpu", 1, method, 100, 1.0, per_s, 1.0, 1.0,
-                        "bit-identical")
+    return Result("p", "float32", "cpu", 1, method, 100, 1.0, per_s, 1.0, 1.0, "bit-identical")
 
 
 def test_floor_lines_give_each_kernel_as_multiples_of_each_floor():
-    results = [_result("torch", 10.0), _result("cpu", 300.0), _result("tf-two-argsorts", 5.0),
-               _result("numpy-sort-int64", 200.0), _result("numpy-sort-int32", 400.0)]
+    results = [
+        _result("torch", 10.0),
+        _result("cpu", 300.0),
+        _result("tf-two-argsorts", 5.0),
+        _result("numpy-sort-int64", 200.0),
+        _result("numpy-sort-int32", 400.0),
+    ]
     assert floor_lines(results) == [
-        "cpu vs the floors: 1.50x numpy-sort-int64, 0.75x numpy-sort-int32"]
+        "cpu vs the floors: 1.50x numpy-sort-int64, 0.75x numpy-sort-int32"
+    ]
     assert floor_lines(results[:3]) == []  # no floor measured: no line
 
 

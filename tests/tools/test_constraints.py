@@ -40,8 +40,17 @@ def test_the_isolated_build_pins_the_same_torch():
     assert f'"torch=={_pins()["torch"]}"' in requires
 
 
-@pytest.mark.parametrize("path", ["Makefile", "pyproject.toml", ".ci/run", ".ci/cuda_build.sh",
-                                  ".ci/triton_versions.sh", "examples/mnist_data.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "Makefile",
+        "pyproject.toml",
+        ".ci/run",
+        ".ci/cuda_build.sh",
+        ".ci/triton_versions.sh",
+        "examples/mnist_data.py",
+    ],
+)
 def test_no_other_file_writes_a_pin(path):
     text = _read(path)
     if path == "pyproject.toml":  # but the isolated build's copy

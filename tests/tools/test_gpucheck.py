@@ -22,15 +22,25 @@ from laperm_kernels.gpucheck import __main__ as cli
 from laperm_kernels.gpucheck import checks as gc
 from laperm_kernels.gpucheck import junit, report
 
-GPU_CHECKS = ("backends", "gpu-tests", "copy-bandwidth", "benchmark", "cuda-graph",
-              "laperm-steps")
+GPU_CHECKS = ("backends", "gpu-tests", "copy-bandwidth", "benchmark", "cuda-graph", "laperm-steps")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_end_to_end(tmp_path):
     # Small enough to stay quick on a GPU machine too, where the checks really run.
-    cmd = [sys.executable, "-m", "laperm_kernels.gpucheck", str(tmp_path / "out"), "--skip-tests",
-           "--preset", "lenet-300-100", "--dtype", "float32", "--repeat", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "laperm_kernels.gpucheck",
+        str(tmp_path / "out"),
+        "--skip-tests",
+        "--preset",
+        "lenet-300-100",
+        "--dtype",
+        "float32",
+        "--repeat",
+        "1",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -63,8 +73,12 @@ def test_parse_junit(tmp_path):
     path = tmp_path / "j.xml"
     path.write_text(JUNIT)
     got = junit.parse_junit(path)
-    assert {k: got[k] for k in ("passed", "failed", "errors", "skipped")} == \
-        {"passed": 2, "failed": 2, "errors": 1, "skipped": 2}
+    assert {k: got[k] for k in ("passed", "failed", "errors", "skipped")} == {
+        "passed": 2,
+        "failed": 2,
+        "errors": 1,
+        "skipped": 2,
+    }
     assert got["failures"][0] == "tests.cuda_backend.test_cuda::test_bad: assert 1 == 2"
     assert got["failures"][2] == "tests.cuda_backend.test_broken: collection failure"
     assert got["skip_reasons"] == {"needs a GPU": 2}
@@ -80,8 +94,9 @@ def test_parse_junit_missing_or_corrupt(tmp_path):
 
 
 def _context(tmp_path, **kw):
-    return gc.Context(tmp_path, repeat=1, presets=["lenet-300-100"], dtypes=["float32"],
-                      run_tests=True, **kw)
+    return gc.Context(
+        tmp_path, repeat=1, presets=["lenet-300-100"], dtypes=["float32"], run_tests=True, **kw
+    )
 
 
 def test_gpu_tests_step_on_a_stand_in_file(tmp_path, monkeypatch):
@@ -93,13 +108,15 @@ def test_gpu_tests_step_on_a_stand_in_file(tmp_path, monkeypatch):
         "def test_fail(): assert False, 'wrong'\n"
         "@pytest.mark.skip(reason='not here')\n"
         "def test_skip(): pass\n"
-        "def test_interpreter(): assert False  # deselected\n")
+        "def test_interpreter(): assert False  # deselected\n"
+    )
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
     monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gc, "GPU_TEST_FILES",
-                        ("tests/cuda_backend/test_x.py", "tests/cuda_backend/test_absent.py"))
+    monkeypatch.setattr(
+        gc, "GPU_TEST_FILES", ("tests/cuda_backend/test_x.py", "tests/cuda_backend/test_absent.py")
+    )
     check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(out))
     assert check.status == "FAIL", check
     assert check.summary.startswith("1 passed, 1 failed, 0 errors, 1 skipped (pytest exit 1)")
@@ -111,8 +128,10 @@ def test_gpu_tests_skip_without_a_checkout(tmp_path, monkeypatch):
     monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
     monkeypatch.setattr(gc, "source_checkout", lambda: None)
     check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(tmp_path))
-    assert (check.status, check.summary) == ("SKIPPED", "no source checkout (no tests/ beside "
-                                                        "laperm_kernels/)")
+    assert (check.status, check.summary) == (
+        "SKIPPED",
+        "no source checkout (no tests/ beside laperm_kernels/)",
+    )
 
 
 def test_a_failing_check_fails_the_run(tmp_path, monkeypatch):
@@ -123,15 +142,25 @@ def test_a_failing_check_fails_the_run(tmp_path, monkeypatch):
         raise gc.Skip("not here")
 
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))  # main() sets it
-    monkeypatch.setattr(gc, "CHECKS", [("fine", lambda ctx, d: (True, "ok")),
-                                       ("wrong", lambda ctx, d: (False, "3 differ")),
-                                       ("boom", boom), ("skip", skip)])
+    monkeypatch.setattr(
+        gc,
+        "CHECKS",
+        [
+            ("fine", lambda ctx, d: (True, "ok")),
+            ("wrong", lambda ctx, d: (False, "3 differ")),
+            ("boom", boom),
+            ("skip", skip),
+        ],
+    )
     assert cli.main([str(tmp_path)]) == 1
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["verdict"] == "FAIL"
     assert [(c["status"], c["summary"]) for c in report["checks"]] == [
-        ("PASS", "ok"), ("FAIL", "3 differ"), ("FAIL", "RuntimeError: device lost"),
-        ("SKIPPED", "not here")]
+        ("PASS", "ok"),
+        ("FAIL", "3 differ"),
+        ("FAIL", "RuntimeError: device lost"),
+        ("SKIPPED", "not here"),
+    ]
     markdown = (tmp_path / "report.md").read_text()
     assert markdown.startswith("# laperm-kernels GPU check: FAIL (1 PASS, 2 FAIL, 1 SKIPPED)")
     assert "RuntimeError: device lost" in markdown.split("## boom: FAIL")[1]  # the traceback
@@ -139,47 +168,91 @@ def test_a_failing_check_fails_the_run(tmp_path, monkeypatch):
 
 def test_skipped_checks_do_not_fail_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
+
     def skip(ctx, details):
         raise gc.Skip("no CUDA device")
 
-    monkeypatch.setattr(gc, "CHECKS", [("fine", lambda ctx, d: (True, "ok")),
-                                       ("skip", skip)])
+    monkeypatch.setattr(gc, "CHECKS", [("fine", lambda ctx, d: (True, "ok")), ("skip", skip)])
     assert cli.main([str(tmp_path)]) == 0
     assert json.loads((tmp_path / "report.json").read_text())["verdict"] == "PASS"
 
 
 def test_report_tables_with_missing_values():
-    row = {"preset": "resnet50", "dtype": "float32", "method": "auto", "backend": None,
-           "elements_per_s": None, "effective_gb_per_s": None, "of_copy_bandwidth": None,
-           "of_peak_bandwidth": None, "speedup_vs_torch": None, "launches": None,
-           "check": "MISMATCH", "first_call_s": 0.25}
-    fast = {**row, "method": "cuda", "backend": "cuda", "elements_per_s": 3.3e10,
-            "effective_gb_per_s": 396.0, "of_copy_bandwidth": 0.1, "of_peak_bandwidth": None,
-            "speedup_vs_torch": 2.0, "launches": 7, "check": "bit-identical"}
-    decision = {"signature": {"device": "cuda:0", "dtype": "float32",
-                              "shapes": [list(s) for s in resnet50()]},
-                "backend": "cuda", "source": "trial",
-                "candidates": [{"backend": "cuda", "verdict": "bit-identical", "seconds": 8e-4,
-                                "detail": ""},
-                               {"backend": "triton", "verdict": "error", "seconds": None,
-                                "detail": "out of | memory"}]}
-    checks = [gc.Check("benchmark", "FAIL", "1 mismatch", 1.0,
-                        {"rows": [row, fast], "errors": ["mlp float64: ValueError: x"]}),
-              gc.Check("dispatch", "FAIL", "", 0.0, {"decisions": [decision]})]
+    row = {
+        "preset": "resnet50",
+        "dtype": "float32",
+        "method": "auto",
+        "backend": None,
+        "elements_per_s": None,
+        "effective_gb_per_s": None,
+        "of_copy_bandwidth": None,
+        "of_peak_bandwidth": None,
+        "speedup_vs_torch": None,
+        "launches": None,
+        "check": "MISMATCH",
+        "first_call_s": 0.25,
+    }
+    fast = {
+        **row,
+        "method": "cuda",
+        "backend": "cuda",
+        "elements_per_s": 3.3e10,
+        "effective_gb_per_s": 396.0,
+        "of_copy_bandwidth": 0.1,
+        "of_peak_bandwidth": None,
+        "speedup_vs_torch": 2.0,
+        "launches": 7,
+        "check": "bit-identical",
+    }
+    decision = {
+        "signature": {
+            "device": "cuda:0",
+            "dtype": "float32",
+            "shapes": [list(s) for s in resnet50()],
+        },
+        "backend": "cuda",
+        "source": "trial",
+        "candidates": [
+            {"backend": "cuda", "verdict": "bit-identical", "seconds": 8e-4, "detail": ""},
+            {"backend": "triton", "verdict": "error", "seconds": None, "detail": "out of | memory"},
+        ],
+    }
+    checks = [
+        gc.Check(
+            "benchmark",
+            "FAIL",
+            "1 mismatch",
+            1.0,
+            {"rows": [row, fast], "errors": ["mlp float64: ValueError: x"]},
+        ),
+        gc.Check("dispatch", "FAIL", "", 0.0, {"decisions": [decision]}),
+    ]
     markdown = report.render_markdown({"GPU": "none"}, checks, "python -m x")
-    assert ("| resnet50 | float32 | auto (first call 250.0 ms) | - | - | - | - | - | - | "
-            "MISMATCH |") in markdown
+    assert (
+        "| resnet50 | float32 | auto (first call 250.0 ms) | - | - | - | - | - | - | MISMATCH |"
+    ) in markdown
     assert "| resnet50 | float32 | cuda | 33000.0 | 396.0 | 10.0% | - | 2.00x | 7 |" in markdown
     assert "- ERROR mlp float64: ValueError: x" in markdown
-    assert ("| resnet50 float32 on cuda:0 | cuda | trial | cuda bit-identical 0.800 ms; "
-            "triton error: out of \\| memory |") in markdown
+    assert (
+        "| resnet50 float32 on cuda:0 | cuda | trial | cuda bit-identical 0.800 ms; "
+        "triton error: out of \\| memory |"
+    ) in markdown
 
 
 def test_dispatch_check_fails_on_a_mismatching_candidate(monkeypatch):
-    decision = {"signature": {"device": "cuda:0", "dtype": "float16", "shapes": [[4, 5]]},
-                "backend": "cuda", "source": "trial",
-                "candidates": [{"backend": "triton", "verdict": "mismatch", "seconds": None,
-                                "detail": "tensor 0 row 1"}]}
+    decision = {
+        "signature": {"device": "cuda:0", "dtype": "float16", "shapes": [[4, 5]]},
+        "backend": "cuda",
+        "source": "trial",
+        "candidates": [
+            {
+                "backend": "triton",
+                "verdict": "mismatch",
+                "seconds": None,
+                "detail": "tensor 0 row 1",
+            }
+        ],
+    }
     monkeypatch.setattr(lk, "dispatch_report", lambda: [decision])
     passed, summary = gc.check_dispatch(None, {})
     assert not passed
@@ -208,8 +281,11 @@ def test_gpu_checks_run_their_logic_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
     ctx = _context(tmp_path)
-    checks = [gc.run_check(name, fn, ctx) for name, fn in gc.CHECKS
-              if name in ("launch-plans", "benchmark", "laperm-steps", "dispatch")]
+    checks = [
+        gc.run_check(name, fn, ctx)
+        for name, fn in gc.CHECKS
+        if name in ("launch-plans", "benchmark", "laperm-steps", "dispatch")
+    ]
     assert [c.status for c in checks] == ["PASS"] * 4, [(c.name, c.summary) for c in checks]
     rows = {r["method"]: r for r in checks[1].details["rows"]}
     assert {"torch", "auto"} <= set(rows) and rows["torch"]["check"] == "bit-identical"
@@ -221,10 +297,21 @@ def test_gpu_checks_run_their_logic_on_the_cpu(tmp_path, monkeypatch):
 
 # --- --quick, time caps, --time-budget -----------------------------------------------------
 
+
 def test_quick_end_to_end(tmp_path):
     # Without a GPU the GPU checks skip; --quick's selection shows in what was planned.
-    cmd = [sys.executable, "-m", "laperm_kernels.gpucheck", str(tmp_path), "--quick",
-           "--skip-tests", "--repeat", "1", "--time-budget", "300"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "laperm_kernels.gpucheck",
+        str(tmp_path),
+        "--quick",
+        "--skip-tests",
+        "--repeat",
+        "1",
+        "--time-budget",
+        "300",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
@@ -233,8 +320,9 @@ def test_quick_end_to_end(tmp_path):
     for name in gc.QUICK_SKIPS:
         assert (checks[name]["status"], checks[name]["summary"]) == ("SKIPPED", "--quick")
     assert checks["launch-plans"]["status"] == "PASS"
-    assert [(r["preset"], r["dtype"]) for r in checks["launch-plans"]["details"]["rows"]] == \
-        [("resnet50", "float32")]
+    assert [(r["preset"], r["dtype"]) for r in checks["launch-plans"]["details"]["rows"]] == [
+        ("resnet50", "float32")
+    ]
     for c in checks.values():  # every cap within the budget, and what the quick run uses
         assert 0 < c["limit_s"] <= min(300, gc.check_limit(c["name"], quick=True)), c
     assert "| cap s |" in (tmp_path / "report.md").read_text()
@@ -264,8 +352,9 @@ def test_quick_runs_the_backends_test_files_only(tmp_path, monkeypatch):
     ctx = _context(out, quick=True)
     check = gc.run_check("gpu-tests", gc.check_gpu_tests, ctx)
     assert check.status == "PASS", check
-    assert check.details["command"].endswith(f"-k '{gc.QUICK_DESELECT}' "
-                                              f"--junitxml={out / 'gpu-tests.xml'} tests/test_a.py")
+    assert check.details["command"].endswith(
+        f"-k '{gc.QUICK_DESELECT}' --junitxml={out / 'gpu-tests.xml'} tests/test_a.py"
+    )
     assert check.summary.startswith("1 passed, 0 failed")
 
 
@@ -274,11 +363,25 @@ def test_quick_deselects_only_triton_cases_other_cases_cover():
     files = [os.path.join(ROOT, f) for f in gc.QUICK_TEST_FILES]
     ids = {}
     for name, expr in (("full", gc.DESELECT), ("quick", gc.QUICK_DESELECT)):
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--co", "-p",
-                               "no:cacheprovider", "-k", expr, *files], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
-        ids[name] = {line.split("::", 1)[1] for line in proc.stdout.splitlines()
-                     if "::" in line}
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "--co",
+                "-p",
+                "no:cacheprovider",
+                "-k",
+                expr,
+                *files,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        ids[name] = {line.split("::", 1)[1] for line in proc.stdout.splitlines() if "::" in line}
     left_out = ids["full"] - ids["quick"]
     assert ids["quick"] < ids["full"] and all(t.startswith("test_gpu_bitwise[") for t in left_out)
     kept = {t for t in ids["quick"] if t.startswith("test_gpu_bitwise[")}
@@ -302,8 +405,11 @@ def test_a_check_past_its_cap_fails_and_the_next_runs(tmp_path, monkeypatch):
             return True, "swallowed"
 
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(gc, "CHECKS", [("sleeps", sleeps), ("swallows", swallows),
-                                       ("fine", lambda ctx, d: (True, "ok"))])
+    monkeypatch.setattr(
+        gc,
+        "CHECKS",
+        [("sleeps", sleeps), ("swallows", swallows), ("fine", lambda ctx, d: (True, "ok"))],
+    )
     monkeypatch.setattr(gc, "CHECK_LIMITS_S", {"sleeps": (0.3, 0.3), "swallows": (0.3, 0.3)})
     start = time.monotonic()
     assert cli.main([str(tmp_path)]) == 1
@@ -312,7 +418,9 @@ def test_a_check_past_its_cap_fails_and_the_next_runs(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "report.json").read_text())
     assert [(c["status"], c["summary"]) for c in report["checks"]] == [
         ("FAIL", "sleeps reached its time cap of 0.3 s"),
-        ("FAIL", "swallows reached its time cap of 0.3 s"), ("PASS", "ok")]
+        ("FAIL", "swallows reached its time cap of 0.3 s"),
+        ("PASS", "ok"),
+    ]
 
 
 def test_time_budget_cuts_the_caps(tmp_path, monkeypatch):
@@ -328,14 +436,19 @@ def test_time_budget_cuts_the_caps(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "report.json").read_text())
     first, second = report["checks"]
     assert first["status"] == "FAIL" and "time cap of 0.5" in first["summary"]
-    assert second == {**second, "status": "FAIL", "limit_s": 0.0,
-                      "summary": "second did not start: no time left of the --time-budget"}
+    assert second == {
+        **second,
+        "status": "FAIL",
+        "limit_s": 0.0,
+        "summary": "second did not start: no time left of the --time-budget",
+    }
 
 
 def test_gpu_tests_past_the_cap_fail_with_the_log(tmp_path, monkeypatch):
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_slow.py").write_text(
-        "import time\ndef test_slow(): time.sleep(60)\n")
+        "import time\ndef test_slow(): time.sleep(60)\n"
+    )
     monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
     monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
     monkeypatch.setattr(gc, "GPU_TEST_FILES", ("tests/test_slow.py",))
@@ -343,22 +456,33 @@ def test_gpu_tests_past_the_cap_fail_with_the_log(tmp_path, monkeypatch):
     start = time.monotonic()
     check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(tmp_path))
     assert time.monotonic() - start < 20
-    assert (check.status, check.summary) == ("FAIL", "pytest stopped after 3 s (log: "
-                                                     "gpu-tests.log)")
+    assert (check.status, check.summary) == (
+        "FAIL",
+        "pytest stopped after 3 s (log: gpu-tests.log)",
+    )
 
 
 def test_the_script_takes_quick_and_refuses_unknown_options(tmp_path):
     script = os.path.join(ROOT, "tools", "gpu_build_and_check.sh")
     proc = subprocess.run(["bash", script, "--bogus"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "usage: bash tools/gpu_build_and_check.sh [--quick] [OUTDIR]" \
-        in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "usage: bash tools/gpu_build_and_check.sh [--quick] [OUTDIR]" in proc.stderr
+    )
     if torch.cuda.is_available():
         return
     # parsed, then stopped at the first requirement this machine lacks, before building
     env = {k: v for k, v in os.environ.items() if k != "TORCH_CUDA_ARCH_LIST"}
-    proc = subprocess.run(["bash", script, "--quick", str(tmp_path / "out")],
-                          capture_output=True, text=True, env={**env, "PYTHON": sys.executable})
-    want = ("has no CUDA build of torch" if torch.version.cuda is None
-            else "cannot read the GPU's compute capability")
+    proc = subprocess.run(
+        ["bash", script, "--quick", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHON": sys.executable},
+    )
+    want = (
+        "has no CUDA build of torch"
+        if torch.version.cuda is None
+        else "cannot read the GPU's compute capability"
+    )
     assert proc.returncode == 1 and want in proc.stderr, proc.stderr
     assert not (tmp_path / "out" / "build.log").exists()

@@ -15,8 +15,13 @@ from laperm_kernels.bench.__main__ import main
 
 def test_measure_times_every_part_and_the_line_says_them():
     us = host_overhead.measure(torch.device("cpu"), rounds=2, calls=3)
-    assert set(us) == {"op", "rank_match_many_", "inner_step", "laperm_step",
-                       "sync_above_inner_step"}
+    assert set(us) == {
+        "op",
+        "rank_match_many_",
+        "inner_step",
+        "laperm_step",
+        "sync_above_inner_step",
+    }
     assert all(v > 0 for k, v in us.items() if k != "sync_above_inner_step")
     assert us["sync_above_inner_step"] == us["laperm_step"] - us["inner_step"]
     text = host_overhead.line(us, torch.device("cpu"))
@@ -25,11 +30,34 @@ def test_measure_times_every_part_and_the_line_says_them():
 
 
 def test_the_benchmark_prints_and_saves_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(host_overhead, "measure", lambda device: {
-        "op": 1.0, "rank_match_many_": 2.0, "inner_step": 3.0, "laperm_step": 7.5,
-        "sync_above_inner_step": 4.5})
+    monkeypatch.setattr(
+        host_overhead,
+        "measure",
+        lambda device: {
+            "op": 1.0,
+            "rank_match_many_": 2.0,
+            "inner_step": 3.0,
+            "laperm_step": 7.5,
+            "sync_above_inner_step": 4.5,
+        },
+    )
     out = tmp_path / "r.json"
-    assert main(["--preset", "lenet-300-100", "--repeat", "1", "--threads", "1",
-                 "--backends", "cpu", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--preset",
+                "lenet-300-100",
+                "--repeat",
+                "1",
+                "--threads",
+                "1",
+                "--backends",
+                "cpu",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "a sync costs 4.5 us above the inner step" in capsys.readouterr().out
     assert json.loads(out.read_text())["host_overhead_us"]["laperm_step"] == 7.5

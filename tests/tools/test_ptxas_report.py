@@ -21,10 +21,12 @@ CUB = "_ZN3cub6detail30DeviceSegmentedRadixSortKernelEv"
 
 def _log(name: str, arch: str, regs: int, spill: int = 0, smem: int = 0) -> str:
     used = f"Used {regs} registers, used 1 barriers" + (f", {smem} bytes smem" if smem else "")
-    return (f"ptxas info    : Compiling entry function '{name}' for '{arch}'\n"
-            f"ptxas info    : Function properties for {name}\n"
-            f"    {spill} bytes stack frame, {spill} bytes spill stores, {spill} bytes spill loads\n"
-            f"ptxas info    : {used}, 360 bytes cmem[0]\n")
+    return (
+        f"ptxas info    : Compiling entry function '{name}' for '{arch}'\n"
+        f"ptxas info    : Function properties for {name}\n"
+        f"    {spill} bytes stack frame, {spill} bytes spill stores, {spill} bytes spill loads\n"
+        f"ptxas info    : {used}, 360 bytes cmem[0]\n"
+    )
 
 
 def _write(tmp_path, text: str) -> str:
@@ -34,10 +36,16 @@ def _write(tmp_path, text: str) -> str:
 
 
 def test_parses_every_kernel_and_arch():
-    records = ptxas_report.parse(_log(OURS, "sm_80", 100) + _log(OURS, "sm_90", 95) +
-                                 _log(CUB, "sm_90", 80, spill=24, smem=26176))
+    records = ptxas_report.parse(
+        _log(OURS, "sm_80", 100)
+        + _log(OURS, "sm_90", 95)
+        + _log(CUB, "sm_90", 80, spill=24, smem=26176)
+    )
     assert [(r.arch, r.registers, r.spill_stores, r.ours) for r in records] == [
-        ("sm_80", 100, 0, True), ("sm_90", 95, 0, True), ("sm_90", 80, 24, False)]
+        ("sm_80", 100, 0, True),
+        ("sm_90", 95, 0, True),
+        ("sm_90", 80, 24, False),
+    ]
     assert records[2].smem == 26176 and records[2].stack == 24
 
 
@@ -53,8 +61,12 @@ def test_a_spill_in_our_kernel_fails(tmp_path, capsys):
 
 
 def test_a_spill_in_a_third_party_kernel_is_reported_only(tmp_path, capsys):
-    assert ptxas_report.main([_write(tmp_path, _log(OURS, "sm_90", 64) +
-                                     _log(CUB, "sm_90", 80, spill=24))]) == 0
+    assert (
+        ptxas_report.main(
+            [_write(tmp_path, _log(OURS, "sm_90", 64) + _log(CUB, "sm_90", 80, spill=24))]
+        )
+        == 0
+    )
     assert "third-party kernel spills (not failing)" in capsys.readouterr().out
 
 

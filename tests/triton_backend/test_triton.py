@@ -36,8 +36,9 @@ import pytest
 import torch
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed "
-                                  "(pip install triton)")
+needs_triton = pytest.mark.skipif(
+    not HAS_TRITON, reason="triton is not installed (pip install triton)"
+)
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))  # the repository root, for ``tests.helpers``
 
@@ -48,31 +49,57 @@ INTERPRETER_DTYPES = ("float32", "float16", "bfloat16")
 
 # Rows <= 64 (one bucket, 32 rows per program), 65..128 (exactly 64 and 128 included):
 # many kinds of data in one rank_match_many_ call, as a model's layers would go.
-BLOCK_TENSORS = [((40, 1), "normal"), ((3, 7), "special"), ((5, 64), "ties"),
-                 ((2, 65), "signed_zeros"), ((4, 100), "random_bits"), ((3, 128), "special"),
-                 ((2, 3, 5), "near_one"), ((3, 20), "extreme"), ((2, 50), "constant"),
-                 ((2, 30), "two_valued"), ((2, 40), "sorted"), ((2, 40), "reversed"),
-                 ((2, 40), "pruned"), ((9,), "special"), ((0, 5), "normal"), ((3, 0), "normal")]
+BLOCK_TENSORS = [
+    ((40, 1), "normal"),
+    ((3, 7), "special"),
+    ((5, 64), "ties"),
+    ((2, 65), "signed_zeros"),
+    ((4, 100), "random_bits"),
+    ((3, 128), "special"),
+    ((2, 3, 5), "near_one"),
+    ((3, 20), "extreme"),
+    ((2, 50), "constant"),
+    ((2, 30), "two_valued"),
+    ((2, 40), "sorted"),
+    ((2, 40), "reversed"),
+    ((2, 40), "pruned"),
+    ((9,), "special"),
+    ((0, 5), "normal"),
+    ((3, 0), "normal"),
+]
 
 # With max_block=32 and chunk=16: rows up to 32 in one block, longer rows merge-sorted in
 # chunks of 16: 3 chunks exactly (48), 4 (64), 7 (100) and 13 (200), partial last chunks,
 # a 1-element tail (33), every data kind.
-CHUNKED_TENSORS = [((2, 48), "special"), ((1, 200), "ties"), ((3, 33), "random_bits"),
-                   ((2, 37), "signed_zeros"), ((2, 32), "special"), ((2, 64), "extreme"),
-                   ((1, 100), "near_one")]
+CHUNKED_TENSORS = [
+    ((2, 48), "special"),
+    ((1, 200), "ties"),
+    ((3, 33), "random_bits"),
+    ((2, 37), "signed_zeros"),
+    ((2, 32), "special"),
+    ((2, 64), "extreme"),
+    ((1, 100), "near_one"),
+]
 
 # With max_block=8 and chunk=8: rows of 2 (13: a short last chunk; 16), 3 (24), 5 (37),
 # 8 (64) and 17 (129, a 1-element tail) chunks: pairs of full runs, a short last run, a
 # lone odd run carried through one pass (3 chunks), two (5) or four (17), and rows of 1,
 # 2, 3 and 5 passes in one batch (later passes launch a prefix of its rows, longest first).
-MERGE_TENSORS = [((2, 5), "special"), ((3, 13), "ties"), ((2, 16), "special"),
-                 ((2, 24), "signed_zeros"), ((2, 37), "special"), ((1, 64), "random_bits"),
-                 ((1, 129), "ties")]
+MERGE_TENSORS = [
+    ((2, 5), "special"),
+    ((3, 13), "ties"),
+    ((2, 16), "special"),
+    ((2, 24), "signed_zeros"),
+    ((2, 37), "special"),
+    ((1, 64), "random_bits"),
+    ((1, 129), "ties"),
+]
 
 
 def _check(tensors, dtype, seed, run):
     """Makes W/S for ``tensors``, runs ``run(ws, ss)`` and compares with the reference."""
     from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
+
     ws, ss = tensor_group([(shape, dtype, kind) for shape, kind in tensors], seed=seed)
     expected = [reference_result(w, s) for w, s in zip(ws, ss)]
     out = [w.clone() for w in ws]
@@ -84,24 +111,28 @@ def _check(tensors, dtype, seed, run):
 
 def case_block(dtype):
     import laperm_kernels as lk
+
     _check(BLOCK_TENSORS, dtype, 1, lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"))
 
 
 def case_chunked(dtype):
     from laperm_kernels.backends import triton as tb
-    _check(CHUNKED_TENSORS, dtype, 2,
-           lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
+
+    _check(CHUNKED_TENSORS, dtype, 2, lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
 
 
 def case_merge_passes():
     from laperm_kernels.backends import triton as tb
-    _check(MERGE_TENSORS, torch.float32, 6,
-           lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8))
+
+    _check(
+        MERGE_TENSORS, torch.float32, 6, lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8)
+    )
     # Rows of 2 chunks only: one pass, which scatters straight from the sorted chunks, and
     # one scratch buffer (segments of 16 keys: 3 x 16).
     tensors = [((2, 16), "near_one"), ((1, 11), "special")]
-    ws, ss, out, _ = _check(tensors, torch.bfloat16, 7,
-                            lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8))
+    ws, ss, out, _ = _check(
+        tensors, torch.bfloat16, 7, lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8)
+    )
     assert tb._plan(tb._kernels(), out, ss, 8, 8).scratch_keys == 48
 
 
@@ -110,11 +141,16 @@ def case_scratch_batches():
     # cap gets a batch of its own), [48, 48, 33] (rows of two tensors), [33, 33] (a
     # tensor's rows split across batches); each batch is sort + merge passes.
     from laperm_kernels.backends import triton as tb
+
     cap = tb.SCRATCH_KEYS
     tb.SCRATCH_KEYS = 144
     try:
-        _check(CHUNKED_TENSORS[:3], torch.float32, 3,
-               lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
+        _check(
+            CHUNKED_TENSORS[:3],
+            torch.float32,
+            3,
+            lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16),
+        )
     finally:
         tb.SCRATCH_KEYS = cap
 
@@ -126,8 +162,8 @@ def case_scratch_oom():
     # 8,193 are 3 chunks of 4,096; nothing runs), then with small chunks, where the same
     # call then runs for real.
     import laperm_kernels as lk
-    from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
     from laperm_kernels.backends import triton as tb
+    from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
 
     def no_memory(keys, device):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
@@ -149,9 +185,11 @@ def case_scratch_oom():
             assert_bitwise_equal(o, w, f"after the failed call: {kind} {shape}")
         return ws, ss, out
 
-    fails([((3, 20), "special"), ((2, 8193), "ties"), ((1, 60), "signed_zeros")],
-          lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"),
-          "256.5 KiB of scratch on cpu for 2 row(s) longer than 8192")
+    fails(
+        [((3, 20), "special"), ((2, 8193), "ties"), ((1, 60), "signed_zeros")],
+        lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"),
+        "256.5 KiB of scratch on cpu for 2 row(s) longer than 8192",
+    )
     tensors = [((3, 20), "special"), ((2, 40), "ties"), ((1, 100), "signed_zeros")]
     small = lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16)  # noqa: E731
     ws, ss, out = fails(tensors, small, "3.2 KiB of scratch on cpu for 3 row(s)")
@@ -163,18 +201,28 @@ def case_scratch_oom():
 def case_bigger_tiles():
     # Buckets 512 (4 rows per program) and 1024 (2 rows per program), one row each short.
     import laperm_kernels as lk
-    _check([((5, 300), "special"), ((3, 1024), "ties")], torch.float32, 4,
-           lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"))
+
+    _check(
+        [((5, 300), "special"), ((3, 1024), "ties")],
+        torch.float32,
+        4,
+        lambda ws, ss: lk.rank_match_many_(ws, ss, backend="triton"),
+    )
 
 
 def case_single_tensor_api_and_cache():
     # rank_match_ on one tensor; then again on the same tensors (same addresses: the cached
     # row tables are reused) after restoring W in place.
     import laperm_kernels as lk
-    from tests.helpers import assert_bitwise_equal
     from laperm_kernels.backends import triton as tb
-    ws, ss, out, expected = _check([((6, 70), "special")], torch.bfloat16, 5,
-                                   lambda ws, ss: lk.rank_match_(ws[0], ss[0], backend="triton"))
+    from tests.helpers import assert_bitwise_equal
+
+    ws, ss, out, expected = _check(
+        [((6, 70), "special")],
+        torch.bfloat16,
+        5,
+        lambda ws, ss: lk.rank_match_(ws[0], ss[0], backend="triton"),
+    )
     cached = len(tb._plans)
     version = out[0]._version
     out[0].copy_(ws[0])
@@ -189,6 +237,7 @@ def case_dispatch():
     # right after the CUDA C++ kernels.
     import laperm_kernels as lk
     from laperm_kernels import backends
+
     w = torch.randn(2, 8, dtype=torch.float64)
     try:
         lk.rank_match_(w, w.clone().sort(1).values, backend="triton")
@@ -217,6 +266,7 @@ def _worker(names) -> None:
     one JSON object {case: "ok" or the error}."""
     import time
     import traceback
+
     assert os.environ.get("TRITON_INTERPRET") == "1"
     results = {}
     for name in names:
@@ -239,9 +289,17 @@ def interpreter_results():
     env = dict(os.environ, TRITON_INTERPRET="1")
     names = list(INTERPRETER_CASES)
     workers = max(1, min(2, len(os.sched_getaffinity(0))))
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", *names[k::workers]],
-                              cwd=HERE, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for k in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", *names[k::workers]],
+            cwd=HERE,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(workers)
+    ]
     results = {}
     for proc in procs:
         try:
@@ -265,6 +323,7 @@ def test_interpreter(case, interpreter_results):
 
 # --- without triton ---------------------------------------------------------------------
 
+
 def test_without_triton_import_works_and_error_says_how_to_install():
     code = (
         "import sys; sys.modules['triton'] = None\n"  # makes `import triton` fail
@@ -277,25 +336,38 @@ def test_without_triton_import_works_and_error_says_how_to_install():
         "except RuntimeError as e:\n"
         "    assert 'pip install triton' in str(e), e\n"
         "else:\n"
-        "    raise SystemExit('backend=triton without triton did not raise')\n")
+        "    raise SystemExit('backend=triton without triton did not raise')\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 # --- GPU cases --------------------------------------------------------------------------
 
 needs_gpu = pytest.mark.skipif(
-    not (HAS_TRITON and torch.cuda.is_available()
-         and os.environ.get("TRITON_INTERPRET", "0") != "1"),
-    reason="needs triton and a CUDA device")
+    not (
+        HAS_TRITON and torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    ),
+    reason="needs triton and a CUDA device",
+)
 
 GPU_SHAPES = {
-    "resnet50": None,                                  # laperm_kernels.bench.presets
+    "resnet50": None,  # laperm_kernels.bench.presets
     "mlp-4096x11008": None,
-    "buckets": [(1000, 1), (300, 63), (300, 64), (300, 65), (100, 1024), (64, 4096),
-                (16, 8192), (8, 8193), (8, 16384)],
+    "buckets": [
+        (1000, 1),
+        (300, 63),
+        (300, 64),
+        (300, 65),
+        (100, 1024),
+        (64, 4096),
+        (16, 8192),
+        (8, 8193),
+        (8, 16384),
+    ],
     "long-rows": [(4, 16385), (4, 65536), (2, 100_000), (3, 20_000), (1, (1 << 22) + 1)],
 }
 
@@ -306,8 +378,9 @@ GPU_SHAPES = {
 @pytest.mark.parametrize("kind", ["normal", "special", "ties"])
 def test_gpu_bitwise(preset, dtype, kind):
     import laperm_kernels as lk
-    from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
     from laperm_kernels.bench.presets import PRESETS
+    from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
+
     shapes = GPU_SHAPES[preset] or PRESETS[preset]
     ws, ss = tensor_group([(s, dtype) for s in shapes], kind, seed=7)
     # the reference on CPU copies: CUDA's float sort misorders NaNs (the reference's
@@ -332,6 +405,7 @@ def test_gpu_failed_scratch_allocation_changes_nothing(monkeypatch):
 
     def no_memory(keys, device):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
     monkeypatch.setattr(tb, "_empty_scratch", no_memory)
     ws = [torch.randn(64, 1000, device="cuda"), torch.randn(8, 20_000, device="cuda")]
     ss = [lk.sort_rows(w) for w in ws]

@@ -22,13 +22,16 @@ import torch
 from laperm_kernels.backends import triton_layout as tl
 from laperm_kernels.backends.plan_cache import PlanCache
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                reason="triton is not installed (pip install triton)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None,
+    reason="triton is not installed (pip install triton)",
+)
 
 
 @pytest.fixture
 def tb():
     from laperm_kernels.backends import triton as tb
+
     assert tb._kernels() is not None, tb.unavailable_reason()
     return tb
 
@@ -39,9 +42,13 @@ def tk(tb):
 
 
 def layout(tb, tk, pieces, max_block=None, chunk=None):
-    return tl.plan_layout(pieces, max_block or tk.MAX_BLOCK, chunk or tk.CHUNK,
-                          {b: rows for b, (rows, _) in tk.BLOCK_CONFIGS.items()},
-                          tb.SCRATCH_KEYS)
+    return tl.plan_layout(
+        pieces,
+        max_block or tk.MAX_BLOCK,
+        chunk or tk.CHUNK,
+        {b: rows for b, (rows, _) in tk.BLOCK_CONFIGS.items()},
+        tb.SCRATCH_KEYS,
+    )
 
 
 def piece(rows, n, w=1 << 40, s=1 << 41, size=4):
@@ -49,6 +56,7 @@ def piece(rows, n, w=1 << 40, s=1 << 41, size=4):
 
 
 # --- the longest row ----------------------------------------------------------------------
+
 
 def test_rows_longer_than_int32_are_refused(tb, tk):
     with pytest.raises(ValueError, match=r"2,147,483,648 elements .* at most 2,147,483,647"):
@@ -59,14 +67,14 @@ def test_rows_longer_than_int32_are_refused(tb, tk):
 
 def test_longest_row_plans_within_int32(tb, tk):
     n = tl.MAX_ROW_LENGTH
-    [batch] = layout(tb, tk, [piece(1, n)]).batches   # over SCRATCH_KEYS: a batch alone
+    [batch] = layout(tb, tk, [piece(1, n)]).batches  # over SCRATCH_KEYS: a batch alone
     chunks = -(-n // tk.CHUNK)
-    assert batch.keys == 2**31                         # n rounded up to SEGMENT_KEYS
+    assert batch.keys == 2**31  # n rounded up to SEGMENT_KEYS
     assert len(batch.programs) == (chunks - 1).bit_length() == 19
     assert batch.programs == [chunks] * 19
     # the last chunk starts below 2^31 and so does every merge program's arithmetic
     assert (chunks - 1) * tk.CHUNK + tk.CHUNK - 1 <= 2**31 - 1
-    assert layout(tb, tk, [piece(1, n)]).scratch_keys == 2 * 2**31   # two buffers
+    assert layout(tb, tk, [piece(1, n)]).scratch_keys == 2 * 2**31  # two buffers
 
 
 def test_meta_tensors_too_long_are_refused_before_anything(tb):
@@ -76,6 +84,7 @@ def test_meta_tensors_too_long_are_refused_before_anything(tb):
 
 
 # --- rows and programs per launch -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", [1, 64, 1000, 8192])
 def test_block_launches_are_split_below_int32_rows(tb, tk, n):
@@ -91,8 +100,9 @@ def test_block_launches_are_split_below_int32_rows(tb, tk, n):
     first, second = out.blocks[0].pieces[0], out.blocks[1].pieces[0]
     assert second[0] == first[0] + tl.LAUNCH_ROWS * n * 4
     # the second tensor straddles the last two: 2 rows, then 5 from its third row on
-    assert [p[:3] for p in out.blocks[-1].pieces] == [((1 << 50) + 2 * n * 4,
-                                                      (1 << 51) + 2 * n * 4, 5)]
+    assert [p[:3] for p in out.blocks[-1].pieces] == [
+        ((1 << 50) + 2 * n * 4, (1 << 51) + 2 * n * 4, 5)
+    ]
     assert out.blocks[-2].pieces[-1][:3] == (1 << 50, 1 << 51, 2)
 
 
@@ -106,14 +116,14 @@ def test_long_row_batches_are_bounded_and_longest_first(tb, tk):
         rows = sum(p[2] for p in b.pieces)
         assert b.keys <= tb.SCRATCH_KEYS or rows == 1
         assert b.programs[0] == sum(p[2] * -(-p[3] // tk.CHUNK) for p in b.pieces)
-        assert b.programs == sorted(b.programs, reverse=True)   # unmerged rows: a prefix
+        assert b.programs == sorted(b.programs, reverse=True)  # unmerged rows: a prefix
         assert max(b.programs) <= tl.MAX_PROGRAMS
     assert out.scratch_keys == max(b.keys * b.buffers for b in out.batches)
-    assert out.scratch_keys == 2 * (2**25 + 16)   # the longest row, alone, two buffers
+    assert out.scratch_keys == 2 * (2**25 + 16)  # the longest row, alone, two buffers
 
 
 def test_programs_per_launch_are_checked(tb, tk, monkeypatch):
-    monkeypatch.setattr(tb, "SCRATCH_KEYS", 1 << 50)   # one batch of 3 x 2^30 chunks
+    monkeypatch.setattr(tb, "SCRATCH_KEYS", 1 << 50)  # one batch of 3 x 2^30 chunks
     with pytest.raises(ValueError, match="more than CUDA's grid allows"):
         layout(tb, tk, [piece(2**30, tk.MAX_BLOCK + 1)])
 
@@ -126,7 +136,7 @@ def test_the_programs_limit_is_exact(tb, tk, monkeypatch):
     assert len(layout(tb, tk, [piece(4 * rows_per_program, 64)]).blocks) == 1
     with pytest.raises(ValueError, match="5 programs"):
         layout(tb, tk, [piece(4 * rows_per_program + 1, 64)])
-    n = 2 * tk.CHUNK                                   # two chunks a row
+    n = 2 * tk.CHUNK  # two chunks a row
     assert layout(tb, tk, [piece(2, n)], max_block=tk.CHUNK).batches[0].programs[0] == 4
     with pytest.raises(ValueError, match="5 programs"):
         layout(tb, tk, [piece(1, 3 * tk.CHUNK), piece(1, n)], max_block=tk.CHUNK)
@@ -140,6 +150,7 @@ def test_bad_settings_are_refused(tb, max_block, chunk):
 
 
 # --- all or nothing ---------------------------------------------------------------------
+
 
 class Recorder:
     """Stands in for a Triton kernel: records warmups and launches in ``events``."""
@@ -164,6 +175,7 @@ def recorded(tb, tk, monkeypatch):
     def empty_scratch(keys, device):
         events.append(("allocate", keys))
         return allocate(keys, device)
+
     monkeypatch.setattr(tb, "_empty_scratch", empty_scratch)
     monkeypatch.setattr(tb, "_plans", PlanCache(16))
     yield events
@@ -184,18 +196,19 @@ def test_call_allocates_and_compiles_before_its_first_launch(tb, recorded):
     assert kinds[:first_launch] == ["compile"] * launches + ["allocate"]
     # rows of 40 and 100 in one batch: 1 sort + ceil(log2(7 chunks)) = 3 merge passes
     assert [e[1] for e in recorded[first_launch:]] == (
-        ["rank_match_block_kernel", "sort_chunks_kernel"] + ["merge_runs_kernel"] * 3)
+        ["rank_match_block_kernel", "sort_chunks_kernel"] + ["merge_runs_kernel"] * 3
+    )
     # the scratch: both buffers of the batch, rows rounded up to 16 keys (112 + 2 x 48)
     assert recorded[launches] == ("allocate", 2 * (112 + 2 * 48))
     recorded.clear()
-    tb.run_rows(ws, ss, max_block=32, chunk=16)   # cached plan: compiled already
+    tb.run_rows(ws, ss, max_block=32, chunk=16)  # cached plan: compiled already
     assert [e[0] for e in recorded] == ["allocate"] + ["launch"] * 5
 
 
-def test_failed_allocation_launches_nothing_and_says_what_it_needed(tb, recorded,
-                                                                    monkeypatch):
+def test_failed_allocation_launches_nothing_and_says_what_it_needed(tb, recorded, monkeypatch):
     def no_memory(keys, device):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 KiB")
+
     monkeypatch.setattr(tb, "_empty_scratch", no_memory)
     ws, ss = tensors()
     before = [w.clone() for w in ws]
@@ -203,8 +216,14 @@ def test_failed_allocation_launches_nothing_and_says_what_it_needed(tb, recorded
         tb.run_rows(ws, ss, max_block=32, chunk=16)
     assert "launch" not in [e[0] for e in recorded]
     message = str(err.value)
-    for part in ("3.2 KiB of scratch", "3 row(s) longer than 32", "the longest has 100",
-                 "Nothing was modified", "backend='torch'", "Tried to allocate"):
+    for part in (
+        "3.2 KiB of scratch",
+        "3 row(s) longer than 32",
+        "the longest has 100",
+        "Nothing was modified",
+        "backend='torch'",
+        "Tried to allocate",
+    ):
         assert part in message, message
     for w, b in zip(ws, before):
         assert torch.equal(w, b)
@@ -214,7 +233,7 @@ def test_lower_scratch_cap_takes_effect_on_the_next_call(tb, recorded, monkeypat
     # what the out-of-memory message suggests: the cap is part of the plan's key
     ws, ss = tensors()
     tb.run_rows(ws, ss, max_block=32, chunk=16)
-    monkeypatch.setattr(tb, "SCRATCH_KEYS", 112)   # batches [100], [40, 40]
+    monkeypatch.setattr(tb, "SCRATCH_KEYS", 112)  # batches [100], [40, 40]
     tb.run_rows(ws, ss, max_block=32, chunk=16)
     assert [e[1] for e in recorded if e[0] == "allocate"] == [2 * 208, 2 * 112]
 
@@ -222,6 +241,7 @@ def test_lower_scratch_cap_takes_effect_on_the_next_call(tb, recorded, monkeypat
 def test_failed_compilation_launches_nothing(tb, tk, recorded, monkeypatch):
     def broken(*args, grid, **kwargs):
         raise RuntimeError("ptxas failed")
+
     monkeypatch.setattr(tk.merge_runs_kernel, "warmup", broken)
     ws, ss = tensors()
     with pytest.raises(RuntimeError, match="ptxas"):
@@ -232,8 +252,11 @@ def test_failed_compilation_launches_nothing(tb, tk, recorded, monkeypatch):
 # --- compilation ------------------------------------------------------------------------
 
 # The plain int arguments of each kernel (the others are tables, scratch or constexprs).
-INT_ARGUMENTS = {"rank_match_block_kernel": {"num_rows"}, "sort_chunks_kernel": set(),
-                 "merge_runs_kernel": {"run"}}
+INT_ARGUMENTS = {
+    "rank_match_block_kernel": {"num_rows"},
+    "sort_chunks_kernel": set(),
+    "merge_runs_kernel": {"run"},
+}
 
 
 @pytest.mark.parametrize("kernel", sorted(INT_ARGUMENTS))
