@@ -40,6 +40,7 @@ def _extension():
         "csrc/laperm.cpp",
         "csrc/call_check.cpp",
         "csrc/max_abs.cpp",
+        "csrc/sync_call.cpp",
         "csrc/inplace_version.cpp",
         "csrc/scratch.cpp",
         "csrc/tensor_pairs.cpp",

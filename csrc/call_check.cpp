@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "call_check.h"
 #include "cpu/rank_match_cpu.h"
 #include "tensor_pairs.h"
 
@@ -37,7 +38,7 @@ namespace {
 // The standard sufficient test: each stride, by increasing size, steps past everything
 // the smaller ones span.
 bool elements_overlap(const at::Tensor& t) {
-  if (t.numel() == 0) return false;
+  if (t.numel() == 0 || t.is_non_overlapping_and_dense()) return false;  // a cached flag
   std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dims of size > 1
   for (int64_t d = 0; d < t.dim(); ++d)
     if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
@@ -82,13 +83,10 @@ uint64_t group_seed(const c10::Device& device, at::ScalarType dtype) {
   return fnv1a(h, static_cast<int64_t>(dtype));
 }
 
-using CallCheck = std::tuple<bool, std::vector<int64_t>, std::vector<int64_t>, bool, bool>;
+}  // namespace
 
-CallCheck check_call(at::TensorList weights, at::TensorList sorted_inits,
-                     at::IntArrayRef cpu_keys, bool cpu_any) {
-  const auto invalid = [] {
-    return std::make_tuple(false, std::vector<int64_t>{}, std::vector<int64_t>{}, false, false);
-  };
+CallCheck check_call(at::TensorList weights, at::TensorList sorted_inits) {
+  const auto invalid = [] { return CallCheck{}; };
   if (weights.size() != sorted_inits.size()) return invalid();
   std::vector<std::pair<c10::Device, at::ScalarType>> groups;
   std::vector<int64_t> group_of, keys;
@@ -126,21 +124,38 @@ CallCheck check_call(at::TensorList weights, at::TensorList sorted_inits,
       if (spans[b].storage != spans[a].storage || spans[b].begin >= spans[a].end) break;
       if (spans[a].writes || spans[b].writes) return invalid();
     }
-  const bool run = groups.size() == 1 && groups[0].first.is_cpu() && contiguous &&
-                   (cpu_any || std::find(cpu_keys.begin(), cpu_keys.end(), keys[0]) !=
-                                   cpu_keys.end());
-  if (run) {
-    cpu::rank_match_many_cpu(weights, sorted_inits);  // throws before writing anything
-    // what rank_match_many_'s ADInplaceOrView kernel does (inplace_version.cpp)
-    for (const at::Tensor& w : weights) torch::autograd::impl::bump_version(w);
-  }
-  return {true, group_of, keys, contiguous, run};
+  const bool one_cpu_group = groups.size() == 1 && groups[0].first.is_cpu();
+  return {true, std::move(group_of), std::move(keys), contiguous, one_cpu_group};
+}
+
+bool bound_for_cpu_kernel(const CallCheck& call, at::IntArrayRef cpu_keys, bool cpu_any) {
+  return call.valid && call.one_cpu_group && call.contiguous &&
+         (cpu_any || std::find(cpu_keys.begin(), cpu_keys.end(), call.group_keys[0]) !=
+                         cpu_keys.end());
+}
+
+void run_cpu_kernel(at::TensorList weights, at::TensorList sorted_inits) {
+  cpu::rank_match_many_cpu(weights, sorted_inits);  // throws before writing anything
+  // what rank_match_many_'s ADInplaceOrView kernel does (inplace_version.cpp)
+  for (const at::Tensor& w : weights) torch::autograd::impl::bump_version(w);
+}
+
+namespace {
+
+std::tuple<bool, std::vector<int64_t>, std::vector<int64_t>, bool, bool> check_call_op(
+    at::TensorList weights, at::TensorList sorted_inits, at::IntArrayRef cpu_keys,
+    bool cpu_any) {
+  CallCheck call = check_call(weights, sorted_inits);
+  const bool run = bound_for_cpu_kernel(call, cpu_keys, cpu_any);
+  if (run) run_cpu_kernel(weights, sorted_inits);
+  return {call.valid, std::move(call.group_of), std::move(call.group_keys), call.contiguous,
+          run};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
-  m.impl("check_call_", check_call);
+  m.impl("check_call_", check_call_op);
 }
 
 }  // namespace laperm

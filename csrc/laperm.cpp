@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "sync_call.h"
+
 TORCH_LIBRARY(laperm, m) {
   // For every row r of every weights[t] (rows = reshape(shape[0], -1); a 1-D tensor is
   // one row): weights[t][r, order(weights[t][r])[i]] = sorted_inits[t][r, i], where order
@@ -27,6 +29,12 @@ TORCH_LIBRARY(laperm, m) {
   m.def("check_call_(Tensor(a!)[] weights, Tensor[] sorted_inits, int[] cpu_keys, "
         "bool cpu_any) -> (bool valid, int[] group_of, int[] group_keys, bool contiguous, "
         "bool ran)");
+  // A LaPerm sync's call held in C++ (sync_call.h): made once per sync plan with the
+  // weights and sorted_inits; run(cpu_keys, cpu_any, with_max_abs) -> (ran, max_abs) is
+  // check_call_'s fast path, and check_finite's max_abs, with no per-tensor conversion.
+  m.class_<laperm::SyncCall>("SyncCall")
+      .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>>())
+      .def("run", &laperm::SyncCall::run);
   // max |x| of each tensor as float64 (inf where it holds an inf, NaN where it holds a NaN):
   // LaPerm's check_finite on the CPU, in one call (max_abs.cpp).
   m.def("max_abs(Tensor[] tensors) -> Tensor");

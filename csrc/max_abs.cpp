@@ -15,6 +15,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "max_abs.h"
+
 namespace laperm {
 namespace {
 
@@ -43,6 +45,8 @@ double max_abs_of(const T* x, int64_t n) {
       combine);
 }
 
+}  // namespace
+
 at::Tensor max_abs_cpu(at::TensorList tensors) {
   at::Tensor out = at::empty({static_cast<int64_t>(tensors.size())},
                              at::TensorOptions().dtype(at::kDouble));
@@ -57,8 +61,6 @@ at::Tensor max_abs_cpu(at::TensorList tensors) {
   }
   return out;
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, CPU, m) {
   m.impl("max_abs", max_abs_cpu);

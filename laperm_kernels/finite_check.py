@@ -76,6 +76,12 @@ class FiniteCheck:
         if parts:
             self._pending = (step, parts)
 
+    def record(self, step: int, values: torch.Tensor, labels: Sequence[str]) -> None:
+        """:meth:`start` for values computed already: max |x| of each CPU tensor named by
+        ``labels`` (LaPerm's native sync computes them, sync_plan.py)."""
+        if self._pending is None:
+            self._pending = (step, [(labels, values, None)])
+
     def result(self) -> Optional[Tuple[int, List[str]]]:
         """``(step, ["<label> (NaN)", "<label> (inf)", ...])`` for the check in flight once
         its values are on the host (an empty list: all finite), then it is done; None while

@@ -253,16 +253,24 @@ class LaPerm(Optimizer):
         plan = self._sync_plan(groups)
         if not plan.pairs:
             return
-        if self.check_finite and not self._warned_not_finite:
-            self._finite_check.start(self._step, plan.local_tensors(), plan.labels)
-            self._report_not_finite()  # on the CPU the result is there already
-        rows, write_back = plan.rows()
+        check = self.check_finite and not self._warned_not_finite
         try:
-            used = rank_match_groups_eagerly(rows, plan.sorted_inits, self.backend)
+            done = plan.run_natively(self.backend, check)  # CPU models: one native call
+            if done is None:
+                if check:
+                    self._finite_check.start(self._step, plan.local_tensors(), plan.labels)
+                rows, write_back = plan.rows()
+                used = rank_match_groups_eagerly(rows, plan.sorted_inits, self.backend)
+                write_back()  # rows that were redistributed go back into their parameters
+            else:
+                used, max_abs = done
+                if check:
+                    self._finite_check.record(self._step, max_abs, plan.labels)
         except (TypeError, ValueError):
             self._check_layout(plan.pairs)  # a cast or moved model: say so, not the ops
             raise
-        write_back()  # rows that were redistributed go back into their parameters
+        if check:
+            self._report_not_finite()  # on the CPU the result is there already
         if used != self._last_used:
             self._last_used = used
             for device, dtype, name in used:

@@ -16,10 +16,12 @@ Parameters whose units are on dim 0 are passed as they are: the tensor is its ow
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import _extension, dispatch
+from .backends import cpu as cpu_backend
 from .layouts import local_tensor
 from .param_names import labels
 from .sharded_rows import sync_rows
@@ -82,9 +84,36 @@ class SyncPlan:
             for p, row_dim in self.pairs
         )
         self._params = [p for p, _ in self.pairs]
+        # A plan of CPU parameters that are their own rows holds its call in C++
+        # (laperm.SyncCall, csrc/sync_call.h): a sync then enters C++ once, converting
+        # no tensor on the way.
+        self._native = None
+        if (
+            self._own_rows
+            and self._params
+            and _extension.is_loaded()
+            and self._params[0].device.type == "cpu"
+        ):
+            self._native = torch.classes.laperm.SyncCall(self._params, self.sorted_inits)
 
     def fits(self, groups: Groups, sorted_inits: SortedInits) -> bool:
         return _fingerprint(groups, sorted_inits) == self._fingerprint
+
+    def run_natively(self, backend: str, max_abs: bool) -> Optional[Tuple[list, Any]]:
+        """The sync in its one native call, where the ops would send the whole call to the
+        C++ kernel at once (laperm::check_call_'s rule): ``(used, max |x| of each tensor
+        before it, if asked)``, as the ops report ``used``. None where that does not
+        apply, with nothing touched: the caller takes the ops' path."""
+        if self._native is None or backend not in ("auto", "cpu"):
+            return None
+        if backend == "auto":
+            ran, values = self._native.run(list(dispatch.cpu_keys()), False, max_abs)
+        else:
+            ran, values = self._native.run([], cpu_backend.is_available(), max_abs)
+        if not ran:
+            return None
+        p = self._params[0]
+        return [(p.device, p.dtype, "cpu")], values
 
     def rows(self) -> Tuple[List[torch.Tensor], Callable[[], None]]:
         """The rows to rank-match now and ``write_back`` (sharded_rows.sync_rows)."""

@@ -97,11 +97,12 @@ Work cut_into_chunks(at::TensorList weights, at::TensorList sorted_inits) {
                              s + r * len * item, n, len});
     }
   }
+  if (serial) return work;  // one thread takes the chunks in any order
   std::stable_sort(work.chunks.begin(), work.chunks.end(),
                    [](const RowChunk& a, const RowChunk& b) {
     return a.rows * a.row_len > b.rows * b.row_len;  // largest first: the tail evens out
   });
-  if (!serial) work.threads = static_cast<int>(std::min<int64_t>(max_threads, work.chunks.size()));
+  work.threads = static_cast<int>(std::min<int64_t>(max_threads, work.chunks.size()));
   return work;
 }
 
@@ -172,6 +173,11 @@ class ThreadScratch {
 
 // Runs every chunk on work.threads threads. Nothing here allocates or throws.
 void run_chunks(const Work& work, const ThreadScratch& scratch) noexcept {
+  if (work.threads == 1) {  // no parallel region to enter: small calls are mostly this cost
+    for (const RowChunk& chunk : work.chunks)
+      chunk.kernel(chunk.weight, chunk.sorted_init, chunk.rows, chunk.row_len, scratch.slot(0));
+    return;
+  }
   const int64_t count = static_cast<int64_t>(work.chunks.size());
   ChunkQueue queue;
 #pragma omp parallel num_threads(work.threads)

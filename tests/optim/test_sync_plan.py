@@ -4,6 +4,7 @@ against the right S. A plan that went stale would sync the old ones."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import laperm_kernels as lk
@@ -92,3 +93,75 @@ def test_new_storage_under_a_row_dim_1_view_is_synced():
     a.data = torch.randn(6, 4) * 3  # what model.to() or a load may do
     opt.sync()
     _holds(a, s, row_dim=1)
+
+
+# --- the native sync (laperm.SyncCall): taken only where the ops would run the C++ kernel --
+
+
+def _native_runs(opt):
+    """Whether each plan's last sync ran in its one native call (spying on the plan)."""
+    said = []
+    for plan in opt._sync_plans.values():
+        run = plan.run_natively
+
+        def spy(*args, run=run):
+            done = run(*args)
+            said.append(done is not None)
+            return done
+
+        plan.run_natively = spy
+    return said
+
+
+@pytest.mark.parametrize("backend", ["cpu", "auto"])
+def test_a_cpu_model_syncs_in_one_native_call_exactly(backend):
+    a, b = torch.nn.Parameter(torch.randn(4, 6)), torch.nn.Parameter(torch.randn(2, 3, 5))
+    opt = lk.LaPerm(torch.optim.SGD([a, b], lr=0.1), sync_period=1, backend=backend)
+    opt.sync()  # auto's trial, the plan
+    said = _native_runs(opt)
+    _scramble(a, b)
+    versions = [a._version, b._version]
+    opt.sync()
+    assert said == [True]
+    _holds(a, opt.sorted_inits[a])
+    _holds(b, opt.sorted_inits[b])
+    assert a._version > versions[0] and b._version > versions[1]
+    assert opt.sync_backends == {"cpu float32": "cpu"}
+
+
+def test_new_storage_that_breaks_the_rules_takes_the_ops_path():
+    a = torch.nn.Parameter(torch.randn(4, 6))
+    opt = _opt(a)
+    opt.sync()
+    said = _native_runs(opt)
+    a.data = torch.randn(6, 4).t()  # not contiguous: the native call refuses it
+    opt.sync()
+    assert said == [False]
+    _holds(a, opt.sorted_inits[a])
+    a.data = a.data.double()  # cast: the ops path says so, nothing touched
+    before = a.detach().clone()
+    with pytest.raises(ValueError, match="cast or moved"):
+        opt.sync()
+    assert_bitwise_equal(a.detach(), before)
+
+
+def test_a_dispatch_mode_sees_the_sync():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    a = torch.nn.Parameter(torch.randn(4, 6))
+    opt = _opt(a)
+    opt.sync()
+    _scramble(a)
+    with Ops() as mode:
+        opt.sync()
+    assert any("laperm" in name for name in mode.seen)
+    _holds(a, opt.sorted_inits[a])
