@@ -3,6 +3,7 @@ per method, each checked bit for bit against the PyTorch reference."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -102,38 +103,19 @@ def run_benchmark(
         common = dict(runs=t.runs)
         if name == "auto":
             common.update(first_call_s=t.first_call_s, chosen=_auto_choice(pristine))
+        row = functools.partial(Result, preset, dtype_name, str(device), threads, name, elements)
         if checked and not all(bitwise_equal(a, b) for a, b in zip(t.output, expected)):
-            results.append(
-                Result(
-                    preset,
-                    dtype_name,
-                    str(device),
-                    threads,
-                    name,
-                    elements,
-                    None,
-                    None,
-                    None,
-                    None,
-                    "MISMATCH",
-                    **common,
-                )
-            )
+            results.append(row(None, None, None, None, "MISMATCH", **common))
             continue
         if name == "torch":
             torch_time = t.median_s
+        seconds = t.median_s
         results.append(
-            Result(
-                preset,
-                dtype_name,
-                str(device),
-                threads,
-                name,
-                elements,
-                t.median_s,
-                elements / t.median_s,
-                elements * 3 * pristine[0].element_size() / t.median_s / 1e9,
-                torch_time / t.median_s if torch_time else None,
+            row(
+                seconds,
+                elements / seconds,
+                elements * 3 * pristine[0].element_size() / seconds / 1e9,
+                torch_time / seconds if torch_time else None,
                 "bit-identical" if checked else "not checked (sort only)",
                 **common,
             )

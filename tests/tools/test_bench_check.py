@@ -41,18 +41,6 @@ def test_a_wrong_method_is_a_mismatch(wrong_backend):
 
 
 def test_the_command_exits_non_zero_on_a_mismatch(wrong_backend, capsys):
-    code = main(
-        [
-            "--preset",
-            "lenet-300-100",
-            "--repeat",
-            "1",
-            "--threads",
-            "1",
-            "--backends",
-            "torch",
-            "wrong",
-        ]
-    )
+    code = main("--preset lenet-300-100 --repeat 1 --threads 1 --backends torch wrong".split())
     assert code == 1
     assert "wrong differs from the reference" in capsys.readouterr().err

@@ -42,22 +42,7 @@ def test_the_benchmark_prints_and_saves_it(tmp_path, capsys, monkeypatch):
         },
     )
     out = tmp_path / "r.json"
-    assert (
-        main(
-            [
-                "--preset",
-                "lenet-300-100",
-                "--repeat",
-                "1",
-                "--threads",
-                "1",
-                "--backends",
-                "cpu",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = "--preset lenet-300-100 --repeat 1 --threads 1 --backends cpu --json".split()
+    assert main([*args, str(out)]) == 0
     assert "a sync costs 4.5 us above the inner step" in capsys.readouterr().out
     assert json.loads(out.read_text())["host_overhead_us"]["laperm_step"] == 7.5
