@@ -148,6 +148,15 @@ class _Group(NamedTuple):
     contiguous: bool  # every tensor of the call is: no staging needed
 
 
+def cpu_kernel_keys(backend: Optional[str]) -> Tuple[List[int], bool]:
+    """``(cpu_keys, cpu_any)`` of the native calls that run the C++ kernel at once
+    (laperm::check_call_, laperm.SyncCall): the shapes keys ``"auto"`` has decided for it,
+    or any key when ``backend="cpu"`` was asked for (and can run); none for the others."""
+    if backend == "auto":
+        return list(_dispatch.cpu_keys()), False
+    return [], backend == "cpu" and _backends.BACKENDS["cpu"].is_available()
+
+
 def _native_check(weights, sorted_inits, cpu_keys=(), cpu_any=False):
     return torch.ops.laperm.check_call_.default(weights, sorted_inits, cpu_keys, cpu_any)
 
@@ -170,10 +179,7 @@ def _checked_groups(
     ):
         try:
             valid, group_of, keys, contiguous, ran = _native_check(
-                weights,
-                sorted_inits,
-                _dispatch.cpu_keys() if backend == "auto" else (),
-                backend == "cpu" and _backends.BACKENDS["cpu"].is_available(),
+                weights, sorted_inits, *cpu_kernel_keys(backend)
             )
         except torch.OutOfMemoryError:  # the fast path's scratch: nothing was written
             raise

@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _extension, dispatch
-from .backends import cpu as cpu_backend
+from . import _extension
 from .layouts import local_tensor
+from .ops import cpu_kernel_keys
 from .param_names import labels
 from .sharded_rows import sync_rows
 
@@ -104,12 +104,12 @@ class SyncPlan:
         C++ kernel at once (laperm::check_call_'s rule): ``(used, max |x| of each tensor
         before it, if asked)``, as the ops report ``used``. None where that does not
         apply, with nothing touched: the caller takes the ops' path."""
-        if self._native is None or backend not in ("auto", "cpu"):
+        if self._native is None:
             return None
-        if backend == "auto":
-            ran, values = self._native.run(list(dispatch.cpu_keys()), False, max_abs)
-        else:
-            ran, values = self._native.run([], cpu_backend.is_available(), max_abs)
+        cpu_keys, cpu_any = cpu_kernel_keys(backend)
+        if not cpu_keys and not cpu_any:  # the ops would not run the C++ kernel at once
+            return None
+        ran, values = self._native.run(cpu_keys, cpu_any, max_abs)
         if not ran:
             return None
         p = self._params[0]
