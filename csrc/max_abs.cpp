@@ -4,45 +4,62 @@
 // met NaN or inf: the result is inf where a tensor holds an inf and NaN where it holds a
 // NaN. One call over the whole model replaces a reduction per tensor (on CUDA,
 // torch._foreach_norm does the same in a fused kernel). Each tensor is reduced by
-// at::parallel_reduce in chunks; NaN wins every comparison.
-#include <ATen/Dispatch.h>
+// at::parallel_reduce in chunks, each chunk by the row kernels' max_magnitude (an integer
+// max over the bits with the sign cleared, built per instruction set: cpu/max_magnitude.h).
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <limits>
-#include <type_traits>
-#include <vector>
 
+#include "cpu/row_kernel.h"
 #include "max_abs.h"
 
 namespace laperm {
 namespace {
 
-constexpr int64_t kGrain = 1 << 16;  // elements a thread takes at least
+constexpr int64_t kGrain = 1 << 18;  // elements a thread takes at least
 
-double combine(double a, double b) {
-  return std::isnan(a) || std::isnan(b) ? std::numeric_limits<double>::quiet_NaN()
-                                        : (a > b ? a : b);
+template <typename Float, typename Bits>
+double from_bits(uint64_t bits) {
+  Float value;
+  const Bits narrow = static_cast<Bits>(bits);
+  std::memcpy(&value, &narrow, sizeof(value));
+  return static_cast<double>(value);
 }
 
-// Acc: the type compared in (float for float, half and bfloat16; double for double).
-template <typename T, typename Acc = std::conditional_t<std::is_same_v<T, double>, double, float>>
-double max_abs_of(const T* x, int64_t n) {
-  return at::parallel_reduce(
-      0, n, kGrain, 0.0,
-      [x](int64_t begin, int64_t end, double) {
-        Acc m = 0;
-        bool nan = false;
-        for (int64_t i = begin; i < end; ++i) {
-          const Acc a = std::fabs(static_cast<Acc>(x[i]));
-          nan |= a != a;
-          m = a > m ? a : m;
-        }
-        return nan ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(m);
-      },
-      combine);
+// max |x| of a contiguous CPU tensor; NaN when it holds one (magnitude bits above +inf).
+double max_abs_of(const at::Tensor& t) {
+  const cpu::KernelTable& table = cpu::best_kernel_table();
+  cpu::MaxMagnitudeKernel kernel;
+  uint64_t inf_bits;
+  switch (t.scalar_type()) {
+    case at::kFloat: kernel = table.max_magnitude32; inf_bits = 0x7f800000u; break;
+    case at::kDouble: kernel = table.max_magnitude64; inf_bits = 0x7ff0000000000000ull; break;
+    case at::kHalf: kernel = table.max_magnitude16; inf_bits = 0x7c00u; break;
+    case at::kBFloat16: kernel = table.max_magnitude16; inf_bits = 0x7f80u; break;
+    default:
+      TORCH_CHECK_TYPE(false, "laperm::max_abs: expected a floating-point tensor (float16, "
+                       "bfloat16, float32 or float64); got ", t.scalar_type());
+  }
+  const char* data = static_cast<const char*>(t.const_data_ptr());
+  const int64_t item = t.element_size();
+  const uint64_t largest = at::parallel_reduce(
+      0, t.numel(), kGrain, uint64_t(0),
+      [&](int64_t begin, int64_t end, uint64_t) { return kernel(data + begin * item, end - begin); },
+      [](uint64_t a, uint64_t b) { return std::max(a, b); });
+  if (largest > inf_bits) return std::numeric_limits<double>::quiet_NaN();
+  switch (t.scalar_type()) {
+    case at::kFloat: return from_bits<float, uint32_t>(largest);
+    case at::kDouble: return from_bits<double, uint64_t>(largest);
+    case at::kHalf: return static_cast<double>(c10::Half(uint16_t(largest), c10::Half::from_bits()));
+    default: return static_cast<double>(c10::BFloat16(uint16_t(largest), c10::BFloat16::from_bits()));
+  }
 }
 
 }  // namespace
@@ -54,10 +71,7 @@ at::Tensor max_abs_cpu(at::TensorList tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     TORCH_CHECK_VALUE(tensors[i].device().is_cpu(), "laperm::max_abs: tensors[", i,
                       "] is on ", tensors[i].device(), "; this kernel takes CPU tensors");
-    const at::Tensor t = tensors[i].contiguous();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "max_abs", [&] {
-      result[i] = max_abs_of(t.const_data_ptr<scalar_t>(), t.numel());
-    });
+    result[i] = max_abs_of(tensors[i].contiguous());
   }
   return out;
 }

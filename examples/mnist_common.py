@@ -89,6 +89,17 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+def train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """One step on the batch (x, y); returns its loss, detached."""
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
 def train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -104,11 +115,7 @@ def train_epoch(
     steps = 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        total += loss.detach()
+        total += train_step(model, opt, x[idx], y[idx])
         steps += 1
         if bar is not None:
             bar.update(1)

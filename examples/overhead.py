@@ -6,8 +6,8 @@ backend="cpu") and LaPerm(Adam, backend="torch"), timed.
 Each of ``--repeats`` rounds trains every variant from the same initial weights on the
 same batches (mnist_models.py, mnist_common.py), rotating their order; no evaluation is
 timed. Reports the median wall time of each variant and its ratio to Adam's, the median of
-the per-round ratios ("paired"), the time of one sync (``rank_match_many_`` over the
-model's permuted weights, median of 50) per backend and the ratio it predicts, and checks
+the per-round ratios ("paired"), the time of one sync (``LaPerm.sync()``: the rank
+matching and check_finite's scan, median of 50) per backend and the ratio it predicts, and checks
 that both backends end with bit-identical weights (exit status 1 if not). Writes
 ``overhead.json`` (every sample) to --out.
 """
@@ -30,6 +30,7 @@ from mnist_common import (
     load_data,
     make_parser,
     train_epoch,
+    train_step,
     write_json,
 )
 from mnist_models import make_initial_model
@@ -49,12 +50,7 @@ def time_training(
         rotation = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for v in rotation:
             model = copy.deepcopy(init_model)
-            inner = torch.optim.Adam(model.parameters(), lr=args.lr)
-            opt = (
-                inner
-                if v == "adam"
-                else LaPerm(inner, sync_period=args.k, backend=v.split("-", 1)[1])
-            )
+            opt = make_optimizer(v, model, args)
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=args.lr_decay)
             t0 = time.perf_counter()
             for epoch in range(1, args.epochs + 1):
@@ -72,20 +68,58 @@ def time_training(
     return {v: (times[v], finals[v]) for v in variants}
 
 
-def time_syncs(model: nn.Module, backends: List[str], repeat: int = 50) -> Dict[str, float]:
-    """Median ms of one LaPerm sync (rank_match_many_ over the model's permuted weights)."""
-    weights = [p.detach().clone() for p in model.parameters() if p.dim() >= 2]
-    g = torch.Generator().manual_seed(0)
-    for w in weights:  # trained-looking weights: the initial ones, shuffled
-        w.add_(torch.randn(w.shape, generator=g) * 1e-3)
-    sorted_inits = [lk.sort_rows(w) for w in weights]
+def time_steps_interleaved(
+    variants: List[str], init_model: nn.Module, x: torch.Tensor, y: torch.Tensor, args
+) -> Dict[str, float]:
+    """Per variant: median ms of k training steps (forward, backward, optimizer step; a
+    LaPerm variant syncs once in them), the variants taking their blocks of k steps in
+    turn on the same batches. The speed of a shared machine drifts over seconds; here every
+    variant meets the same drift, so the ratio of these medians is far steadier than one of
+    whole trainings."""
+    models = {v: copy.deepcopy(init_model) for v in variants}
+    opts = {v: make_optimizer(v, models[v], args) for v in variants}
+    order = epoch_order(len(x), args.seed, 1)
+    starts = range(0, len(order) - args.batch_size + 1, args.batch_size)
+    samples: Dict[str, List[float]] = {v: [] for v in variants}
+    for block in range(max(1, args.interleaved_steps // args.k)):
+        rotation = variants[block % len(variants) :] + variants[: block % len(variants)]
+        for v in rotation:
+            t0 = time.perf_counter()
+            for i in range(block * args.k, (block + 1) * args.k):
+                start = starts[i % len(starts)]
+                idx = order[start : start + args.batch_size]
+                train_step(models[v], opts[v], x[idx], y[idx])
+            samples[v].append(1000 * (time.perf_counter() - t0) / args.k)
+    return {v: statistics.median(ts) for v, ts in samples.items()}
+
+
+def make_optimizer(variant: str, model: nn.Module, args) -> torch.optim.Optimizer:
+    """Adam, or LaPerm(Adam) with the backend a variant "laperm-<backend>" names."""
+    inner = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if variant == "adam":
+        return inner
+    return LaPerm(inner, sync_period=args.k, backend=variant.split("-", 1)[1])
+
+
+def time_syncs(init_model: nn.Module, backends: List[str], repeat: int = 50) -> Dict[str, float]:
+    """Median ms of one LaPerm sync: ``LaPerm.sync()`` over the model's parameters, as a
+    due step runs it (the rank matching and check_finite's scan), on weights moved off
+    their permutation of S the way a step of training moves them."""
     out = {}
     for b in backends:
+        model = copy.deepcopy(init_model)
+        params = list(model.parameters())
+        opt = LaPerm(torch.optim.SGD(params, lr=0.0), backend=b)
+        opt.sync()  # the first sync checks the weights against S; not timed
+        g = torch.Generator().manual_seed(0)
+        moved = [p.detach() + torch.randn(p.shape, generator=g) * 1e-3 for p in params]
         samples = []
         for _ in range(repeat):
-            ws = [w.clone() for w in weights]
+            with torch.no_grad():
+                for p, m in zip(params, moved):
+                    p.copy_(m)
             t0 = time.perf_counter()
-            lk.rank_match_many_(ws, sorted_inits, backend=b)
+            opt.sync()
             samples.append(1000 * (time.perf_counter() - t0))
         out[b] = statistics.median(samples)
     return out
@@ -108,6 +142,9 @@ def run_overhead(args) -> int:
     )
 
     runs = time_training(variants, init_model, x, y, args)
+    # Each LaPerm variant against Adam on its own: a slow variant between them would
+    # change what the other two find in the caches.
+    step_ms = {v: time_steps_interleaved(["adam", v], init_model, x, y, args) for v in variants[1:]}
     times = {v: ts for v, (ts, _) in runs.items()}
     sync_ms = time_syncs(init_model, [v.split("-", 1)[1] for v in variants if v != "adam"])
     med = {v: statistics.median(ts) for v, ts in times.items()}
@@ -124,10 +161,13 @@ def run_overhead(args) -> int:
     }
     print(
         f"\n{'variant':<14}{'median s':>10}{'min s':>9}{'max s':>9}{'ms/step':>9}"
-        f"{'vs Adam':>9}{'paired':>9}{'sync ms':>9}{'predicted':>11}"
+        f"{'vs Adam':>9}{'paired':>9}{'sync ms':>9}{'predicted':>11}{'interleaved':>19}"
     )
     for v in variants:
         tail = f"{sync_ms[v.split('-', 1)[1]]:>9.2f}{predicted[v]:>10.3f}x" if v != "adam" else ""
+        if v != "adam":
+            ms = step_ms[v]
+            tail += f"{ms[v]:>8.2f}/{ms['adam']:.2f} {ms[v] / ms['adam']:.3f}x"
         print(
             f"{v:<14}{med[v]:>10.2f}{min(times[v]):>9.2f}{max(times[v]):>9.2f}"
             f"{1000 * med[v] / steps:>9.2f}{med[v] / med['adam']:>8.3f}x"
@@ -135,7 +175,9 @@ def run_overhead(args) -> int:
         )
     print(
         f"(vs Adam: ratio of medians; paired: median over repeats of the ratio within a "
-        f"repeat; predicted: 1 + {syncs} syncs x sync ms / Adam's median time)"
+        f"repeat; predicted: 1 + {syncs} syncs x sync ms / Adam's median time;\n"
+        f"interleaved: median ms a step of LaPerm / of Adam over blocks of k steps, the "
+        f"two taking their blocks in turn, {args.interleaved_steps} steps each, and the ratio)"
     )
     same = {v: bool(torch.equal(runs[v][1], runs[variants[1]][1])) for v in variants[1:]}
     print(f"LaPerm backends end with bit-identical weights: {same}")
@@ -155,6 +197,11 @@ def run_overhead(args) -> int:
                     "ratio_vs_adam_median": med[v] / med["adam"],
                     "median_of_paired_ratios": paired[v],
                     "predicted_ratio_from_sync_ms": predicted.get(v),
+                    "interleaved_ms_per_step": step_ms[v][v] if v != "adam" else None,
+                    "interleaved_adam_ms_per_step": step_ms[v]["adam"] if v != "adam" else None,
+                    "interleaved_ratio_vs_adam": (
+                        step_ms[v][v] / step_ms[v]["adam"] if v != "adam" else None
+                    ),
                 }
                 for v in variants
             },
@@ -172,9 +219,15 @@ def parse_args(argv=None):
     p.add_argument(
         "--repeats", type=int, default=5, help="timed trainings of each variant, in rotating order"
     )
+    p.add_argument(
+        "--interleaved-steps",
+        type=int,
+        default=400,
+        help="steps each variant takes in the interleaved timing (blocks of k, in turn)",
+    )
     args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error("--repeats must be >= 1")
+    if args.repeats < 1 or args.interleaved_steps < 1:
+        p.error("--repeats and --interleaved-steps must be >= 1")
     return check_args(p, args)
 
 

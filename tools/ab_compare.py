@@ -11,7 +11,10 @@ only, so any version can be measured:
   and an SGD step (lr 0) and a LaPerm(SGD) step that syncs every step over them as
   parameters (µs per call, median of 15 batches of 200 calls);
 * rows: ``rank_match_many_(backend="cpu")`` over ResNet-50's and LeNet-300-100's weight
-  rows (float32), in million elements a second, at each thread count.
+  rows (float32), in million elements a second, at each thread count;
+* sync: ``LaPerm.sync()`` (``backend="cpu"``, check_finite on) over LeNet-300-100's
+  weights as parameters, moved off their permutation of S before each sync as a step of
+  training moves them (ms, median of 41), at each thread count.
 
 Prints, per figure, each checkout's median over rounds and the ratio after/before.
 """
@@ -39,6 +42,26 @@ def _per_call_us(fn, calls: int = 200, batches: int = 15) -> float:
         for _ in range(calls):
             fn()
         samples.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def _sync_ms(shapes: list, gen) -> float:
+    import torch
+
+    import laperm_kernels as lk
+
+    params = [torch.nn.Parameter(torch.rand(s, generator=gen) - 0.5) for s in shapes]
+    laperm = lk.LaPerm(torch.optim.SGD(params, lr=0.0), backend="cpu")
+    laperm.sync()  # the first sync checks the weights against S: not timed
+    moved = [p.detach() + torch.randn(p.shape, generator=gen) * 1e-3 for p in params]
+    samples = []
+    for _ in range(41):
+        with torch.no_grad():
+            for p, m in zip(params, moved):
+                p.copy_(m)
+        t0 = time.perf_counter()
+        laperm.sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(samples)
 
 
@@ -75,6 +98,9 @@ def child(threads: list, shapes: dict) -> dict:
                 batches=7,
             )
             out[f"rows: {model}, {n} thread(s) (M elem/s)"] = elements / us
+    for n in threads:
+        torch.set_num_threads(n)
+        out[f"sync: lenet-300-100, {n} thread(s) (ms)"] = _sync_ms(shapes["lenet-300-100"], gen)
     return out
 
 
@@ -117,7 +143,7 @@ def main() -> int:
     for figure in results["after"][0]:
         b = statistics.median(x[figure] for x in results["before"])
         a = statistics.median(x[figure] for x in results["after"])
-        print(f"{figure:48s} {b:10.1f} {a:10.1f} {a / b:12.2f}x")
+        print(f"{figure:48s} {b:10.4g} {a:10.4g} {a / b:12.2f}x")
     return 0
 
 

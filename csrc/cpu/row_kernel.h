@@ -31,12 +31,20 @@ constexpr int64_t kMaxRowLength = int64_t(1) << 32;
 using RowsKernel = void (*)(void* weight, const void* sorted_init, int64_t rows,
                             int64_t row_len, RowScratch scratch) noexcept;
 
+// The largest magnitude among n elements of one bit width: max of (bits with the sign bit
+// cleared), as unsigned integers. That is the bits of max |x|; above the bits of +inf,
+// the row holds a NaN. Reads n elements, nothing else.
+using MaxMagnitudeKernel = uint64_t (*)(const void* x, int64_t n) noexcept;
+
 struct KernelTable {
   const char* isa;
   RowsKernel float32;
   RowsKernel float64;
   RowsKernel float16;
   RowsKernel bfloat16;
+  MaxMagnitudeKernel max_magnitude16;  // float16, bfloat16
+  MaxMagnitudeKernel max_magnitude32;  // float32
+  MaxMagnitudeKernel max_magnitude64;  // float64
 };
 
 KernelTable kernel_table_generic();

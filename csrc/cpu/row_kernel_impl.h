@@ -59,6 +59,7 @@ namespace {
 #include "tie_fixup.h"
 #include "compact_path.h"
 #include "wide_path.h"
+#include "max_magnitude.h"
 #undef LAPERM_ROW_KERNEL_FRAGMENT
 
 template <typename Format>
@@ -93,8 +94,14 @@ namespace cpu {
 namespace LAPERM_ISA {
 
 inline KernelTable make_kernel_table(const char* isa) {
-  return {isa, &rank_match_rows<Float32Format>, &rank_match_rows<Float64Format>,
-          &rank_match_rows<Float16Format>, &rank_match_rows<BFloat16Format>};
+  return {isa,
+          &rank_match_rows<Float32Format>,
+          &rank_match_rows<Float64Format>,
+          &rank_match_rows<Float16Format>,
+          &rank_match_rows<BFloat16Format>,
+          &max_magnitude<uint16_t>,
+          &max_magnitude<uint32_t>,
+          &max_magnitude<uint64_t>};
 }
 
 }  // namespace LAPERM_ISA

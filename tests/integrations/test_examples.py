@@ -306,6 +306,8 @@ def test_overhead_runs_and_reports(tmp_path):
         "5",
         "--repeats",
         "2",
+        "--interleaved-steps",
+        "10",
         "--threads",
         "2",
         "--out",
@@ -325,6 +327,12 @@ def test_overhead_runs_and_reports(tmp_path):
         assert min(v["times_s"]) <= v["median_s"] <= max(v["times_s"])
         assert v["ms_per_step"] == pytest.approx(100 * v["median_s"], rel=1e-4)
         assert (v["predicted_ratio_from_sync_ms"] is None) == (name == "adam")
+        if name == "adam":
+            assert v["interleaved_ms_per_step"] is None
+        else:  # 10 steps, blocks of k=5: two samples each, Adam's taken beside this variant's
+            ms, adam_ms = v["interleaved_ms_per_step"], v["interleaved_adam_ms_per_step"]
+            assert min(ms, adam_ms) > 0
+            assert v["interleaved_ratio_vs_adam"] == pytest.approx(ms / adam_ms, rel=1e-5)
     assert variants["adam"]["ratio_vs_adam_median"] == 1.0
     assert all(
         v > 1.0
@@ -334,7 +342,7 @@ def test_overhead_runs_and_reports(tmp_path):
     assert all(result["laperm_backends_bit_identical"].values())
     assert re.search(
         r"^variant +median s +min s +max s +ms/step +vs Adam +paired +sync ms "
-        r"+predicted$",
+        r"+predicted +interleaved$",
         proc.stdout,
         re.M,
     )

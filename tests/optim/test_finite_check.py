@@ -118,3 +118,22 @@ def test_the_cpu_kernel_finds_nan_and_inf_anywhere(dtype):
     assert out[0].item() == clean.abs().max().double().item()
     assert out[1].item() == float("inf") and out[2].isnan()
     assert out[3].item() == view.abs().max().double().item() and out[4].item() == 0.0
+
+
+@needs_extension
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_cpu_kernel_reads_signs_the_way_abs_does(dtype):
+    # The kernel compares bits with the sign cleared: a NaN with its sign bit set is still
+    # a NaN (its bits, read as signed or with the sign kept, would sort below every
+    # positive number), -0.0 is 0, and -inf is inf; a negative value can be the largest.
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    negative_nan = torch.full((70_000,), float("nan"), dtype=dtype)
+    negative_nan.view(bits).bitwise_or_(torch.iinfo(bits).min)  # set the sign bit
+    assert torch.signbit(negative_nan).all()
+    zeros = torch.full((9,), -0.0, dtype=dtype)
+    mixed = torch.tensor([1.0, -3.0, 2.0], dtype=dtype)
+    infs = torch.tensor([-float("inf"), 1.0], dtype=dtype)
+    out = torch.ops.laperm.max_abs([negative_nan, zeros, mixed, infs])
+    assert out[0].isnan()
+    assert out[1].item() == 0.0 and not torch.signbit(out[1])
+    assert out[2].item() == 3.0 and out[3].item() == float("inf")
