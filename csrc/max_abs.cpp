@@ -51,14 +51,18 @@ double max_abs_of(const at::Tensor& t) {
   const int64_t item = t.element_size();
   const uint64_t largest = at::parallel_reduce(
       0, t.numel(), kGrain, uint64_t(0),
-      [&](int64_t begin, int64_t end, uint64_t) { return kernel(data + begin * item, end - begin); },
+      [&](int64_t begin, int64_t end, uint64_t) {
+        return kernel(data + begin * item, end - begin);
+      },
       [](uint64_t a, uint64_t b) { return std::max(a, b); });
   if (largest > inf_bits) return std::numeric_limits<double>::quiet_NaN();
   switch (t.scalar_type()) {
     case at::kFloat: return from_bits<float, uint32_t>(largest);
     case at::kDouble: return from_bits<double, uint64_t>(largest);
-    case at::kHalf: return static_cast<double>(c10::Half(uint16_t(largest), c10::Half::from_bits()));
-    default: return static_cast<double>(c10::BFloat16(uint16_t(largest), c10::BFloat16::from_bits()));
+    case at::kHalf:
+      return static_cast<double>(c10::Half(uint16_t(largest), c10::Half::from_bits()));
+    default:
+      return static_cast<double>(c10::BFloat16(uint16_t(largest), c10::BFloat16::from_bits()));
   }
 }
 

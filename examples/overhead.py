@@ -7,9 +7,11 @@ Each of ``--repeats`` rounds trains every variant from the same initial weights 
 same batches (mnist_models.py, mnist_common.py), rotating their order; no evaluation is
 timed. Reports the median wall time of each variant and its ratio to Adam's, the median of
 the per-round ratios ("paired"), the time of one sync (``LaPerm.sync()``: the rank
-matching and check_finite's scan, median of 50) per backend and the ratio it predicts, and checks
-that both backends end with bit-identical weights (exit status 1 if not). Writes
-``overhead.json`` (every sample) to --out.
+matching and check_finite's scan, median of 50) per backend and the ratio it predicts,
+and the ratio of each LaPerm variant's median step to Adam's when the two take their
+blocks of k steps in turn ("interleaved", ``--interleaved-steps`` each). Checks that both
+backends end with bit-identical weights (exit status 1 if not). Writes ``overhead.json``
+(every sample) to --out.
 """
 
 from __future__ import annotations

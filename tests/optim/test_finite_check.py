@@ -106,7 +106,7 @@ def test_one_check_in_flight_at_a_time():
 def test_the_cpu_kernel_finds_nan_and_inf_anywhere(dtype):
     # laperm::max_abs, what the check runs on CPU tensors: tensors long enough to be
     # reduced in several chunks, a NaN or an inf in the last one, a transposed view.
-    n = 3 << 16
+    n = 3 << 18  # three of laperm::max_abs's grains (1 << 18): split across threads
     clean = torch.randn(n).to(dtype)
     with_inf, with_nan = clean.clone(), clean.clone()
     with_inf[-1] = float("-inf")
