@@ -17,6 +17,7 @@
 #include <cstring>
 #include <limits>
 
+#include "common/order_key.h"
 #include "cpu/row_kernel.h"
 #include "max_abs.h"
 
@@ -25,45 +26,54 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 18;  // elements a thread takes at least
 
-template <typename Float, typename Bits>
-double from_bits(uint64_t bits) {
+// Bits of max |x| (below the format's +inf bits, or a NaN) as the value they are.
+template <typename Format, typename Float>
+double value_of(uint64_t bits) {
+  static_assert(sizeof(Float) == sizeof(typename Format::Bits));
+  const auto narrow = static_cast<typename Format::Bits>(bits);
   Float value;
-  const Bits narrow = static_cast<Bits>(bits);
   std::memcpy(&value, &narrow, sizeof(value));
   return static_cast<double>(value);
 }
 
-// max |x| of a contiguous CPU tensor; NaN when it holds one (magnitude bits above +inf).
-double max_abs_of(const at::Tensor& t) {
-  const cpu::KernelTable& table = cpu::best_kernel_table();
+// How a dtype is scanned: its kernel, its +inf bits, and how its bits read as a value.
+struct Scan {
   cpu::MaxMagnitudeKernel kernel;
   uint64_t inf_bits;
-  switch (t.scalar_type()) {
-    case at::kFloat: kernel = table.max_magnitude32; inf_bits = 0x7f800000u; break;
-    case at::kDouble: kernel = table.max_magnitude64; inf_bits = 0x7ff0000000000000ull; break;
-    case at::kHalf: kernel = table.max_magnitude16; inf_bits = 0x7c00u; break;
-    case at::kBFloat16: kernel = table.max_magnitude16; inf_bits = 0x7f80u; break;
+  double (*value)(uint64_t bits);
+};
+
+Scan scan_for(at::ScalarType dtype) {
+  const cpu::KernelTable& table = cpu::best_kernel_table();
+  switch (dtype) {
+    case at::kFloat:
+      return {table.max_magnitude32, Float32Format::kInf, &value_of<Float32Format, float>};
+    case at::kDouble:
+      return {table.max_magnitude64, Float64Format::kInf, &value_of<Float64Format, double>};
+    case at::kHalf:
+      return {table.max_magnitude16, Float16Format::kInf, &value_of<Float16Format, c10::Half>};
+    case at::kBFloat16:
+      return {table.max_magnitude16, BFloat16Format::kInf,
+              &value_of<BFloat16Format, c10::BFloat16>};
     default:
       TORCH_CHECK_TYPE(false, "laperm::max_abs: expected a floating-point tensor (float16, "
-                       "bfloat16, float32 or float64); got ", t.scalar_type());
+                       "bfloat16, float32 or float64); got ", dtype);
   }
+}
+
+// max |x| of a contiguous CPU tensor; NaN when it holds one (magnitude bits above +inf).
+double max_abs_of(const at::Tensor& t) {
+  const Scan scan = scan_for(t.scalar_type());
   const char* data = static_cast<const char*>(t.const_data_ptr());
   const int64_t item = t.element_size();
   const uint64_t largest = at::parallel_reduce(
       0, t.numel(), kGrain, uint64_t(0),
       [&](int64_t begin, int64_t end, uint64_t) {
-        return kernel(data + begin * item, end - begin);
+        return scan.kernel(data + begin * item, end - begin);
       },
       [](uint64_t a, uint64_t b) { return std::max(a, b); });
-  if (largest > inf_bits) return std::numeric_limits<double>::quiet_NaN();
-  switch (t.scalar_type()) {
-    case at::kFloat: return from_bits<float, uint32_t>(largest);
-    case at::kDouble: return from_bits<double, uint64_t>(largest);
-    case at::kHalf:
-      return static_cast<double>(c10::Half(uint16_t(largest), c10::Half::from_bits()));
-    default:
-      return static_cast<double>(c10::BFloat16(uint16_t(largest), c10::BFloat16::from_bits()));
-  }
+  return largest > scan.inf_bits ? std::numeric_limits<double>::quiet_NaN()
+                                 : scan.value(largest);
 }
 
 }  // namespace

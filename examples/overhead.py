@@ -42,6 +42,12 @@ import laperm_kernels as lk
 from laperm_kernels import LaPerm
 
 
+def rotated(variants: List[str], turn: int) -> List[str]:
+    """The variants in the order of turn ``turn``: each goes first in turn."""
+    k = turn % len(variants)
+    return variants[k:] + variants[:k]
+
+
 def time_training(
     variants: List[str], init_model: nn.Module, x: torch.Tensor, y: torch.Tensor, args
 ) -> Dict[str, tuple]:
@@ -49,8 +55,7 @@ def time_training(
     times: Dict[str, List[float]] = {v: [] for v in variants}
     finals: Dict[str, torch.Tensor] = {}
     for rep in range(args.repeats):
-        rotation = variants[rep % len(variants) :] + variants[: rep % len(variants)]
-        for v in rotation:
+        for v in rotated(variants, rep):
             model = copy.deepcopy(init_model)
             opt = make_optimizer(v, model, args)
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=args.lr_decay)
@@ -84,8 +89,7 @@ def time_steps_interleaved(
     starts = range(0, len(order) - args.batch_size + 1, args.batch_size)
     samples: Dict[str, List[float]] = {v: [] for v in variants}
     for block in range(max(1, args.interleaved_steps // args.k)):
-        rotation = variants[block % len(variants) :] + variants[: block % len(variants)]
-        for v in rotation:
+        for v in rotated(variants, block):
             t0 = time.perf_counter()
             for i in range(block * args.k, (block + 1) * args.k):
                 start = starts[i % len(starts)]
