@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mnist_common import (
@@ -40,6 +40,11 @@ from torch import nn
 
 import laperm_kernels as lk
 from laperm_kernels import LaPerm
+
+
+def backend_of(variant: str) -> str:
+    """The backend a LaPerm variant "laperm-<backend>" names."""
+    return variant.split("-", 1)[1]
 
 
 def rotated(variants: List[str], turn: int) -> List[str]:
@@ -104,7 +109,7 @@ def make_optimizer(variant: str, model: nn.Module, args) -> torch.optim.Optimize
     inner = torch.optim.Adam(model.parameters(), lr=args.lr)
     if variant == "adam":
         return inner
-    return LaPerm(inner, sync_period=args.k, backend=variant.split("-", 1)[1])
+    return LaPerm(inner, sync_period=args.k, backend=backend_of(variant))
 
 
 def time_syncs(init_model: nn.Module, backends: List[str], repeat: int = 50) -> Dict[str, float]:
@@ -131,6 +136,17 @@ def time_syncs(init_model: nn.Module, backends: List[str], repeat: int = 50) -> 
     return out
 
 
+def interleaved_fields(pair: Optional[Tuple[float, float]]) -> Dict[str, Optional[float]]:
+    """overhead.json's interleaved figures of a variant: (its ms a step, Adam's), or None
+    for Adam itself."""
+    laperm_ms, adam_ms = pair if pair is not None else (None, None)
+    return {
+        "interleaved_ms_per_step": laperm_ms,
+        "interleaved_adam_ms_per_step": adam_ms,
+        "interleaved_ratio_vs_adam": laperm_ms / adam_ms if pair is not None else None,
+    }
+
+
 def run_overhead(args) -> int:
     torch.set_num_threads(args.threads)
     x, y = load_data(args.model, args.seed, args.train_subset)["train"]
@@ -150,9 +166,12 @@ def run_overhead(args) -> int:
     runs = time_training(variants, init_model, x, y, args)
     # Each LaPerm variant against Adam on its own: a slow variant between them would
     # change what the other two find in the caches.
-    step_ms = {v: time_steps_interleaved(["adam", v], init_model, x, y, args) for v in variants[1:]}
+    interleaved = {}  # LaPerm variant: (its median ms a step, Adam's beside it)
+    for v in variants[1:]:
+        ms = time_steps_interleaved(["adam", v], init_model, x, y, args)
+        interleaved[v] = (ms[v], ms["adam"])
     times = {v: ts for v, (ts, _) in runs.items()}
-    sync_ms = time_syncs(init_model, [v.split("-", 1)[1] for v in variants if v != "adam"])
+    sync_ms = time_syncs(init_model, [backend_of(v) for v in variants[1:]])
     med = {v: statistics.median(ts) for v, ts in times.items()}
     paired = {
         v: statistics.median(t / a for t, a in zip(times[v], times["adam"])) for v in variants
@@ -161,19 +180,20 @@ def run_overhead(args) -> int:
     # The sync cost alone, timed in isolation, predicts the ratio with far less noise than
     # whole-training timings on a busy machine: 1 + syncs * sync time / Adam's time.
     predicted = {
-        v: 1.0 + syncs * sync_ms[v.split("-", 1)[1]] / (1000 * med["adam"])
-        for v in variants
-        if v != "adam"
+        v: 1.0 + syncs * sync_ms[backend_of(v)] / (1000 * med["adam"]) for v in variants[1:]
     }
     print(
         f"\n{'variant':<14}{'median s':>10}{'min s':>9}{'max s':>9}{'ms/step':>9}"
         f"{'vs Adam':>9}{'paired':>9}{'sync ms':>9}{'predicted':>11}{'interleaved':>19}"
     )
     for v in variants:
-        tail = f"{sync_ms[v.split('-', 1)[1]]:>9.2f}{predicted[v]:>10.3f}x" if v != "adam" else ""
+        tail = ""
         if v != "adam":
-            ms = step_ms[v]
-            tail += f"{ms[v]:>8.2f}/{ms['adam']:.2f} {ms[v] / ms['adam']:.3f}x"
+            laperm_ms, adam_ms = interleaved[v]
+            tail = (
+                f"{sync_ms[backend_of(v)]:>9.2f}{predicted[v]:>10.3f}x"
+                f"{laperm_ms:>8.2f}/{adam_ms:.2f} {laperm_ms / adam_ms:.3f}x"
+            )
         print(
             f"{v:<14}{med[v]:>10.2f}{min(times[v]):>9.2f}{max(times[v]):>9.2f}"
             f"{1000 * med[v] / steps:>9.2f}{med[v] / med['adam']:>8.3f}x"
@@ -203,11 +223,7 @@ def run_overhead(args) -> int:
                     "ratio_vs_adam_median": med[v] / med["adam"],
                     "median_of_paired_ratios": paired[v],
                     "predicted_ratio_from_sync_ms": predicted.get(v),
-                    "interleaved_ms_per_step": step_ms[v][v] if v != "adam" else None,
-                    "interleaved_adam_ms_per_step": step_ms[v]["adam"] if v != "adam" else None,
-                    "interleaved_ratio_vs_adam": (
-                        step_ms[v][v] / step_ms[v]["adam"] if v != "adam" else None
-                    ),
+                    **interleaved_fields(interleaved.get(v)),
                 }
                 for v in variants
             },
