@@ -9,7 +9,12 @@ inf)``) and one ``stack`` give a vector with a value per tensor, copied asynchro
 pinned memory, with an event recorded after it: the result is read once the event has completed,
 polled without blocking (LaPerm polls at every step), so the warning comes a step or a few
 after the sync it is about, and names that sync. A new check starts only when the last
-one has been read. Nothing is checked during CUDA graph capture.
+one has been read.
+
+CUDA graph capture: no check starts in a capture, and none is read while a device it
+involves is capturing (polling an event there is not permitted and would invalidate the
+capture): a check left in flight by the eager steps before the capture is read at the
+first eager step after it.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import torch
 
 from . import _extension, graph_capture
 
-# (labels, host values, event after the copy or None) for each (device, dtype) group
-_Part = Tuple[List[str], torch.Tensor, Optional["torch.cuda.Event"]]
+# (device, labels, host values, event after the copy or None) for each (device, dtype) group
+_Part = Tuple[torch.device, List[str], torch.Tensor, Optional["torch.cuda.Event"]]
 
 
 class FiniteCheck:
@@ -39,7 +44,7 @@ class FiniteCheck:
         """Queues the check of ``tensors`` (named by ``labels``) at ``step``. Does nothing
         while an earlier check is unread, or during CUDA graph capture. (LaPerm calls it
         under torch.no_grad(), so the reductions record no autograd graph.)"""
-        if self._pending is not None:
+        if self._pending is not None or graph_capture.capturing_any(tensors):
             return
         native = _extension.is_loaded()
         if native and tensors and tensors[0].device.type == "cpu":
@@ -48,7 +53,7 @@ class FiniteCheck:
             except (RuntimeError, ValueError):  # some are not: group them below
                 values = None
             if values is not None:
-                self._pending = (step, [(list(labels), values, None)])
+                self._pending = (step, [(tensors[0].device, list(labels), values, None)])
                 return
         groups: Dict[Tuple[torch.device, object], Tuple[list, list]] = {}
         for t, label in zip(tensors, labels):
@@ -57,8 +62,6 @@ class FiniteCheck:
                 ts, ls = groups.setdefault((t.device, kind), ([], []))
                 ts.append(t)
                 ls.append(label)
-        if any(graph_capture.capturing(device) for device, _ in groups):
-            return
         parts: List[_Part] = []
         for (device, kind), (ts, ls) in groups.items():
             if kind is None:
@@ -70,9 +73,9 @@ class FiniteCheck:
                 host.copy_(values, non_blocking=True)
                 event = torch.cuda.Event()  # after the copy, on the stream that ran it
                 event.record(torch.cuda.current_stream(device))
-                parts.append((ls, host, event))
+                parts.append((device, ls, host, event))
             else:
-                parts.append((ls, values, None))
+                parts.append((device, ls, values, None))
         if parts:
             self._pending = (step, parts)
 
@@ -80,20 +83,23 @@ class FiniteCheck:
         """:meth:`start` for values computed already: max |x| of each CPU tensor named by
         ``labels`` (LaPerm's native sync computes them, sync_plan.py)."""
         if self._pending is None:
-            self._pending = (step, [(labels, values, None)])
+            self._pending = (step, [(values.device, labels, values, None)])
 
     def result(self) -> Optional[Tuple[int, List[str]]]:
         """``(step, ["<label> (NaN)", "<label> (inf)", ...])`` for the check in flight once
         its values are on the host (an empty list: all finite), then it is done; None while
-        there is none or the device has not finished it."""
+        there is none, the device has not finished it, or a device it involves is capturing
+        a CUDA graph (nothing is polled then: the next eager call reads it)."""
         if self._pending is None:
             return None
         step, parts = self._pending
-        if not all(event is None or event.query() for _, _, event in parts):
+        if any(graph_capture.capturing(device) for device, *_ in parts):
+            return None
+        if not all(event is None or event.query() for *_, event in parts):
             return None
         self._pending = None
         bad = []
-        for labels, host, _ in parts:
+        for _, labels, host, _ in parts:
             values = host.tolist()
             if math.isfinite(sum(values)):  # no NaN nor inf (the sum has them if any has)
                 continue

@@ -10,6 +10,8 @@ missing raises :class:`NotPreparedForCapture` before any tensor is touched.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 
 
@@ -19,7 +21,20 @@ class NotPreparedForCapture(RuntimeError):
 
 def capturing(device: torch.device) -> bool:
     """Whether work queued now on ``device``'s current stream is being captured."""
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if device.type != "cuda":
+        return False
+    if device.index is None or device.index == torch.cuda.current_device():
+        return torch.cuda.is_current_stream_capturing()
+    with torch.cuda.device(device):  # the query reads the current device's stream
+        return torch.cuda.is_current_stream_capturing()
+
+
+def capturing_any(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether any of ``tensors``' devices is capturing on its current stream: the test
+    before anything that reads a value back, polls an event or synchronises. (CUDA's
+    default capture mode forbids those while a capture is under way, and a failed call
+    invalidates the capture.)"""
+    return any(capturing(d) for d in {t.device for t in tensors})
 
 
 def not_prepared(what: str) -> NotPreparedForCapture:

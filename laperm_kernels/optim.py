@@ -131,7 +131,7 @@ class LaPerm(Optimizer):
         self._sync_plans: Dict[tuple, SyncPlan] = {}
         self._last_used: list = []
         self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = SortedInits()
-        self.last_sync_changes: Dict[int, int] = {}
+        self._changes: Dict[int, torch.Tensor] = {}  # last_sync_changes, on the device
         self.sync_backends: Dict[str, str] = {}
         self._last_synced: Dict[torch.Tensor, torch.Tensor] = {}
         self._step = 0
@@ -199,7 +199,7 @@ class LaPerm(Optimizer):
         """Before the first step (or sync) writes anything: takes S again for permuted
         weights changed in place since it was taken, and compares the ranks' weights
         (laperm_kernels/first_step.py). Called while ``self._pending`` holds them."""
-        if torch.cuda.is_available() and graph_capture.capturing(torch.device("cuda")):
+        if graph_capture.capturing_any(self._pending):
             return  # it reads values back: left for the next eager step (docs/capture.md)
         params = [p for p in self._all_params() if p in self._pending]
         now = [int(first_step.fingerprint(local_tensor(p))) for p in params]
@@ -399,13 +399,36 @@ class LaPerm(Optimizer):
 
     @torch.no_grad()
     def _trace(self, params: List[torch.Tensor]) -> None:
+        """``track_changes``: counts, on the device, the positions of each tensor whose
+        value changed since its last sync, and keeps its values for the next count, in
+        buffers kept from one sync to the next: kernels only, no host read, so a captured
+        step replays it (docs/capture.md)."""
         index = {p: i for i, p in enumerate(self._all_params())}
         for p in params:
             local = local_tensor(p, _row_dim_of(p, self.param_groups))
+            count = self._changes.get(index[p])
+            if count is None or count.device != local.device:
+                count = torch.zeros((), dtype=torch.int64, device=local.device)
+                self._changes[index[p]] = count
             last = self._last_synced.get(p)
-            changed = local.numel() if last is None else int((local != last).sum())
-            self.last_sync_changes[index[p]] = changed
-            self._last_synced[p] = local.detach().clone()
+            if last is None or last.shape != local.shape or last.device != local.device:
+                count.fill_(local.numel())
+                self._last_synced[p] = local.detach().clone()
+            else:
+                count.copy_((local != last).sum())
+                last.copy_(local)
+
+    @property
+    def last_sync_changes(self) -> Dict[int, int]:
+        """With ``track_changes=True``: ``{index of a parameter (in param-group order):
+        positions whose value changed at its last sync}``, read from the device now (one
+        copy to the host; not to be read inside a CUDA graph capture)."""
+        if not self._changes:
+            return {}
+        counts = list(self._changes.values())
+        device = counts[0].device
+        values = torch.stack([c.to(device) for c in counts]).tolist()
+        return dict(zip(self._changes, values))
 
     def reset_sorted_init_(self, params: Optional[Iterable[torch.Tensor]] = None) -> None:
         """Takes the sorted initial rows again, from the parameters' current values (all

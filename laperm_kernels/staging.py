@@ -20,9 +20,20 @@ from .backends.plan_cache import PlanCache
 
 MAX_BUFFERS = 256
 
-_buffers: "PlanCache[torch.Tensor]" = PlanCache(
-    MAX_BUFFERS, what="a staging buffer for a non-contiguous weight"
-)
+
+def new_buffer_cache() -> "PlanCache[torch.Tensor]":
+    """The cache of staging buffers. One captured graph needs a buffer per non-contiguous
+    weight (GPT-2 medium: 96 Conv1D weights), so those kept for graphs are not bounded by
+    count (plan_cache.py)."""
+    return PlanCache(
+        MAX_BUFFERS,
+        max_captured=None,
+        what="staging buffer for a non-contiguous weight",
+        whats="staging buffers for non-contiguous weights",
+    )
+
+
+_buffers = new_buffer_cache()
 
 
 def contiguous_buffer(t: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from .plan_cache import PlanCache
 name = "cuda"
 
 Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
-_plans: "PlanCache[Plan]" = PlanCache(16, what="a launch plan of the cuda backend")
+_plans: "PlanCache[Plan]" = PlanCache(16, what="launch plan of the cuda backend")
 
 
 def compiled() -> bool:

@@ -64,7 +64,7 @@ class Plan(NamedTuple):
     compiled: List[bool]  # [True] once every kernel of the plan was compiled
 
 
-_plans: "PlanCache[Plan]" = PlanCache(16, what="a launch plan of the triton backend")
+_plans: "PlanCache[Plan]" = PlanCache(16, what="launch plan of the triton backend")
 
 
 def _kernels():

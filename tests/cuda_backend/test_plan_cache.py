@@ -1,20 +1,23 @@
 """The GPU backends' plan cache: LRU bookkeeping, CUDA graph capture (never a build, kept
-entries bounded and released), forgetting addresses, threads.
+entries bounded and released), stream order, forgetting addresses, threads.
 
-CPU tensors stand in for device tensors: the cache keys on addresses and shapes only.
+CPU tensors stand in for device tensors (the cache keys on addresses and shapes only),
+the strict stand-in of tests/strict_capture.py for a capture, and recording fakes for
+streams.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
 import torch
 
-from laperm_kernels import graph_capture
 from laperm_kernels.backends import plan_cache
 from laperm_kernels.backends.plan_cache import PlanCache
 from laperm_kernels.graph_capture import NotPreparedForCapture
+from tests.strict_capture import strict_capture
 
 
 def _tensors(n):
@@ -50,12 +53,18 @@ def test_builds_once_per_key_and_evicts_the_least_recent():
 
 @pytest.fixture
 def capture(monkeypatch):
-    """``capture(True)`` makes every call look as if a CUDA graph were being captured."""
+    """``capture(True)`` puts the calls that follow under the strict stand-in of a CUDA
+    graph capture; ``capture(False)`` ends it."""
+    stack = contextlib.ExitStack()
 
     def set_capturing(on):
-        monkeypatch.setattr(graph_capture, "capturing", lambda device: on)
+        if on:
+            stack.enter_context(strict_capture(monkeypatch))
+        else:
+            stack.close()
 
-    return set_capturing
+    yield set_capturing
+    stack.close()
 
 
 def test_a_plan_a_graph_captured_outlives_eviction(capture):
@@ -76,7 +85,7 @@ def test_a_plan_a_graph_captured_outlives_eviction(capture):
 
 
 def test_a_capture_never_builds_it_names_the_fix(capture):
-    cache = PlanCache(2, what="a launch plan")
+    cache = PlanCache(2, what="launch plan")
     get, built = _getter(cache)
     w, s = torch.zeros(2, 3), torch.zeros(2, 3)
     capture(True)
@@ -98,7 +107,7 @@ def test_a_plan_evicted_before_the_capture_is_a_clear_miss(capture):
 
 
 def test_plans_kept_for_graphs_are_bounded_and_released(capture):
-    cache = PlanCache(8, max_captured=2)
+    cache = PlanCache(8, max_captured=2, what="launch plan")
     get, _ = _getter(cache)
     ws, ss = _tensors(3), _tensors(3)
     for w, s in zip(ws, ss):
@@ -107,7 +116,11 @@ def test_plans_kept_for_graphs_are_bounded_and_released(capture):
     get(ws[0], ss[0])
     get(ws[1], ss[1])
     get(ws[0], ss[0])  # the same graph captured again: nothing new kept
-    with pytest.raises(NotPreparedForCapture, match="release_captured_plans"):
+    with pytest.raises(
+        NotPreparedForCapture,
+        match=r"needs one more launch plan, but 2 launch plans \(the most kept\).*"
+        "release_captured_plans",
+    ):
         get(ws[2], ss[2])
     assert cache.captured() == 2
     plan_cache.release_captured()  # lk.release_captured_plans
@@ -171,3 +184,78 @@ def test_threads_share_a_small_cache():
     for t in threads:
         t.join(timeout=60)
     assert not errors and len(cache) == 2
+
+
+def test_without_a_bound_every_entry_a_capture_hands_out_is_kept(capture):
+    cache = PlanCache(100, max_captured=None)
+    get, _ = _getter(cache)
+    ws, ss = _tensors(70), _tensors(70)
+    for w, s in zip(ws, ss):
+        get(w, s)
+    capture(True)
+    for w, s in zip(ws, ss):
+        get(w, s)
+    assert cache.captured() == 70
+
+
+# --- stream order ---------------------------------------------------------------------
+
+
+class FakeStream:
+    """Records the streams it was made to wait for."""
+
+    def __init__(self, name):
+        self.name, self.waited_for = name, []
+
+    def wait_stream(self, other):
+        self.waited_for.append(other.name)
+
+
+@pytest.fixture
+def streams(monkeypatch):
+    """Two fake streams; ``use(name)`` makes one current for every device."""
+    made = {n: FakeStream(n) for n in ("a", "b")}
+    current = ["a"]
+    monkeypatch.setattr(plan_cache, "current_stream", lambda device: made[current[0]])
+
+    def use(name):
+        current[0] = name
+
+    return made, use
+
+
+def test_an_entry_used_on_another_stream_waits_for_the_last_one(streams):
+    # Built on a: its uploads are queued there. Used at once on b, b must wait for a
+    # (else b's launch may read tables not yet uploaded); later uses on b wait no more;
+    # back on a, a waits for b's launches (they may still read or write the entry).
+    made, use = streams
+    cache = PlanCache(4)
+    get, built = _getter(cache)
+    w, s = torch.zeros(2, 3), torch.zeros(2, 3)
+    get(w, s)
+    get(w, s)
+    assert made["a"].waited_for == [] and made["b"].waited_for == []
+    use("b")
+    get(w, s)
+    get(w, s)
+    assert made["b"].waited_for == ["a"]
+    use("a")
+    get(w, s)
+    assert made["a"].waited_for == ["b"] and len(built) == 1
+
+
+def test_a_capture_waits_for_no_stream(streams, capture):
+    # A capture may not wait on work queued outside it (torch.cuda.graph synchronises the
+    # device before it begins); the entry's last stream stays the eager one.
+    made, use = streams
+    cache = PlanCache(4)
+    get, _ = _getter(cache)
+    w, s = torch.zeros(2, 3), torch.zeros(2, 3)
+    get(w, s)
+    use("b")
+    capture(True)
+    get(w, s)
+    capture(False)
+    assert made["b"].waited_for == []
+    get(w, s)
+    assert made["b"].waited_for == ["a"]
