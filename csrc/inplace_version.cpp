@@ -11,6 +11,8 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
+#include <optional>
+
 namespace laperm {
 namespace {
 
@@ -29,16 +31,17 @@ void rank_match_many_inplace_or_view(c10::DispatchKeySet keys, at::TensorList we
 void rank_match_planned_inplace_or_view(c10::DispatchKeySet keys, at::TensorList weights,
                                         at::TensorList sorted_inits, const at::Tensor& plan,
                                         const at::Tensor& rows,
-                                        const at::Tensor& segment_offsets) {
+                                        const at::Tensor& segment_offsets,
+                                        const std::optional<at::Tensor>& scratch) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("laperm::rank_match_planned_", "")
           .typed<void(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&,
-                      const at::Tensor&)>();
+                      const at::Tensor&, const std::optional<at::Tensor>&)>();
   {
     at::AutoDispatchBelowADInplaceOrView below;
     op.redispatch(keys & c10::after_ADInplaceOrView_keyset, weights, sorted_inits, plan, rows,
-                  segment_offsets);
+                  segment_offsets, scratch);
   }
   for (const at::Tensor& w : weights) torch::autograd::impl::bump_version(w);
 }

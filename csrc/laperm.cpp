@@ -57,10 +57,15 @@ TORCH_LIBRARY(laperm, m) {
         "int[] block_threads, int[] block_items, int default_batch_items, "
         "int max_batch_items, int max_batch_rows, int device_sort_min_length, "
         "int max_warp_class_rows, int max_block_class_rows)");
-  // rank_match_many_ with a plan made by cuda_row_plan for exactly these tensors: only
-  // checks and launches, so it can be captured in a CUDA graph.
+  // The scratch a plan's large rows take on `device` (a byte tensor; empty when it has
+  // none), allocated apart so that a caller can allocate every group's before running any.
+  // CUDA builds only.
+  m.def("cuda_plan_scratch(Tensor plan, Device device) -> Tensor");
+  // rank_match_many_ with a plan made by cuda_row_plan for exactly these tensors and its
+  // scratch from cuda_plan_scratch (allocated here when None): only checks and launches,
+  // so it can be captured in a CUDA graph.
   m.def("rank_match_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
-        "Tensor rows, Tensor segment_offsets) -> ()");
+        "Tensor rows, Tensor segment_offsets, Tensor? scratch=None) -> ()");
 
   // ==========================================================================================
   // Not the product: inspection and test-only operators. Nothing on the rank-matching
@@ -91,9 +96,11 @@ TORCH_LIBRARY(laperm, m) {
   // promise that a call failing for want of memory changes no weight.
   m.def("_test_fail_allocation(int k) -> ()");
   // Test-only (testing/emulated_launcher.cpp): rank_match_planned_ on CPU tensors, through
-  // a CPU emulation of the CUDA kernels, so tests run every step around them without a GPU.
+  // a CPU emulation of the CUDA kernels, so tests run every step around them without a GPU;
+  // _test_emulated_plan_scratch is its cuda_plan_scratch (the emulation's own scratch).
+  m.def("_test_emulated_plan_scratch(Tensor plan) -> Tensor");
   m.def("_test_emulate_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
-        "Tensor rows, Tensor segment_offsets) -> ()");
+        "Tensor rows, Tensor segment_offsets, Tensor? scratch=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {

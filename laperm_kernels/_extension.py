@@ -44,5 +44,5 @@ if _load_error is None:
         return None
 
     @torch.library.register_fake("laperm::rank_match_planned_")
-    def _rank_match_planned_fake(weights, sorted_inits, plan, rows, segment_offsets):
+    def _rank_match_planned_fake(weights, sorted_inits, plan, rows, segment_offsets, scratch=None):
         return None

@@ -106,8 +106,9 @@ def rank_match_groups_eagerly(
         ]  # may raise: still nothing touched
 
         # Everything that can fail before a kernel runs (staging buffers, launch plans and
-        # their size limits, compilation; during CUDA graph capture, anything an eager call
-        # should have made) is done for every group before the first one is touched.
+        # their size limits, compilation, the kernels' device scratch; during CUDA graph
+        # capture, anything an eager call should have made) is done for every group before
+        # the first one is touched.
         staged = []
         for g, name in plan:
             if g.contiguous:
@@ -115,12 +116,11 @@ def rank_match_groups_eagerly(
             else:
                 work = [contiguous_buffer(w) for w in g.weights]
                 inits = [contiguous_buffer(s) for s in g.sorted_inits]
-            if name is not None:
-                _backends.prepare(name, work, inits)
-            staged.append((g, name, work, inits))
+            launch = None if name is None else _backends.prepare(name, work, inits)
+            staged.append((g, name, work, inits, launch))
 
         used = []
-        for g, name, work, inits in staged:
+        for g, name, work, inits, launch in staged:
             if not g.contiguous:
                 for t, buffer in (*zip(g.weights, work), *zip(g.sorted_inits, inits)):
                     if buffer is not t:
@@ -128,7 +128,7 @@ def rank_match_groups_eagerly(
             if name is None:  # auto, first time for this signature
                 name = _dispatch.trial(g.device, g.dtype, work, inits, g.shapes_key)
             else:
-                _backends.BACKENDS[name].run(work, inits)
+                launch()
             if not g.contiguous:
                 for w, buffer in zip(g.weights, work):
                     if buffer is not w:

@@ -8,12 +8,17 @@
 // block class's padding to its tile, and the large class's scratch segments as
 // DeviceSegmentedRadixSort sees them (bounds from segment_offsets, not from the rows).
 // Tests compare its results bit for bit with the PyTorch reference. Like the CUDA glue, it
-// allocates all its scratch (scratch.h) before the first launch writes a weight.
+// takes its scratch from a separate op (_test_emulated_plan_scratch, as the CUDA path
+// takes cuda_plan_scratch), or allocates it (scratch.h) before the first launch writes a
+// weight: one byte buffer, carved into the arrays below.
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <memory>
+#include <new>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "common/order_key.h"
@@ -28,23 +33,61 @@ namespace laperm {
 namespace cuda {
 namespace {
 
+// The emulation's scratch in bytes: int64 arrays (block-tile order, large-row columns and
+// order), then keys of `key_bytes` each (block-tile keys, large-row keys).
+int64_t emulated_scratch_bytes(int64_t key_bytes, const LaunchBounds& b) {
+  return int64_t(sizeof(int64_t)) * (b.max_tile + b.max_batch_items + b.max_large_length) +
+         key_bytes * (b.max_tile + b.max_batch_items);
+}
+
+// The scratch of a plan with these bounds (empty when it needs none), or
+// torch.OutOfMemoryError saying how much.
+at::Tensor allocate_emulated_scratch(ElementType type, const LaunchBounds& bounds) {
+  ScratchCounter counter;
+  const int64_t bytes = emulated_scratch_bytes(element_bytes(type), bounds);
+  if (bytes == 0) return at::empty({0}, at::kByte);
+  at::Tensor scratch;
+  try {
+    if (!counter.next_fails()) scratch = at::empty({bytes}, at::kByte);
+  } catch (const c10::OutOfMemoryError&) {
+  } catch (const std::bad_alloc&) {
+  }
+  if (!scratch.defined())
+    throw_out_of_memory(
+        "laperm::_test_emulate_planned_: out of memory: " + format_bytes(bytes) +
+        " of scratch for block tiles of up to " + std::to_string(bounds.max_tile) +
+        " and large-row batches of up to " + std::to_string(bounds.max_batch_items) +
+        " elements. No weight was modified. Free memory, or plan with a smaller "
+        "max_batch_items.");
+  return scratch;
+}
+
 template <typename Format>
 class CpuEmulation final : public PlanLauncher {
   using Bits = typename Format::Bits;
   static constexpr Bits kPad = Bits(~Bits(0));
 
  public:
+  // `scratch`: _test_emulated_plan_scratch's tensor for this plan, or undefined to
+  // allocate it here.
+  CpuEmulation(ElementType type, at::Tensor scratch) : type_(type), scratch_(std::move(scratch)) {}
+
   void prepare(const LaunchBounds& bounds) override {
     bounds_ = bounds;
-    const int64_t key = sizeof(Bits), index = sizeof(int64_t);
-    const int64_t total = (key + index) * (bounds.max_tile + bounds.max_batch_items) +
-                          index * bounds.max_large_length;
-    ScratchCounter counter;
-    allocate(counter, tile_keys_, bounds.max_tile, "block-tile keys", total);
-    allocate(counter, tile_order_, bounds.max_tile, "block-tile order", total);
-    allocate(counter, large_keys_, bounds.max_batch_items, "large-row keys", total);
-    allocate(counter, large_columns_, bounds.max_batch_items, "large-row columns", total);
-    allocate(counter, large_order_, bounds.max_large_length, "large-row order", total);
+    const int64_t bytes = emulated_scratch_bytes(sizeof(Bits), bounds);
+    if (!scratch_.defined()) scratch_ = allocate_emulated_scratch(type_, bounds);
+    TORCH_CHECK_VALUE(scratch_.device().is_cpu() && scratch_.scalar_type() == at::kByte &&
+                          scratch_.is_contiguous() && scratch_.numel() >= bytes,
+                      "laperm::_test_emulate_planned_: scratch must be the byte tensor "
+                      "_test_emulated_plan_scratch made for this plan (", bytes,
+                      " bytes on the CPU), got ", scratch_.numel(), " ",
+                      scratch_.scalar_type(), " on ", scratch_.device());
+    int64_t* index = reinterpret_cast<int64_t*>(scratch_.data_ptr());
+    tile_order_ = index;
+    large_columns_ = tile_order_ + bounds.max_tile;
+    large_order_ = large_columns_ + bounds.max_batch_items;
+    tile_keys_ = reinterpret_cast<Bits*>(large_order_ + bounds.max_large_length);
+    large_keys_ = tile_keys_ + bounds.max_tile;
   }
 
   void warp_rows(const RowDesc* rows, int64_t count) override {
@@ -78,8 +121,8 @@ class CpuEmulation final : public PlanLauncher {
     TORCH_CHECK(tile_index >= 0 && tile_index < kNumBlockTiles, "tile index ", tile_index);
     const int64_t tile = kBlockTiles[tile_index].tile;
     TORCH_CHECK(tile <= bounds_.max_tile, "tile ", tile, " exceeds scratch");
-    Bits* keys = tile_keys_.get();
-    int64_t* order = tile_order_.get();
+    Bits* keys = tile_keys_;
+    int64_t* order = tile_order_;
     for (int64_t r = 0; r < count; ++r) {
       Bits* w = reinterpret_cast<Bits*>(rows[r].w_addr);
       const Bits* s = reinterpret_cast<const Bits*>(rows[r].s_addr);
@@ -96,8 +139,8 @@ class CpuEmulation final : public PlanLauncher {
     TORCH_CHECK(batch.items <= bounds_.max_batch_items &&
                     batch.max_length <= bounds_.max_large_length,
                 "batch exceeds scratch");
-    Bits* keys = large_keys_.get();
-    int64_t* columns = large_columns_.get();
+    Bits* keys = large_keys_;
+    int64_t* columns = large_columns_;
     for (int64_t r = 0; r < batch.row_count; ++r) {  // gather
       const Bits* w = reinterpret_cast<const Bits*>(rows[r].w_addr);
       for (int64_t i = 0; i < rows[r].length; ++i)
@@ -108,7 +151,7 @@ class CpuEmulation final : public PlanLauncher {
       TORCH_CHECK(0 <= begin && begin <= end && end <= batch.items &&
                       end - begin <= batch.max_length,
                   "bad segment offsets");
-      sort_stably(keys + begin, large_order_.get(), end - begin);
+      sort_stably(keys + begin, large_order_, end - begin);
       for (int64_t i = 0; i < end - begin; ++i) columns[begin + i] = large_order_[i];
     }
     for (int64_t r = 0; r < batch.row_count; ++r) {  // scatter
@@ -126,31 +169,25 @@ class CpuEmulation final : public PlanLauncher {
     std::stable_sort(order, order + n, [keys](int64_t a, int64_t b) { return keys[a] < keys[b]; });
   }
 
-  // `count` elements into `buffer` (none if count is 0), or torch.OutOfMemoryError.
-  template <typename T>
-  static void allocate(ScratchCounter& counter, std::unique_ptr<T[]>& buffer, int64_t count,
-                       const char* what, int64_t total_bytes) {
-    if (count == 0) return;
-    buffer = try_allocate<T>(counter, count);
-    if (buffer) return;
-    throw_out_of_memory(
-        std::string("laperm::_test_emulate_planned_: out of memory: ") +
-        format_bytes(count * int64_t(sizeof(T))) + " for the " + what + ", " +
-        format_bytes(total_bytes) + " of scratch in all. No weight was modified. Free "
-        "memory, or plan with a smaller max_batch_items.");
-  }
-
+  ElementType type_;
   LaunchBounds bounds_;
-  std::unique_ptr<Bits[]> tile_keys_;
-  std::unique_ptr<int64_t[]> tile_order_;
-  std::unique_ptr<Bits[]> large_keys_;
-  std::unique_ptr<int64_t[]> large_columns_;
-  std::unique_ptr<int64_t[]> large_order_;
+  at::Tensor scratch_;  // holds the arrays below
+  int64_t* tile_order_ = nullptr;
+  int64_t* large_columns_ = nullptr;
+  int64_t* large_order_ = nullptr;
+  Bits* tile_keys_ = nullptr;
+  Bits* large_keys_ = nullptr;
 };
+
+at::Tensor emulated_plan_scratch(const at::Tensor& plan) {
+  const DecodedPlan decoded = decode_plan_tensor("laperm::_test_emulated_plan_scratch", plan);
+  return allocate_emulated_scratch(decoded.plan.type, launch_bounds(decoded.plan));
+}
 
 void emulate_planned(at::TensorList weights, at::TensorList sorted_inits,
                      const at::Tensor& plan, const at::Tensor& rows,
-                     const at::Tensor& segment_offsets) {
+                     const at::Tensor& segment_offsets,
+                     const std::optional<at::Tensor>& scratch) {
   const char* op = "laperm::_test_emulate_planned_";
   const ElementType type = check_group(op, weights, sorted_inits);
   TORCH_CHECK_VALUE(weights[0].device().is_cpu(), op, ": the tensors must be CPU tensors, "
@@ -160,7 +197,7 @@ void emulate_planned(at::TensorList weights, at::TensorList sorted_inits,
   const auto* row_table = reinterpret_cast<const RowDesc*>(rows.data_ptr<int64_t>());
   const int32_t* offsets = segment_offsets.data_ptr<int32_t>();
   const bool ran = dispatch_element_type(type, false, [&](auto format) {
-    CpuEmulation<decltype(format)> emulation;
+    CpuEmulation<decltype(format)> emulation(type, scratch.value_or(at::Tensor()));
     run_plan(decoded.plan, row_table, offsets, emulation);
     return true;
   });
@@ -170,6 +207,7 @@ void emulate_planned(at::TensorList weights, at::TensorList sorted_inits,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, CPU, m) {
+  m.impl("_test_emulated_plan_scratch", &emulated_plan_scratch);
   m.impl("_test_emulate_planned_", &emulate_planned);
 }
 

@@ -1,6 +1,7 @@
 """Backends: one small module each, implementing the same interface (protocol.py,
 ``Backend``): ``is_available()`` / ``unavailable_reason()``, ``supports(device, dtype)``,
-``prepare(weights, sorted_inits)`` and ``run(weights, sorted_inits)``.
+``prepare(weights, sorted_inits)`` (which returns the launch) and
+``run(weights, sorted_inits)``.
 
 Backends never validate and never know about each other; ``laperm_kernels.ops`` does both.
 A new backend is a module here and one line in ``BACKENDS`` and ``AUTO_ORDER``.
@@ -8,7 +9,8 @@ A new backend is a module here and one line in ``BACKENDS`` and ``AUTO_ORDER``.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import functools
+from typing import Callable, Dict, List, Sequence
 
 import torch
 
@@ -33,9 +35,11 @@ AUTO_ORDER: Dict[str, List[str]] = {
 
 def prepare(
     name: str, weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
-) -> None:
-    """Backend ``name``'s ``prepare`` for a validated group (a stand-in without one, as
-    tests register, prepares nothing)."""
-    prepare_group = getattr(BACKENDS[name], "prepare", None)
-    if prepare_group is not None:
-        prepare_group(weights, sorted_inits)
+) -> Callable[[], None]:
+    """Backend ``name``'s ``prepare`` for a validated group: its launch (for a stand-in
+    without one, as tests register, its ``run`` of the group)."""
+    backend = BACKENDS[name]
+    prepare_group = getattr(backend, "prepare", None)
+    if prepare_group is None:
+        return functools.partial(backend.run, weights, sorted_inits)
+    return prepare_group(weights, sorted_inits)

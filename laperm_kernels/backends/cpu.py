@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -33,8 +33,12 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype in SUPPORTED_DTYPES
 
 
-def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
-    """Nothing to prepare: one native call does all (no plan, nothing compiled)."""
+def prepare(
+    weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
+) -> Callable[[], None]:
+    """Nothing to prepare: one native call does all (no plan, nothing compiled; it
+    allocates its scratch before it writes, csrc/scratch.h)."""
+    return functools.partial(run, weights, sorted_inits)
 
 
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:

@@ -8,8 +8,10 @@ addresses and shapes, so it is cached here: the LaPerm optimizer, syncing the sa
 parameters every k steps, pays a few host checks and one launch per size class (ResNet-50:
 7 launches). The plan's tables go up by an asynchronous copy from pinned memory, so
 building one never waits for the GPU; during CUDA graph capture none is built (a miss
-raises: plan_cache.py). ``laperm::rank_match_planned_`` checks that a plan matches its
-tensors before launching. The size classes' constants live in C++
+raises: plan_cache.py). :func:`prepare` also allocates the large rows' scratch
+(``laperm::cuda_plan_scratch``), so that the ops allocate every group's before any group
+runs; ``laperm::rank_match_planned_`` checks that a plan matches its tensors before
+launching. The size classes' constants live in C++
 (csrc/cuda/size_classes.h); Python reads them from the extension (:func:`size_classes`).
 
 Available when the extension was built against a CUDA torch (``compiled()``) and a CUDA
@@ -19,7 +21,7 @@ device is present; otherwise ``unavailable_reason()`` says which is missing.
 from __future__ import annotations
 
 import functools
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -31,6 +33,20 @@ name = "cuda"
 
 Plan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # host words, rows, segment offsets
 _plans: "PlanCache[Plan]" = PlanCache(16, what="launch plan of the cuda backend")
+
+
+class Kernels(NamedTuple):
+    """What runs a plan: the CUDA ops, or in tests their CPU emulation
+    (``laperm::_test_emulated_plan_scratch``, ``laperm::_test_emulate_planned_``)."""
+
+    plan_scratch: Callable[[torch.Tensor, torch.device], torch.Tensor]
+    run_planned: Callable[..., None]
+
+
+_kernels = Kernels(
+    lambda plan, device: torch.ops.laperm.cuda_plan_scratch(plan, device),
+    lambda *args: torch.ops.laperm.rank_match_planned_(*args),
+)
 
 
 def compiled() -> bool:
@@ -64,14 +80,19 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in SUPPORTED_DTYPES
 
 
-def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
-    """Plans the group (or finds its plan): the planner's size limits raise here."""
-    plan_for(list(weights), list(sorted_inits))
+def prepare(
+    weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
+) -> Callable[[], None]:
+    """Plans the group (or finds its plan) and allocates its large rows' scratch: the
+    planner's size limits and running out of memory raise here. Returns the launch."""
+    weights, sorted_inits = list(weights), list(sorted_inits)
+    plan = plan_for(weights, sorted_inits)
+    scratch = _kernels.plan_scratch(plan[0], weights[0].device)
+    return functools.partial(_kernels.run_planned, weights, sorted_inits, *plan, scratch)
 
 
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
-    weights, sorted_inits = list(weights), list(sorted_inits)
-    torch.ops.laperm.rank_match_planned_(weights, sorted_inits, *plan_for(weights, sorted_inits))
+    prepare(weights, sorted_inits)()
 
 
 @functools.lru_cache(maxsize=None)

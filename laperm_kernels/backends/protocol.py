@@ -8,7 +8,7 @@ backends; backends never validate and never know about each other.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -30,15 +30,16 @@ class Backend(Protocol):
 
     def prepare(
         self, weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
-    ) -> None:
+    ) -> Callable[[], None]:
         """Everything ``run`` would do before its first write (plan, size limits,
-        compilation), reading no values; nothing for a backend without plans. ``ops``
-        prepares every group of a call before running any, so a call fails before touching
-        anything; during CUDA graph capture it only looks up, and raises
+        compilation, the device scratch the launches use), reading no values; returns the
+        launch, which then runs the group. ``ops`` prepares every group of a call before
+        launching any, so a call that fails, for want of memory too, touches nothing;
+        during CUDA graph capture it only looks up, and raises
         ``graph_capture.NotPreparedForCapture`` on a miss."""
         ...
 
     def run(self, weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
         """Rank-matches a validated group (contiguous tensors of one device and dtype, no
-        aliasing) in place."""
+        aliasing) in place: ``prepare(weights, sorted_inits)()``."""
         ...

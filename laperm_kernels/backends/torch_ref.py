@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, Sequence
 
 import torch
 
@@ -23,8 +24,12 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return True
 
 
-def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
-    """Nothing to prepare: no plan, nothing compiled."""
+def prepare(
+    weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
+) -> Callable[[], None]:
+    """Nothing to prepare: no plan, nothing compiled (the reference's temporaries are
+    allocated tensor by tensor as it runs)."""
+    return functools.partial(run, weights, sorted_inits)
 
 
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:

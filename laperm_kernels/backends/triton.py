@@ -22,10 +22,11 @@ eager call did not make them first (plan_cache.py).
 All or nothing: everything that can fail before the kernels run does so before the first
 launch. ``plan_layout`` (triton_layout.py: what to launch, from row descriptions alone)
 checks the size limits (docs/triton.md) and raises ValueError; the
-call's one scratch allocation (both merge buffers of its largest batch) is made before
-the first launch, and if it fails the call raises ``torch.OutOfMemoryError`` saying how
-much it needed, with every weight unchanged. Plans hold row tables only, never scratch,
-so nothing stays allocated between calls.
+call's one scratch allocation (both merge buffers of its largest batch) is made by
+:func:`prepare`, which the ops call for every group before launching any, and if it fails
+the call raises ``torch.OutOfMemoryError`` saying how much it needed, with every weight
+unchanged. Plans hold row tables only, never scratch, so nothing stays allocated between
+calls.
 
 float64 is not supported (its 64-bit order key leaves no room for the column in an int64
 sort key); ``backend="auto"`` sends float64 CUDA tensors to the ``"torch"`` backend.
@@ -110,10 +111,12 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return on_device and dtype in _KINDS
 
 
-def prepare(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
-    """The group's plan, its size limits checked and its kernels compiled and loaded."""
-    if weights:
-        _ready_plan(_available_kernels(), weights, sorted_inits, None, None)
+def prepare(
+    weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]
+) -> Callable[[], None]:
+    """The group's plan, its size limits checked, its kernels compiled and loaded, and its
+    scratch allocated; returns the launch."""
+    return prepare_rows(weights, sorted_inits)
 
 
 def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -> None:
@@ -140,18 +143,39 @@ def run_rows(
     rows, and per program of their merge passes) default to the shipped configuration;
     tests make them small so the long-row path runs cheaply under the interpreter.
     """
+    prepare_rows(weights, sorted_inits, max_block=max_block, chunk=chunk)()
+
+
+def prepare_rows(
+    weights: Sequence[torch.Tensor],
+    sorted_inits: Sequence[torch.Tensor],
+    *,
+    max_block: Optional[int] = None,
+    chunk: Optional[int] = None,
+) -> Callable[[], None]:
+    """:func:`run_rows` up to its first write: the plan (ValueError for a size limit), its
+    kernels compiled and loaded, its scratch allocated (``torch.OutOfMemoryError``).
+    Returns the launch, which allocates and compiles nothing."""
     tk = _available_kernels()
     if not weights:
-        return
-    plan = _ready_plan(tk, weights, sorted_inits, max_block, chunk)  # may raise ValueError
+        return _nothing
+    plan = _ready_plan(tk, weights, sorted_inits, max_block, chunk)
     kind, device = _KINDS[weights[0].dtype], weights[0].device
     with _on(device):
-        scratch = _scratch(plan, weights, max_block or tk.MAX_BLOCK)  # may raise OOM
-        # Nothing below allocates or compiles: the first launch is the first write.
-        for launch in plan.launches:
-            launch(kind, scratch)
-    for w in weights:  # raw-pointer writes: tell autograd W changed, like any in-place op
-        torch.autograd.graph.increment_version(w)
+        scratch = _scratch(plan, weights, max_block or tk.MAX_BLOCK)
+
+    def launch() -> None:
+        with _on(device):
+            for launch_one in plan.launches:
+                launch_one(kind, scratch)
+        for w in weights:  # raw-pointer writes: tell autograd W changed, like any in-place op
+            torch.autograd.graph.increment_version(w)
+
+    return launch
+
+
+def _nothing() -> None:
+    pass
 
 
 # --- scratch: one allocation per call, before any launch --------------------------------

@@ -52,12 +52,16 @@ def planned(monkeypatch, tmp_path):
         ran.append(len(ws))
         backends.BACKENDS["torch"].run(ws, ss)
 
+    def prepare(ws, ss):
+        plan(ws, ss)
+        return lambda: run(ws, ss)
+
     module = types.SimpleNamespace(
         name="planned",
         is_available=lambda: True,
         unavailable_reason=lambda: "",
         supports=lambda device, dtype: device.type == "cpu",
-        prepare=plan,
+        prepare=prepare,
         run=run,
         built=built,
         ran=ran,

@@ -22,11 +22,13 @@ import re
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import torch
 
 import laperm_kernels as lk
+from laperm_kernels import backends
 from laperm_kernels.backends import cpu, cuda
 from tests.helpers import (
     assert_bitwise_equal,
@@ -208,9 +210,10 @@ def test_planned_launches_are_all_or_nothing(dtype):
     messages = fail_each_allocation(
         lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws
     )
-    # block-tile keys and order, large-row keys, columns and order: all before any launch
-    assert len(messages) == 5
-    assert "large-row keys" in messages[2] and "max_batch_items" in messages[2]
+    # block-tile keys and order, large-row keys, columns and order: one buffer, before any
+    # launch, sized for the largest tile and batch (the row of 30000 is one)
+    assert len(messages) == 1
+    assert "block tiles of up to 6144 and large-row batches of up to 30000" in messages[0]
     for i, (w, e) in enumerate(zip(ws, expected)):
         assert_bitwise_equal(w, e, f"tensor {i}")
 
@@ -232,7 +235,67 @@ def test_plan_without_large_rows_allocates_for_its_tiles_only():
     messages = fail_each_allocation(
         lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws
     )
-    assert len(messages) == 2 and "block-tile keys" in messages[0]
+    assert (
+        len(messages) == 1
+        and "block tiles of up to 512 and large-row batches of up to 0" in messages[0]
+    )
+
+
+@pytest.fixture
+def emulated_cuda(monkeypatch):
+    """The cuda backend's Python path (plan, scratch, launch) on CPU tensors, its kernels
+    swapped for their CPU emulation, registered as backend "emulated-cuda"; returns the
+    list of (dtype of each plan) whose scratch was asked for."""
+    asked = []
+
+    def plan_scratch(plan, device):
+        asked.append(torch.ops.laperm._inspect_cuda_decode_plan(plan)[0])  # its dtype
+        return torch.ops.laperm._test_emulated_plan_scratch(plan)
+
+    monkeypatch.setattr(
+        cuda, "_kernels", cuda.Kernels(plan_scratch, torch.ops.laperm._test_emulate_planned_)
+    )
+    monkeypatch.setattr(cuda, "largest_block_tile", lambda device, dtype: 8192)
+    backend = types.SimpleNamespace(
+        name="emulated-cuda",
+        is_available=lambda: True,
+        unavailable_reason=lambda: "",
+        supports=lambda device, dtype: device.type == "cpu",
+        prepare=cuda.prepare,
+        run=cuda.run,
+    )
+    monkeypatch.setitem(backends.BACKENDS, "emulated-cuda", backend)
+    return asked
+
+
+def test_a_later_groups_scratch_failing_leaves_the_earlier_groups_untouched(
+    emulated_cuda, monkeypatch
+):
+    # Two (device, dtype) groups, each with a large row: the float64 group's scratch runs
+    # out after the float32 group's was allocated. Every group's scratch comes before any
+    # group runs, so the float32 group was not permuted either.
+    ws, ss = group([(3, 300), (2, 9000)], torch.float32)
+    ws64, ss64 = group([(2, 9000), (4, 50)], torch.float64, seed=1)
+    ws, ss = ws + ws64, ss + ss64
+    expected = reference(ws, ss)
+    before = [w.clone() for w in ws]
+    real = cuda._kernels.plan_scratch
+
+    def second_fails(plan, device):
+        if emulated_cuda:
+            raise torch.OutOfMemoryError("injected: the second group's scratch")
+        return real(plan, device)
+
+    monkeypatch.setattr(cuda, "_kernels", cuda._kernels._replace(plan_scratch=second_fails))
+    with pytest.raises(torch.OutOfMemoryError, match="second group"):
+        lk.rank_match_many_(ws, ss, backend="emulated-cuda")
+    assert emulated_cuda == ["float32"]
+    for i, (w, b) in enumerate(zip(ws, before)):
+        assert_bitwise_equal(w, b, f"tensor {i}")
+    monkeypatch.setattr(cuda, "_kernels", cuda._kernels._replace(plan_scratch=real))
+    lk.rank_match_many_(ws, ss, backend="emulated-cuda")
+    for i, (w, e) in enumerate(zip(ws, expected)):
+        assert_bitwise_equal(w, e, f"tensor {i}")
 
 
 # --- size limits ------------------------------------------------------------------------

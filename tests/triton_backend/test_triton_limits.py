@@ -269,3 +269,15 @@ def test_kernels_are_not_specialised_on_row_counts_or_run_lengths(tk, kernel):
         pytest.skip("the kernels are interpreted here (TRITON_INTERPRET=1)")
     unspecialised = {p.name for p in fn.params if p.do_not_specialize}
     assert unspecialised == INT_ARGUMENTS[kernel]
+
+
+def test_prepare_allocates_the_scratch_and_its_launch_allocates_nothing(tb, recorded):
+    # What lets ops.py allocate every group's scratch before any group runs: preparing does
+    # all but the launches; the launch it returns only launches.
+    ws, ss = tensors()
+    launch = tb.prepare_rows(ws, ss, max_block=32, chunk=16)
+    kinds = [e[0] for e in recorded]
+    assert "allocate" in kinds and "launch" not in kinds
+    recorded.clear()
+    launch()
+    assert {e[0] for e in recorded} == {"launch"}

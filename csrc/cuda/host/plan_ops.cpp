@@ -10,6 +10,7 @@
 // CUDA kernels (tests run plans on the CPU through laperm::_test_emulate_planned_).
 #include <torch/library.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -83,16 +84,27 @@ cuda_decode_plan(const at::Tensor& plan) {
 
 void rank_match_planned_cpu(at::TensorList weights, at::TensorList sorted_inits,
                             const at::Tensor& plan, const at::Tensor& rows,
-                            const at::Tensor& segment_offsets) {
+                            const at::Tensor& segment_offsets,
+                            const std::optional<at::Tensor>& scratch) {
   TORCH_CHECK_VALUE(false, "laperm::rank_match_planned_ runs the CUDA kernels: weights must "
                     "be CUDA tensors, got CPU tensors (laperm::rank_match_many_ takes CPU "
                     "tensors)");
 }
 
+#ifndef LAPERM_WITH_CUDA
+at::Tensor cuda_plan_scratch_unbuilt(const at::Tensor& plan, c10::Device device) {
+  TORCH_CHECK(false, "laperm::cuda_plan_scratch: this build of laperm_kernels._C has no CUDA "
+              "kernels (it was built against a CPU torch)");
+}
+#endif
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, CPU, m) {
   m.impl("rank_match_planned_", &rank_match_planned_cpu);
+#ifndef LAPERM_WITH_CUDA
+  m.impl("cuda_plan_scratch", &cuda_plan_scratch_unbuilt);  // rank_match_cuda.cpp's otherwise
+#endif
 }
 
 TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
