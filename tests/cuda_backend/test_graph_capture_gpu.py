@@ -2,7 +2,11 @@
 
 * A whole training step (forward, backward, Adam's step, a LaPerm sync) captured after
   warm-up steps and replayed is bit for bit the same as eager steps, for every GPU backend
-  and ``auto``, a ``row_dim=1`` weight (a transposed view: a staging buffer) included.
+  and ``auto``, a ``row_dim=1`` weight (a transposed view: a staging buffer) included,
+  with LaPerm's defaults (``check_finite=True``) and with ``track_changes=True``; and with
+  70 ``row_dim=1`` weights (70 staging buffers in one graph).
+* The raw ``torch.ops.laperm.rank_match_many_`` refuses a capture, changing nothing; the
+  planned op with a plan made before the capture replays.
 * A steady-state sync never synchronises with the host, ``check_finite`` included; a
   NaN is still reported, a step or a few later.
 * The Triton block kernel compiles once for any row count.
@@ -47,20 +51,35 @@ class Net(torch.nn.Module):
         return self.fc2(torch.relu(self.fc1(torch.relu(x.flatten(1) @ self.proj))))
 
 
-def _twin(backend, check_finite=False):
+def _twin(backend, net_type=None, **options):
+    """A net and LaPerm(Adam) over it, with LaPerm's defaults but for ``options``."""
     torch.manual_seed(0)
-    net = Net().cuda()
-    groups = [
-        {"params": [net.proj], "row_dim": 1},
-        {"params": [p for n, p in net.named_parameters() if n != "proj"]},
-    ]
+    net = (net_type or Net)().cuda()
+    units_on_dim_1 = [p for n, p in net.named_parameters() if n.startswith("proj")]
+    others = [p for n, p in net.named_parameters() if not n.startswith("proj")]
+    groups = [{"params": units_on_dim_1, "row_dim": 1}] + ([{"params": others}] if others else [])
     opt = lk.LaPerm(
         torch.optim.Adam(groups, lr=1e-2, capturable=True),
         sync_period=1,
         backend=backend,
-        check_finite=check_finite,
+        **options,
     )
     return net, opt
+
+
+class ManyProjections(torch.nn.Module):
+    """70 GPT-2-style projections stored [in, out] (row_dim=1): 70 staging buffers, more
+    than the 64 entries a plan cache keeps for graphs."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.randn(32, 10) / 32**0.5) for _ in range(70)
+        )
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return sum(x @ p for p in self.proj)
 
 
 def _step(net, opt, x, y):
@@ -69,19 +88,27 @@ def _step(net, opt, x, y):
     opt.step()
 
 
+CAPTURED = [
+    pytest.param(None, {}, id="defaults"),
+    pytest.param(None, {"track_changes": True}, id="track_changes"),
+    pytest.param(ManyProjections, {}, id="70-staging-buffers"),
+]
+
+
+@pytest.mark.parametrize("net_type,options", CAPTURED)
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
-def test_a_captured_training_step_replays_bit_for_bit(backend):
+def test_a_captured_training_step_replays_bit_for_bit(backend, net_type, options):
     _needs(backend)
     gen = torch.Generator(device="cuda").manual_seed(1)
     xs = torch.randn(6, 16, 4, 8, device="cuda", generator=gen)
     ys = torch.randint(0, 10, (6, 16), device="cuda", generator=gen)
 
-    eager_net, eager_opt = _twin(backend)
+    eager_net, eager_opt = _twin(backend, net_type, **options)
     for x, y in zip(xs, ys):
         eager_opt.zero_grad(set_to_none=False)
         _step(eager_net, eager_opt, x, y)
 
-    net, opt = _twin(backend)
+    net, opt = _twin(backend, net_type, **options)
     static_x, static_y = xs[0].clone(), ys[0].clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -104,6 +131,10 @@ def test_a_captured_training_step_replays_bit_for_bit(backend):
     torch.cuda.synchronize()
     for (name, a), b in zip(net.named_parameters(), eager_net.parameters()):
         assert_bitwise_equal(a.detach().cpu(), b.detach().cpu(), name)
+    if options.get("track_changes"):  # the replayed sync wrote the counts
+        assert opt.last_sync_changes == eager_opt.last_sync_changes
+    opt.zero_grad(set_to_none=False)
+    _step(net, opt, static_x, static_y)  # eager again: the check left in flight is read
     del graph
     lk.release_captured_plans()
 
@@ -135,6 +166,34 @@ def test_a_steady_sync_never_waits_for_the_gpu(backend):
             _step(net, opt, x, y)
             torch.cuda.synchronize()
     assert any("NaN" in str(w.message) for w in seen), [str(w.message) for w in seen]
+
+
+def test_the_raw_op_refuses_a_capture_and_the_planned_op_replays():
+    _needs("cuda")
+    ws = [torch.randn(64, 300, device="cuda"), torch.randn(4, 9000, device="cuda")]
+    ss = [lk.sort_rows(torch.randn_like(w)) for w in ws]
+    before = [w.clone() for w in ws]
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="cannot be captured in a CUDA graph"):
+        with torch.cuda.graph(graph):
+            torch.ops.laperm.rank_match_many_(ws, ss)
+    torch.cuda.synchronize()
+    for i, (w, b) in enumerate(zip(ws, before)):
+        assert_bitwise_equal(w.cpu(), b.cpu(), f"tensor {i}, untouched")
+
+    plan = torch.ops.laperm.cuda_row_plan(
+        ws, ss, backends.cuda.largest_block_tile(ws[0].device, ws[0].dtype), 1 << 22
+    )
+    scratch = torch.ops.laperm.cuda_plan_scratch(plan[0], ws[0].device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        torch.ops.laperm.rank_match_planned_(ws, ss, *plan, scratch)
+    graph.replay()
+    torch.cuda.synchronize()
+    for i, (w, b, s) in enumerate(zip(ws, before, ss)):
+        want = b.clone()
+        lk.rank_match_(want, s, backend="torch")
+        assert_bitwise_equal(w.cpu(), want.cpu(), f"tensor {i}, replayed")
 
 
 def test_triton_compiles_its_block_kernel_once_for_any_row_count():
