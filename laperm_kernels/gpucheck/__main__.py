@@ -24,8 +24,10 @@ cap (CHECK_LIMITS_S): a check still running at its cap is stopped and FAILs:
   bit-identical after 7 steps.
 - dispatch: ``laperm_kernels.dispatch_report()``, the decisions of backend="auto" in this
   process; a candidate that mismatched or raised fails it.
+- sanitizer: the stream-order GPU test under ``compute-sanitizer --tool memcheck`` (SKIPPED
+  where the tool is not found); log in OUTDIR/sanitizer.log.
 
---quick skips cuda-graph and laperm-steps (SKIPPED, "--quick").
+--quick skips cuda-graph, laperm-steps and sanitizer (SKIPPED, "--quick").
 
 backend="auto" decides afresh: LAPERM_CACHE_DIR is set to OUTDIR/dispatch-cache, emptied
 first (also for the test subprocess). Writes OUTDIR/report.md and OUTDIR/report.json and

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,6 +41,7 @@ GPU_TEST_FILES = (
     "tests/cuda_backend/test_cuda.py",
     "tests/triton_backend/test_triton.py",
     "tests/cuda_backend/test_graph_capture_gpu.py",
+    "tests/cuda_backend/test_streams_gpu.py",
     "tests/reliability/test_memory_limits.py"
     "::test_cuda_large_row_scratch_is_allocated_before_any_launch",
     "tests/dispatch/test_dispatch.py",
@@ -50,7 +53,10 @@ DESELECT = "not test_interpreter"  # test_triton.py's TRITON_INTERPRET=1 cases: 
 # and whose CPU reference costs most (docs/cuda.md, "first GPU run").
 QUICK_DESELECT = DESELECT + " and not (test_gpu_bitwise and (mlp or resnet50 and not float32))"
 QUICK_PRESETS, QUICK_DTYPES = ["resnet50"], ["float32"]
-QUICK_SKIPS = ("cuda-graph", "laperm-steps")
+QUICK_SKIPS = ("cuda-graph", "laperm-steps", "sanitizer")
+# Run under compute-sanitizer's memcheck by the "sanitizer" check: the stream-order test (a
+# launch that read tables before their upload landed would read out of bounds).
+SANITIZED_TEST_FILE = "tests/cuda_backend/test_streams_gpu.py"
 # Seconds a check may run (full run, --quick); docs/cuda.md ("first GPU run") has the
 # budget these come from. A run with --time-budget also cuts each to what is left.
 CHECK_LIMITS_S = {
@@ -62,6 +68,7 @@ CHECK_LIMITS_S = {
     "cuda-graph": (20, 20),
     "laperm-steps": (30, 30),
     "dispatch": (10, 10),
+    "sanitizer": (60, 60),
 }
 DEFAULT_LIMIT_S = 60
 BENCH_BUDGET_S = 1.0  # timed seconds per benchmark method (bench's --budget)
@@ -153,20 +160,45 @@ def check_backends(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
     return True, f"on CUDA tensors, available fastest first: {lk.available_backends('cuda')}"
 
 
-def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
+def _test_checkout(ctx: Context) -> Path:
     _need_gpu()
     root = source_checkout()
     if root is None:
         raise Skip("no source checkout (no tests/ beside laperm_kernels/)")
     if not ctx.run_tests:
         raise Skip("--skip-tests")
+    return root
+
+
+def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
+    root = _test_checkout(ctx)
     files = [
         f
         for f in (QUICK_TEST_FILES if ctx.quick else GPU_TEST_FILES)
         if (root / f.split("::")[0]).is_file()
     ]
-    xml, log = ctx.outdir / "gpu-tests.xml", ctx.outdir / "gpu-tests.log"
+    return _run_pytest(ctx, details, "gpu-tests", root, files, [], DESELECT)
+
+
+def check_sanitizer(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
+    root = _test_checkout(ctx)
+    tool = shutil.which("compute-sanitizer") or shutil.which(
+        "compute-sanitizer", path=str(Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin")
+    )
+    if tool is None:
+        raise Skip("compute-sanitizer not found (on PATH or in $CUDA_HOME/bin)")
+    prefix = [tool, "--tool", "memcheck", "--error-exitcode", "1"]
+    return _run_pytest(ctx, details, "sanitizer", root, [SANITIZED_TEST_FILE], prefix, DESELECT)
+
+
+def _run_pytest(
+    ctx: Context, details: Dict[str, Any], name: str, root: Path, files, prefix, deselect
+) -> Tuple[bool, str]:
+    """Check ``name``: pytest on ``files`` (under ``prefix``, a wrapping tool), its JUnit
+    report read back; passes when it exits 0 and ran a test."""
+    xml, log = ctx.outdir / f"{name}.xml", ctx.outdir / f"{name}.log"
     cmd = [
+        *prefix,
         sys.executable,
         "-m",
         "pytest",
@@ -174,14 +206,14 @@ def check_gpu_tests(ctx: Context, details: Dict[str, Any]) -> Tuple[bool, str]:
         "-p",
         "no:cacheprovider",
         "-k",
-        QUICK_DESELECT if ctx.quick else DESELECT,
+        QUICK_DESELECT if ctx.quick else deselect,
         f"--junitxml={xml}",
         *files,
     ]
     details.update(command=shlex.join(cmd), cwd=str(root), log=log.name, junit=xml.name)
     # Before the check's own cap, so that the log says what ran (a killed pytest writes
     # no JUnit file).
-    timeout = max(1.0, check_limit("gpu-tests", ctx.quick) - 5)
+    timeout = max(1.0, check_limit(name, ctx.quick) - 5)
     with open(log, "w") as out:
         try:
             rc = subprocess.run(
@@ -437,6 +469,7 @@ CHECKS: List[Tuple[str, Callable[[Context, Dict[str, Any]], Tuple[bool, str]]]] 
     ("cuda-graph", check_cuda_graph),
     ("laperm-steps", check_laperm_steps),
     ("dispatch", check_dispatch),
+    ("sanitizer", check_sanitizer),
 ]
 
 

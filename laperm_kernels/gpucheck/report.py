@@ -143,7 +143,7 @@ def _details_md(check: Check) -> List[str]:
     lines: List[str] = []
     if check.name == "backends" and "state" in d:
         lines += _table(["backend", "state"], [[n, s] for n, s in d["state"].items()])
-    elif check.name == "gpu-tests" and "command" in d:
+    elif check.name in ("gpu-tests", "sanitizer") and "command" in d:
         lines += [f"`{d['command']}` in `{d['cwd']}`; log `{d['log']}`, JUnit `{d['junit']}`."]
         lines += [""] + [f"- FAILED {f}" for f in d.get("failures", [])]
         lines += [f"- skipped {n}x: {reason}" for reason, n in d.get("skip_reasons", {}).items()]

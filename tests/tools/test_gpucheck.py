@@ -486,3 +486,37 @@ def test_the_script_takes_quick_and_refuses_unknown_options(tmp_path):
     )
     assert proc.returncode == 1 and want in proc.stderr, proc.stderr
     assert not (tmp_path / "out" / "build.log").exists()
+
+
+def test_the_sanitizer_check_wraps_the_stream_test_in_the_tool(tmp_path, monkeypatch):
+    # A stand-in compute-sanitizer that records its options and runs what follows them.
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_streams.py").write_text("def test_ok(): pass\n")
+    tool_dir = tmp_path / "bin"
+    tool_dir.mkdir()
+    tool = tool_dir / "compute-sanitizer"
+    tool.write_text(f'#!/bin/sh\necho "$1 $2 $3 $4" > {tmp_path}/tool-args\nshift 4\nexec "$@"\n')
+    tool.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(gc, "SANITIZED_TEST_FILE", "tests/test_streams.py")
+    monkeypatch.setenv("PATH", f"{tool_dir}:{os.environ['PATH']}")
+    check = gc.run_check("sanitizer", gc.check_sanitizer, _context(out))
+    assert check.status == "PASS", check
+    assert (tmp_path / "tool-args").read_text().split() == [
+        "--tool",
+        "memcheck",
+        "--error-exitcode",
+        "1",
+    ]
+    assert check.summary.startswith("1 passed, 0 failed") and (out / "sanitizer.log").exists()
+
+
+def test_the_sanitizer_check_skips_without_the_tool(tmp_path, monkeypatch):
+    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(gc.shutil, "which", lambda *a, **k: None)
+    check = gc.run_check("sanitizer", gc.check_sanitizer, _context(tmp_path))
+    assert check.status == "SKIPPED" and "compute-sanitizer not found" in check.summary
