@@ -52,7 +52,8 @@ class LaPerm(Optimizer):
         backend: the rank-matching backend (see ``laperm_kernels.available_backends``).
         track_changes: after each sync, record in ``last_sync_changes`` how many positions
             of each permuted tensor changed value since the previous sync (the paper's
-            permutation tracer). Costs one extra copy of the permuted weights.
+            permutation tracer). Costs one extra copy of the permuted weights; the counts
+            stay on the device until ``last_sync_changes`` is read.
         check_finite: warn (once) when a sync meets NaN or inf in the permuted weights,
             a sign of a diverged run; the sync itself proceeds. Costs one fused max-|w|
             reduction per sync and a copy of one value per tensor to the host, which never

@@ -18,6 +18,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
+from . import graph_capture
 from .layouts import local_tensor, rows_view, whole_row_placements
 
 
@@ -40,9 +41,18 @@ def sync_rows(
     ``write_back()`` once the rows are permuted: it puts redistributed rows back into
     their parameters (all collectives first, then the copies). Nothing is written to a
     parameter before it, so a sync refused by the ops' validation changes nothing."""
+    targets = [whole_row_placements(p, row_dim) for p, row_dim in params]
+    split = [p for (p, _), target in zip(params, targets) if target is not None]
+    if split and graph_capture.capturing_any(split):
+        raise graph_capture.NotPreparedForCapture(
+            f"a sync of {len(split)} DTensor weight(s) whose placements split their rows "
+            "across ranks: each sync moves their rows whole by collectives into new tensors, "
+            "which a CUDA graph cannot keep. Sync them outside the graph (capture steps "
+            "that do not sync, and sync eagerly), or place them on their unit dimension. "
+            "Nothing was modified."
+        )
     rows, moved = [], []
-    for p, row_dim in params:
-        target = whole_row_placements(p, row_dim)
+    for (p, row_dim), target in zip(params, targets):
         if target is None:
             rows.append(rows_view(p, row_dim))
         else:

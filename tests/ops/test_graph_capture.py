@@ -295,3 +295,21 @@ def test_a_host_read_in_a_captured_step_is_caught(planned, capture):
     opt.register_step_post_hook(lambda *args: model[0].weight.abs().max().item())
     with capture(), pytest.raises(CaptureViolation, match=r"Tensor\.item"):
         _train_step(model, opt, 1)
+
+
+def test_split_row_weights_are_refused_in_a_capture_before_any_collective(capture, monkeypatch):
+    # Weights whose placements split their rows are moved whole by collectives into new
+    # tensors at every sync: nothing a graph can keep. The refusal comes before the first
+    # collective (whole_rows) and names the way out.
+    from laperm_kernels import sharded_rows
+
+    monkeypatch.setattr(sharded_rows, "whole_row_placements", lambda p, row_dim: ("Shard(0)",))
+    moved = []
+    monkeypatch.setattr(sharded_rows, "whole_rows", lambda p, row_dim: moved.append(p))
+    w = torch.randn(4, 6)
+    with (
+        capture(),
+        pytest.raises(NotPreparedForCapture, match="split their rows.*outside the graph"),
+    ):
+        sharded_rows.sync_rows([(w, 0)])
+    assert moved == []
