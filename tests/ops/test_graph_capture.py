@@ -313,3 +313,12 @@ def test_split_row_weights_are_refused_in_a_capture_before_any_collective(captur
     ):
         sharded_rows.sync_rows([(w, 0)])
     assert moved == []
+
+
+def test_a_check_never_starts_in_a_capture(capture):
+    # A check started in a capture would queue its copy and event in the graph and be read
+    # as if it were about the capture's step: none starts, on any path (here the CPU one).
+    check = FiniteCheck()
+    with capture():
+        check.start(3, [torch.tensor([float("nan"), 1.0])], ["w"])
+    assert not check.pending
