@@ -59,14 +59,17 @@ def test_the_check_runs_once_and_a_forced_sync_runs_it_too():
     opt = lk.LaPerm(torch.optim.SGD(model.parameters(), lr=0.1), K)
     with torch.no_grad():
         model[2].weight.mul_(2)
+    changed = model[2].weight.detach().clone()
     with pytest.warns(UserWarning, match="parameter 2 of param group 0 changed in place"):
         opt.sync()
-    assert rows_sort_to(model[2].weight, opt.sorted_inits[model[2].weight])
+    S = opt.sorted_inits[model[2].weight]
+    assert_bitwise_equal(S, lk.sort_rows(changed), "S: taken from the changed weights")
     with torch.no_grad():
         model[2].weight.mul_(2)  # after the first step: the user's business
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train_step(model, opt, 1)
+    assert opt.sorted_inits[model[2].weight] is S  # not taken again
 
 
 def test_a_loaded_checkpoint_is_not_second_guessed():
@@ -92,9 +95,12 @@ def test_groups_added_later_are_checked_at_the_next_step():
     opt.add_param_group({"params": [model[2].weight]})
     with torch.no_grad():
         model[2].weight.add_(1.0)
+    changed = model[2].weight.detach().clone()
     with pytest.warns(UserWarning, match="parameter 0 of param group 1 changed"):
         train_step(model, opt, 2)
-    assert rows_sort_to(model[2].weight, opt.sorted_inits[model[2].weight])
+    S = opt.sorted_inits[model[2].weight]
+    assert_bitwise_equal(S, lk.sort_rows(changed), "S: taken from the changed weights")
+    assert rows_sort_to(model[2].weight, S)  # step 2 synced
 
 
 def test_check_ranks_must_be_a_bool_or_a_process_group():
