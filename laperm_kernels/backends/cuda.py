@@ -87,7 +87,8 @@ def prepare(
     planner's size limits and running out of memory raise here. Returns the launch."""
     weights, sorted_inits = list(weights), list(sorted_inits)
     plan = plan_for(weights, sorted_inits)
-    scratch = _kernels.plan_scratch(plan[0], weights[0].device)
+    # segment offsets only where there are large rows: else no scratch, and no op call
+    scratch = _kernels.plan_scratch(plan[0], weights[0].device) if plan[2].numel() else None
     return functools.partial(_kernels.run_planned, weights, sorted_inits, *plan, scratch)
 
 

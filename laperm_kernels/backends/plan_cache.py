@@ -144,7 +144,7 @@ class PlanCache(Generic[T]):
                         "laperm_kernels.release_captured_plans(). Nothing was modified."
                     )
                 self._captured[key] = found
-            if not capturing:  # no wait on work outside a capture, nor inside
+            if not capturing:  # a capture may not wait on work queued outside it
                 _hand_out_on(found, current_stream(device))
         if not capturing:  # record_stream is not for use inside a capture
             for table in device_tables(found[0]):
