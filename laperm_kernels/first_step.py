@@ -13,7 +13,8 @@ first step exchanges whether any rank saw such a change (then every rank takes S
 so that collectives stay paired) and the fingerprints of the plain-tensor weights: ranks
 that would start from different weights, hence different S, get a ValueError naming the
 parameter instead of a silent divergence. DTensor weights are left out of that
-comparison (their shards differ by design).
+comparison (their shards differ by design). Meta tensors hold no values: they are left
+out (:func:`has_values`), as a sync leaves them (sync_plan.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ import torch
 
 _CHUNK = 1 << 20  # int16 words per step: bounds the transient int64 copies to 16 MiB
 _PERIOD = 65521  # position weights cycle through 1..65521 (a prime)
+
+
+def has_values(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds values to compare (a meta tensor has only a shape)."""
+    return t.device.type != "meta"
 
 
 @torch.no_grad()

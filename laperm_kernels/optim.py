@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 from torch.optim import Optimizer
 
-from . import first_step, graph_capture, optim_state
+from . import first_step, graph_capture, optim_state, step_hooks
 from .finite_check import FiniteCheck
 from .layouts import check_placements, like_param, local_tensor
 from .ops import _byte_span, check_backend_name, rank_match_groups_eagerly, sort_rows
@@ -85,8 +85,8 @@ class LaPerm(Optimizer):
     (tensor parallelism, FSDP2 over ``row_dim=1`` weights), a sync moves the rows whole
     with ``DTensor.redistribute`` and back (docs/distributed.md).
 
-    A parameter listed twice in a group is refused, as are permuted parameters sharing
-    memory. Errors name parameters by their ``"param_names"`` in the group (see
+    A permuted parameter listed twice in a group is refused, as are permuted parameters
+    sharing memory. Errors name parameters by their ``"param_names"`` in the group (see
     ``laperm_kernels.param_groups``), else by group and index.
 
     ``sync_backends`` maps each ``"device dtype"`` group of the syncs so far to the backend
@@ -95,6 +95,10 @@ class LaPerm(Optimizer):
 
     With ``torch.amp.GradScaler``, ``scaler.step(opt)`` skips the whole ``opt.step()``
     when gradients overflow: the step counter does not advance and no sync happens.
+
+    Step hooks on the wrapper and torch.optim's global ones run once per step, around
+    the inner step and the sync; the inner optimizer's own run around its step
+    (laperm_kernels/step_hooks.py).
     """
 
     def __init__(
@@ -137,10 +141,9 @@ class LaPerm(Optimizer):
         self._last_synced: Dict[torch.Tensor, torch.Tensor] = {}
         self._step = 0
         self._init_hooks()
-        for i, group in enumerate(self.param_groups):
-            _check_group(group, i, self.param_groups)
         wanted = self._wanted(self.param_groups)  # the permute rule, asked once a parameter
         for i, group in enumerate(self.param_groups):
+            _check_group(group, i, self.param_groups, wanted)
             self._check_params(group, i, self.param_groups, wanted)
         self._check_no_overlap(self.param_groups, wanted)
         for group in self.param_groups:
@@ -162,7 +165,11 @@ class LaPerm(Optimizer):
 
     def step(self, closure: Optional[Callable[[], float]] = None):
         self._before_inner_step()
-        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        held = step_hooks.hold_back()  # the global step hooks run once, around this step
+        try:
+            loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        finally:
+            step_hooks.put_back(held)
         self._advance()
         return loss
 
@@ -390,7 +397,8 @@ class LaPerm(Optimizer):
         for p in params:
             if wanted[id(p)] if wanted is not None else self._wants(p, group):
                 self.sorted_inits[p] = like_param(sort_rows(whole_rows(p, row_dim)), p, row_dim)
-                self._pending[p] = first_step.fingerprint(local_tensor(p))
+                if first_step.has_values(p):
+                    self._pending[p] = first_step.fingerprint(local_tensor(p))
                 if self.track_changes:
                     self._last_synced[p] = local_tensor(p, row_dim).detach().clone()
             else:
@@ -449,9 +457,9 @@ class LaPerm(Optimizer):
             if not isinstance(params, (torch.Tensor, set, list)):
                 param_group["params"] = list(params)  # as torch.optim does: read it once
             groups = [*self.param_groups, _listed(param_group)]
-            _check_group(groups[-1], len(groups) - 1, groups)
             wanted = {id(p): p in self.sorted_inits for p in self._all_params()}
             wanted.update(self._wanted(groups[-1:]))
+            _check_group(groups[-1], len(groups) - 1, groups, wanted)
             self._check_params(groups[-1], len(groups) - 1, groups, wanted)
             self._check_no_overlap(groups, wanted)
         else:
@@ -477,23 +485,34 @@ class LaPerm(Optimizer):
             type(self.optimizer),
         )
         for hook in self._optimizer_state_dict_post_hooks.values():
-            state_dict = hook(self, state_dict) or state_dict
+            result = hook(self, state_dict)
+            state_dict = state_dict if result is None else result
         return state_dict
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a :meth:`state_dict` (or one of the layout before 0.2). Everything is
         checked before anything changes: a checkpoint that does not fit these parameters
-        raises ValueError or TypeError and leaves the optimizer untouched."""
+        raises ValueError or TypeError and leaves the optimizer untouched. A state dict of
+        the inner optimizer alone (a run resumed under LaPerm) loads into it, with a
+        warning: S is then taken from the current weights and the step counter is 0."""
+        if isinstance(state_dict, dict):
+            state_dict = state_dict.copy()  # as torch.optim: the hooks get a shallow copy
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
-            state_dict = hook(self, state_dict) or state_dict
+            result = hook(self, state_dict)
+            state_dict = state_dict if result is None else result
+        if optim_state.is_inner_only(state_dict):
+            self._load_inner_only(state_dict)
+        else:
+            self._load(state_dict)
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def _load(self, state_dict: Dict[str, Any]) -> None:
         inner, step, sorted_inits = optim_state.unpack(
             state_dict, self.param_groups, type(self.optimizer)
         )
         self.optimizer.load_state_dict(inner)  # checks its own part first
-        # Optimizer.load_state_dict rebinds the inner param_groups and state: share them
-        # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
-        self.param_groups = self.optimizer.param_groups
-        self.state = self.optimizer.state
+        self._share_inner_state()
         self.sorted_inits = SortedInits(sorted_inits)
         self._pending = {}  # S is the checkpoint's: nothing to compare at the next step
         self._last_synced = {}
@@ -503,14 +522,34 @@ class LaPerm(Optimizer):
                     local_tensor(p, _row_dim_of(p, self.param_groups)).detach().clone()
                 )
         self._step = step
-        for hook in self._optimizer_load_state_dict_post_hooks.values():
-            hook(self)
+
+    def _load_inner_only(self, state_dict: Dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state_dict)  # torch.optim's checks
+        self._share_inner_state()
+        self.sorted_inits, self._pending, self._last_synced = SortedInits(), {}, {}
+        for group in self.param_groups:
+            self._snapshot(group["params"], group)  # compared again at the first step
+        self._step = 0
+        warnings.warn(
+            f"LaPerm.load_state_dict: the checkpoint has no '{optim_state.SHAPES}': a state "
+            f"dict of the inner optimizer ({type(self.optimizer).__name__}) alone, loaded "
+            "into it. The sorted initial rows are taken from the current weights and the "
+            "step counter starts at 0",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _share_inner_state(self) -> None:
+        # Optimizer.load_state_dict rebinds the inner param_groups and state: share them
+        # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
+        self.param_groups = self.optimizer.param_groups
+        self.state = self.optimizer.state
 
     # deepcopy and pickle: like torch.optim.Optimizer, hooks are not copied (nor a
-    # check_finite result still on its way); unlike its __getstate__ (defaults, state and
-    # param_groups only), everything else is.
+    # check_finite result still on its way, nor an LR scheduler's patch of ``step``);
+    # unlike its __getstate__ (defaults, state and param_groups only), everything else is.
     def __getstate__(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in _HOOKS and k not in _REBUILT}
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_COPIED}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -538,6 +577,13 @@ _HOOKS = (
     "_optimizer_load_state_dict_pre_hooks",
     "_optimizer_load_state_dict_post_hooks",
 )
+
+# What an LR scheduler adds to the optimizer it is given: ``step``, a wrapper of the
+# class's step holding a weakref to this optimizer (a copy would step the original, and
+# it cannot be pickled), and the flag it sets. A copy has no scheduler, as with torch.optim.
+_SCHEDULER_PATCH = ("step", "_opt_called")
+
+_NOT_COPIED = (*_HOOKS, *_REBUILT, *_SCHEDULER_PATCH)
 
 
 def _row_dim_of(p: torch.Tensor, groups) -> int:
@@ -590,17 +636,20 @@ def _listed(group: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _check_group(group: Dict[str, Any], index: int, groups) -> None:
+def _check_group(group: Dict[str, Any], index: int, groups, wanted: Dict[int, bool]) -> None:
+    """Refuses bad ``sync_period`` and ``permute`` keys, and a permuted parameter listed
+    twice (a sync would rank-match it twice; torch.optim only warns of a parameter listed
+    twice, and steps it twice: that one is left to it)."""
     if "sync_period" in group:
         _check_sync_period(group["sync_period"], "param group 'sync_period'")
     if "permute" in group:
         _check_permute(group["permute"], "param group 'permute'")
     first: Dict[int, int] = {}
     for j, p in enumerate(_tensors(group["params"])):
-        if id(p) in first:
+        if id(p) in first and wanted.get(id(p)):
             raise ValueError(
                 f"LaPerm: param group {index} lists "
                 f"{label(groups, index, first[id(p)])} twice (at {first[id(p)]} "
-                f"and {j}); list every parameter once"
+                f"and {j}); list every permuted parameter once"
             )
-        first[id(p)] = j
+        first.setdefault(id(p), j)

@@ -20,7 +20,9 @@ a distributed checkpoint saves every shard and reshards on load, onto another wo
 too; an S saved in other placements is redistributed to these on load.
 
 :func:`unpack` checks everything before anything changes, and reads the layout of
-earlier versions (``{"inner": ..., "laperm": {...}}``) too.
+earlier versions (``{"inner": ..., "laperm": {...}}``) too. :func:`is_inner_only` tells a
+state dict of the inner optimizer alone (a run resumed under LaPerm), which LaPerm loads
+into its inner optimizer, taking S from the current weights.
 """
 
 from __future__ import annotations
@@ -71,6 +73,25 @@ def pack(
             for saved, g in zip(inner["param_groups"], groups)
         ],
     }
+
+
+def is_inner_only(state_dict: Any) -> bool:
+    """Whether ``state_dict`` is a torch.optim state dict without any of LaPerm's keys: no
+    group holds ``laperm_step``, ``laperm_shapes`` or ``laperm_inner``, no parameter's
+    state a ``sorted_init`` (one that holds some of them is a damaged LaPerm one)."""
+    if not (
+        isinstance(state_dict, dict)
+        and isinstance(state_dict.get("state"), dict)
+        and isinstance(state_dict.get("param_groups"), list)
+    ):
+        return False
+    ours_in_groups = any(
+        isinstance(g, dict) and any(k in g for k in _KEYS) for g in state_dict["param_groups"]
+    )
+    ours_in_state = any(
+        isinstance(e, dict) and SORTED_INIT in e for e in state_dict["state"].values()
+    )
+    return not (ours_in_groups or ours_in_state)
 
 
 def unpack(

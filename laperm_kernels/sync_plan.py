@@ -12,6 +12,7 @@ Rows that cannot be cached are made at each sync: views of parameters whose unit
 not on dim 0 (``p.data`` may be replaced between syncs, and a view would keep the old
 storage) and DTensor parameters (their rows may need a collective: sharded_rows.py).
 Parameters whose units are on dim 0 are passed as they are: the tensor is its own rows.
+Meta parameters hold no values: a sync leaves them out (and so does ``check_finite``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import _extension
+from .first_step import has_values
 from .layouts import local_tensor
 from .ops import cpu_kernel_keys
 from .param_names import labels
@@ -73,7 +75,10 @@ class SyncPlan:
         # the parameters, held: their ids in the fingerprint stay theirs while it lives
         self._held = [p for g in groups for p in g["params"]]
         self.pairs: List[Tuple[torch.Tensor, int]] = [
-            (p, g.get("row_dim", 0)) for g in groups for p in g["params"] if p in sorted_inits
+            (p, g.get("row_dim", 0))
+            for g in groups
+            for p in g["params"]
+            if p in sorted_inits and has_values(p)
         ]
         self.sorted_inits = [local_tensor(sorted_inits[p]) for p, _ in self.pairs]
         names = labels(all_groups)

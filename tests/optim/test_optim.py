@@ -558,6 +558,71 @@ def test_step_hooks_on_the_wrapper_run():
     assert len(calls) == 4
 
 
+def test_global_step_hooks_run_once_per_step_with_the_wrapper():
+    """torch.optim's global step hooks see one step per opt.step(), the LaPerm's, around
+    the inner step and the sync; the inner optimizer's own hooks run around its step."""
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
+
+    model = mlp(act=nn.Tanh)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = lk.LaPerm(adam, sync_period=1)
+    s0 = reference_sort(model[0].weight)
+    calls = []
+
+    def record(name):
+        return lambda o, a, k: calls.append((name, o, is_permutation_of(model[0].weight, s0)))
+
+    handles = [
+        register_optimizer_step_pre_hook(record("global pre")),
+        register_optimizer_step_post_hook(record("global post")),
+        adam.register_step_pre_hook(record("inner pre")),
+        adam.register_step_post_hook(record("inner post")),
+    ]
+    try:
+        train_step(model, opt, *batches(1)[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [
+        ("global pre", opt, True),
+        ("inner pre", adam, True),
+        ("inner post", adam, False),  # before the sync
+        ("global post", opt, True),
+    ]
+
+
+def test_global_step_hooks_are_kept_through_an_inner_step_that_raises_or_adds_one():
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    model = mlp(act=nn.Tanh)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = lk.LaPerm(adam, sync_period=1)
+    calls, handles = [], []
+    handles.append(register_optimizer_step_post_hook(lambda o, a, k: calls.append("first")))
+
+    def add_a_global_hook(o, a, k):  # registers one while the inner step runs
+        if len(handles) == 1:
+            handles.append(register_optimizer_step_post_hook(lambda o, a, k: calls.append("new")))
+
+    adam.register_step_pre_hook(add_a_global_hook)
+
+    def failing_closure():
+        raise RuntimeError("closure failed")
+
+    try:
+        with pytest.raises(RuntimeError, match="closure failed"):
+            opt.step(failing_closure)
+        assert opt.step_count == 0 and len(handles) == 2
+        train_step(model, opt, *batches(1)[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == ["first", "new"]
+
+
 def test_repr_and_param_groups_shared():
     model = mlp()
     adam = torch.optim.Adam(model.parameters(), lr=1e-3)

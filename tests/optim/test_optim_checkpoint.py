@@ -288,8 +288,10 @@ def test_wrong_keys_raise_and_change_nothing():
     snap = snapshot(model, opt)
     good = opt.state_dict()
     group = good["param_groups"][0]
+    S = good["state"][0]["sorted_init"]
+    plain = opt.optimizer.state_dict()  # an Adam state dict alone loads (a test below)
     bad_dicts = [
-        opt.optimizer.state_dict(),  # a plain Adam state dict
+        {**plain, "state": {**plain["state"], 0: {**plain["state"][0], "sorted_init": S}}},
         {},
         {"state": good["state"]},
         {"param_groups": good["param_groups"]},
@@ -316,6 +318,68 @@ def test_wrong_keys_raise_and_change_nothing():
     assert_unchanged(model, opt, snap)
     opt.load_state_dict(good)  # and the good one still loads
     assert opt.step_count == 4
+
+
+def test_a_checkpoint_of_the_inner_optimizer_alone_loads_with_a_warning():
+    """A run of Adam alone, resumed under LaPerm: its state loads into the inner Adam, S
+    is taken from the current weights, the step counter starts at 0 (as if LaPerm were
+    built on the resumed weights and given the Adam state)."""
+    adam_model = mlp(seed=0)
+    adam = torch.optim.Adam(adam_model.parameters(), lr=1e-2)
+    for t in range(1, FIRST + 1):
+        x, y = batch(t)
+        adam.zero_grad()
+        F.cross_entropy(adam_model(x), y).backward()
+        adam.step()
+    ckpt = roundtrip({"model": adam_model.state_dict(), "opt": adam.state_dict()})
+
+    ref_model = mlp(seed=123)
+    ref_model.load_state_dict(ckpt["model"])
+    ref_opt, _ = build(ref_model)  # S from the resumed weights
+    ref_opt.optimizer.load_state_dict(copy.deepcopy(ckpt["opt"]))
+
+    model = mlp(seed=123)
+    opt, _ = build(model)  # S from this model's own init, until the load
+    model.load_state_dict(ckpt["model"])
+    with pytest.warns(UserWarning, match=r"no 'laperm_shapes'.*current weights.*starts at 0"):
+        opt.load_state_dict(ckpt["opt"])
+    assert opt.step_count == 0 and opt.param_groups is opt.optimizer.param_groups
+    assert set(opt.sorted_inits) == {model[0].weight, model[2].weight}
+    for p in opt.sorted_inits:
+        assert_bitwise_equal(opt.sorted_inits[p], lk.sort_rows(p.detach()), "S")
+    train(model, opt, None, SECOND, start=FIRST + 1)
+    train(ref_model, ref_opt, None, SECOND, start=FIRST + 1)
+    assert_same_training_state(model, opt, ref_model, ref_opt)
+
+
+def test_an_inner_checkpoint_that_does_not_fit_raises_and_changes_nothing():
+    model = mlp(seed=0)
+    opt, _ = build(model)
+    train(model, opt, None, 4)
+    snap = snapshot(model, opt)
+    torch.manual_seed(4)
+    deeper = nn.Sequential(nn.Linear(20, 32), nn.Linear(32, 10), nn.Linear(10, 10))
+    with pytest.raises(ValueError, match="doesn't match the size"):  # torch.optim's check
+        opt.load_state_dict(torch.optim.Adam(deeper.parameters()).state_dict())
+    assert_unchanged(model, opt, snap)
+
+
+def test_load_pre_hooks_get_a_shallow_copy():
+    """As torch.optim's: a hook that replaces a key changes the copy, not the caller's."""
+    model = mlp(seed=0)
+    opt, _ = build(model)
+    train(model, opt, None, 2)
+    sd = opt.state_dict()
+    groups, given = sd["param_groups"], []
+
+    def halve_lr(optimizer, state_dict):
+        given.append(state_dict)
+        state_dict["param_groups"] = [{**g, "lr": g["lr"] / 2} for g in state_dict["param_groups"]]
+
+    opt.register_load_state_dict_pre_hook(halve_lr)
+    opt.load_state_dict(sd)
+    assert given[0] is not sd and sd["param_groups"] is groups
+    assert opt.param_groups[0]["lr"] == groups[0]["lr"] / 2
 
 
 def test_scheduler_reaches_inner_optimizer_after_load():

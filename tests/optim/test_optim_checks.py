@@ -80,6 +80,24 @@ def test_a_parameter_twice_in_a_group_is_refused_at_construction():
         lk.LaPerm(inner, K)
 
 
+def test_a_parameter_listed_twice_is_left_to_torch_where_it_is_not_permuted():
+    model = mlp()
+    bias = model[0].bias
+    with pytest.warns(UserWarning, match="duplicate parameters"):  # torch's warning
+        opt = lk.LaPerm(torch.optim.SGD([model[0].weight, bias, bias], lr=0.1), K)
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt.add_param_group({"params": [model[2].weight, model[2].bias, model[2].bias]})
+    assert set(opt.sorted_inits) == {model[0].weight, model[2].weight}
+    for t in range(K):
+        train_step(model, opt, t)
+    twin = lk.LaPerm(torch.optim.SGD([model[0].weight, bias, bias], lr=0.1), K)
+    twin.add_param_group({"params": [model[2].weight, model[2].bias, model[2].bias]})
+    twin.load_state_dict(opt.state_dict())
+    assert twin.step_count == K
+    for p in opt.sorted_inits:
+        assert_bitwise_equal(twin.sorted_inits[p], opt.sorted_inits[p], "S")
+
+
 def test_a_parameter_twice_in_an_added_group_is_refused_and_nothing_is_added():
     model = mlp()
     opt = lk.LaPerm(torch.optim.SGD([model[0].weight], lr=0.1), K)

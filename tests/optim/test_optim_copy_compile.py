@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import pickle
 
 import pytest
@@ -93,6 +94,34 @@ def test_deepcopy_of_the_optimizer_alone_owns_its_parameters():
     twin.sync()  # works on its own copies; the model is untouched
     train(model, opt, 3, 1)
     assert twin.step_count == 2 and opt.step_count == 3
+
+
+def _after_a_scheduler_is_attached():
+    model = mlp()
+    opt = build(model)
+    torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # patches opt.step
+    train(model, opt, 1, 4)
+    return model, opt
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
+def test_a_copy_after_a_scheduler_is_attached_is_independent(how):
+    model, opt = _after_a_scheduler_is_attached()
+    if how == "deepcopy":
+        twin_model, twin_opt = copy.deepcopy((model, opt))
+    elif how == "pickle":
+        twin_model, twin_opt = pickle.loads(pickle.dumps((model, opt)))
+    else:
+        buffer = io.BytesIO()
+        torch.save((model, opt), buffer)
+        buffer.seek(0)
+        twin_model, twin_opt = torch.load(buffer, weights_only=False)
+    assert "step" not in vars(twin_opt)  # the copy has no scheduler, as with torch.optim
+    before = [p.detach().clone() for p in model.parameters()]
+    step(twin_model, twin_opt, 5)
+    for p, b in zip(model.parameters(), before):
+        assert_bitwise_equal(p.detach(), b, "the original, after its copy's step")
+    assert (opt.step_count, twin_opt.step_count) == (4, 5)
 
 
 def test_hooks_are_not_copied_but_still_run_on_the_twin():

@@ -129,3 +129,32 @@ def test_a_sync_over_nan_weights_warns_once_and_proceeds():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quiet.sync()
+
+
+def _on_meta():
+    with torch.device("meta"):
+        model = mlp()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    return model
+
+
+def test_steps_over_meta_parameters_run_as_torch_optims_do():
+    """Meta tensors hold no values: the first-step check and the syncs leave them out."""
+    model = _on_meta()
+    opt = lk.LaPerm(
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), 1, track_changes=True
+    )
+    assert set(opt.sorted_inits) == {model[0].weight, model[2].weight}
+    for _ in range(2):
+        opt.step()
+    assert opt.step_count == 2 and opt.last_sync_changes == {}
+    opt.sync()
+
+
+def test_torchs_own_error_for_meta_parameters_surfaces():
+    model = _on_meta()
+    opt = lk.LaPerm(torch.optim.Adam(model.parameters(), fused=True), 1)
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params"):
+        opt.step()
+    assert opt.step_count == 0
