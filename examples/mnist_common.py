@@ -31,11 +31,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def make_parser(
-    description: str, epochs: Optional[int], epochs_help: str
+    description: str,
+    epochs: Optional[int],
+    epochs_help: str,
+    model_args: Callable[[argparse._ArgumentGroup], None] = add_model_args,
 ) -> argparse.ArgumentParser:
-    """A parser with the model options and the training options both programs take."""
+    """A parser with the model options (``model_args``: the MNIST models' by default) and
+    the training options every program takes."""
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
-    add_model_args(p.add_argument_group("model and initialisation"))
+    model_args(p.add_argument_group("model and initialisation"))
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
     t.add_argument("--k", type=int, default=20, help="LaPerm sync period (steps)")

@@ -74,3 +74,47 @@ PAPER_TOP1_CIFAR = {
     "resnet-p50": 0.9202,
     "resnet-p70": 0.9097,
 }
+
+# The CIFAR-10 notebooks: Keras Adam, batch 50, the test set evaluated every vali_freq
+# steps, all 50,000 training images; LaPerm's defaults skip biases and BatchNorm
+# (skip_bias=True, skip_bn=True); l2(1e-4) on every kernel but the output layer's.
+CIFAR_COMMON = {
+    "lr": 1e-3,
+    "adam_eps": 1e-7,
+    "loss_sum": True,
+    "batch_size": 50,
+    "l2": "1e-4",
+    "augment": True,
+}
+_CONV = {
+    **CIFAR_COMMON,
+    "init": "keras-biases",  # he_uniform kernels and biases
+    "normalise": "raw",  # their normalize() returns its inputs: pixels 0..255
+    "lr_schedule": "conv",  # 1e-3 * 0.6 ** (epoch // 10)
+    "k": 1000,
+    "epochs": 125,
+    "eval_every": 250,
+    "augment_rotation": 15.0,  # ImageDataGenerator(rotation 15, shifts 0.1, hflip)
+}
+_RESNET = {
+    **CIFAR_COMMON,
+    "model": "resnet",
+    "init": "keras",  # he_uniform kernels, zero biases
+    "normalise": "pixel-mean",  # /255, minus the per-pixel training mean
+    "lr_schedule": "resnet",
+    "k": 800,  # the notebook's; the README's table gives 400 for the dense row
+    "epochs": 200,
+    "eval_every": 800,
+    "augment_rotation": 0.0,  # ImageDataGenerator(shifts 0.1, hflip)
+}
+CIFAR_RECIPES: Dict[str, dict] = {
+    "conv2": {**_CONV, "model": "conv2"},
+    "conv4": {**_CONV, "model": "conv4"},
+    "conv13": {**_CONV, "model": "conv13"},
+    "resnet": _RESNET,
+    # random_prune(model, prune_rate=keep): each weight kept with probability keep, the
+    # first layer's at least 0.8
+    "resnet-p30": {**_RESNET, "keep": 0.7},
+    "resnet-p50": {**_RESNET, "keep": 0.5},
+    "resnet-p70": {**_RESNET, "keep": 0.3},
+}

@@ -338,6 +338,11 @@ def test_train_mnist_fast_learns(tmp_path):
     assert laperm["final_test_acc"] > 0.8, laperm
     assert result["methods"]["adam"]["final_test_acc"] > 0.8
     assert result["laperm_rows_hold_initial_values"] is True
+    # the LaPerm network saved as its wiring and rebuilt from it: the same network
+    wired = result["laperm_wiring"]
+    assert wired["rebuilt_bit_identical"] is True
+    assert wired["rebuilt_test_acc"] == laperm["final_test_acc"]
+    assert wired["wiring_and_rest_bytes"] < 0.6 * wired["state_dict_bytes"]
     epochs = result["config"]["epochs"]
     assert epochs == 2 and result["config"]["n_train"] == 20_000
     for method in result["methods"].values():
