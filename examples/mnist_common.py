@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +31,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def make_parser(
-    description: str, epochs: Optional[int], epochs_help: str
+    description: str,
+    epochs: Optional[int],
+    epochs_help: str,
+    model_args: Callable[[argparse._ArgumentGroup], None] = add_model_args,
 ) -> argparse.ArgumentParser:
-    """A parser with the model options and the training options both programs take."""
+    """A parser with the model options (``model_args``: the MNIST models' by default) and
+    the training options every program takes."""
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
-    add_model_args(p.add_argument_group("model and initialisation"))
+    model_args(p.add_argument_group("model and initialisation"))
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
     t.add_argument("--k", type=int, default=20, help="LaPerm sync period (steps)")
@@ -65,22 +69,31 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse
 
 
 def load_data(
-    model: str, seed: int, train_subset: Optional[int] = None, eval_subset: Optional[int] = None
-) -> Dict[str, tuple]:
+    model: str,
+    seed: int,
+    train_subset: Optional[int] = None,
+    eval_subset: Optional[int] = None,
+    train_on_val: bool = False,
+) -> Dict[str, Optional[tuple]]:
     """MNIST shaped for ``model`` (images for the CNN), with a random ``train_subset`` of
-    the training set and the first ``eval_subset`` val/test examples. Exits with the
-    install command if the data is missing."""
+    the training set and the first ``eval_subset`` val/test examples; ``train_on_val``
+    appends the validation split to the training set (60k, as the official code) and
+    leaves ``data["val"]`` None. Exits with the install command if the data is missing."""
     try:
         data = load_mnist(shape="image" if model == "cnn" else "flat")
     except MNISTNotInstalled as e:
         sys.exit(f"error: {e}")
+    if train_on_val:
+        data["train"] = tuple(torch.cat(pair) for pair in zip(data["train"], data["val"]))
+        data["val"] = None
     if train_subset:
         g = torch.Generator().manual_seed(seed + 2)
         idx = torch.randperm(len(data["train"][0]), generator=g)[:train_subset]
         data["train"] = tuple(t[idx] for t in data["train"])
     if eval_subset:
         for split in ("val", "test"):
-            data[split] = tuple(t[:eval_subset] for t in data[split])
+            if data[split] is not None:
+                data[split] = tuple(t[:eval_subset] for t in data[split])
     return data
 
 
@@ -89,15 +102,24 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def train_step(
-    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Optional[LossFn] = None,
 ) -> torch.Tensor:
-    """One step on the batch (x, y); returns its loss, detached."""
+    """One step on the batch (x, y); returns its loss per example, detached. ``loss_fn``
+    (logits, y) -> loss defaults to the mean cross-entropy."""
     opt.zero_grad()
-    loss = F.cross_entropy(model(x), y)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y)
     loss.backward()
     opt.step()
-    return loss.detach()
+    return loss.detach() / (len(y) if getattr(loss_fn, "summed", False) else 1)
 
 
 def train_epoch(
@@ -108,15 +130,24 @@ def train_epoch(
     order: torch.Tensor,
     batch_size: int,
     bar=None,
+    augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    after_step: Optional[Callable[[], None]] = None,
+    loss_fn: Optional[LossFn] = None,
 ) -> float:
-    """One epoch over ``order``; returns the mean training loss."""
+    """One epoch over ``order``; returns the mean training loss. ``augment`` transforms
+    each batch's inputs; ``after_step`` runs after each step (and may evaluate: the model
+    is put back in training mode after it)."""
     model.train()
     total = torch.zeros(())
     steps = 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        total += train_step(model, opt, x[idx], y[idx])
+        xb = x[idx] if augment is None else augment(x[idx])
+        total += train_step(model, opt, xb, y[idx], loss_fn)
         steps += 1
+        if after_step is not None:
+            after_step()
+            model.train()
         if bar is not None:
             bar.update(1)
     return float(total) / max(steps, 1)

@@ -14,6 +14,7 @@ import math
 from typing import Callable, Optional, Union
 
 import torch
+from paper_models import bernoulli_keep_, conv7, f2, keras_he_uniform_, parse_keep, per_tensor
 from torch import nn
 
 from laperm_kernels import agnosticize_, random_prune_
@@ -51,8 +52,16 @@ def f1_linear(bias: bool = False) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 10, bias=bias))
 
 
-MODELS = {"lenet": lenet_300_100, "cnn": small_cnn, "f1": f1_linear}
-MODEL_NAMES = {"lenet": "LeNet-300-100", "cnn": "small CNN", "f1": "F1 (Linear 784-10)"}
+MODELS = {"lenet": lenet_300_100, "cnn": small_cnn, "f1": f1_linear, "f2": f2, "conv7": conv7}
+MODEL_NAMES = {
+    "lenet": "LeNet-300-100",
+    "cnn": "small CNN",
+    "f1": "F1 (Linear 784-10)",
+    "f2": "F2 (784-128-64-10)",
+    "conv7": "Conv7",
+}
+IMAGE_MODELS = ("cnn", "conv7")  # take [N, 1, 28, 28] images, not flat rows
+NO_BIAS_MODELS = ("f1", "f2")  # the paper's weight-agnostic models have no biases
 
 
 @torch.no_grad()
@@ -106,20 +115,40 @@ def make_initial_model(args: argparse.Namespace) -> nn.Module:
     """The initial model every method starts from (``args``: the options of
     :func:`add_model_args`, and ``seed``)."""
     torch.manual_seed(args.seed)
-    model = MODELS[args.model](bias=not args.no_bias and args.model != "f1")
-    paper_init_(model, torch.Generator().manual_seed(args.seed))
-    mask_gen = torch.Generator().manual_seed(args.seed + 1)
-    agnostic = parse_agnostic(args.agnostic, args.prune)
-    if agnostic is not None:
-        agnosticize_(model, agnostic, p=args.prune, generator=mask_gen)
-    elif args.prune > 0:
-        random_prune_(model, args.prune, generator=mask_gen)
-        if args.prune_rescale:
-            with torch.no_grad():
-                for p in model.parameters():
-                    if p.dim() >= 2:
-                        p.mul_(1.0 / math.sqrt(1.0 - args.prune))
+    bias = not args.no_bias and args.model not in NO_BIAS_MODELS
+    model = MODELS[args.model](bias=bias, **({"dropout": args.dropout} if args.dropout else {}))
+    init_gen = torch.Generator().manual_seed(args.seed)
+    if args.init == "keras":
+        keras_he_uniform_(model, init_gen)
+    else:
+        paper_init_(model, init_gen)
+    mask_and_values_(model, args, torch.Generator().manual_seed(args.seed + 1))
     return model
+
+
+@torch.no_grad()
+def mask_and_values_(model: nn.Module, args: argparse.Namespace, gen: torch.Generator) -> None:
+    """The optional weight-agnostic values and the zero mask: --agnostic, then --keep
+    (per tensor; --mask picks exact counts or the official per-element draws) or --prune."""
+    weights = [p for p in model.parameters() if p.dim() >= 2]
+    agnostic = parse_agnostic(args.agnostic, args.prune)
+    if args.keep is not None:
+        keep = per_tensor(parse_keep(args.keep), weights, "--keep")
+        if agnostic is not None:
+            for w in weights:
+                w.fill_(agnostic(w) if callable(agnostic) else agnostic)
+        if args.mask == "bernoulli":
+            bernoulli_keep_(weights, keep, gen)
+        else:
+            for w, f in zip(weights, keep):
+                random_prune_([w], 1.0 - float(f), generator=gen)
+    elif agnostic is not None:
+        agnosticize_(model, agnostic, p=args.prune, generator=gen)
+    elif args.prune > 0:
+        random_prune_(model, args.prune, generator=gen)
+        if args.prune_rescale:
+            for w in weights:
+                w.mul_(1.0 / math.sqrt(1.0 - args.prune))
 
 
 def describe(args: argparse.Namespace) -> str:
@@ -129,7 +158,10 @@ def describe(args: argparse.Namespace) -> str:
         init = f"weight-agnostic {{0, {args.agnostic}}}, {args.prune:.0%} zero"
     elif args.prune:
         init += f", {args.prune:.0%} pruned" + (" (rescaled)" if args.prune_rescale else "")
-    name = MODEL_NAMES[args.model] + (", no bias" if args.no_bias or args.model == "f1" else "")
+    if args.keep is not None:
+        init += f", kept {args.keep} ({args.mask})"
+    no_bias = args.no_bias or args.model in NO_BIAS_MODELS
+    name = MODEL_NAMES[args.model] + (", no bias" if no_bias else "")
     return f"{name}, MNIST, {init}"
 
 
@@ -140,7 +172,30 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         choices=sorted(MODELS),
         default="lenet",
         help="lenet: LeNet-300-100; cnn: conv32-conv64-fc128-fc10; f1: the paper's "
-        "weight-agnostic F1, one Linear(784, 10) without bias",
+        "weight-agnostic F1, one Linear(784, 10) without bias; f2: 784-128-64-10 without "
+        "bias; conv7: the official Conv7",
+    )
+    p.add_argument(
+        "--init",
+        choices=("paper", "keras"),
+        default="paper",
+        help="paper: He-uniform weights, zero biases; keras: Keras 'he_uniform' on "
+        "weights and biases (a bias of n units: U(+-sqrt(6/n)))",
+    )
+    p.add_argument("--dropout", type=float, default=None, help="conv7's dropout rate (0.4)")
+    p.add_argument(
+        "--keep",
+        default=None,
+        metavar="FRACTIONS",
+        help="kept fraction of each weight tensor, one for all or one per tensor: "
+        "4/7 or 1/15,1/7,1/3 (instead of --prune)",
+    )
+    p.add_argument(
+        "--mask",
+        choices=("exact", "bernoulli"),
+        default="exact",
+        help="with --keep: exactly round(f * numel) kept, or each weight kept with "
+        "probability f (the official code's draw)",
     )
     p.add_argument(
         "--prune",
@@ -176,6 +231,15 @@ def check_model_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
         p.error("--prune must be in [0, 1)")
     if args.prune_rescale and (args.agnostic is not None or args.prune == 0):
         p.error("--prune-rescale goes with --prune > 0 and without --agnostic")
+    if args.keep is not None:
+        if args.prune:
+            p.error("--keep and --prune are exclusive")
+        try:
+            parse_keep(args.keep)
+        except ValueError as e:
+            p.error(str(e))
+    if args.dropout is not None and not (args.model == "conv7" and 0.0 <= args.dropout < 1.0):
+        p.error("--dropout goes with --model conv7 and must be in [0, 1)")
     try:
         parse_agnostic(args.agnostic, args.prune)
     except argparse.ArgumentTypeError as e:

@@ -23,6 +23,7 @@ from .optim import LaPerm
 from .reference import SUPPORTED_DTYPES
 from .utils import agnosticize_, random_prune_
 from .viz import weight_profile
+from .wiring import rewire_, wiring
 
 __version__ = "0.2.0"
 
@@ -37,7 +38,9 @@ __all__ = [
     "rank_match_",
     "random_prune_",
     "release_captured_plans",
+    "rewire_",
     "rank_match_many_",
     "sort_rows",
     "weight_profile",
+    "wiring",
 ]

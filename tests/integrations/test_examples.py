@@ -141,6 +141,10 @@ def test_models_and_inits(example):
             "prune": 0.0,
             "prune_rescale": False,
             "agnostic": None,
+            "init": "paper",
+            "dropout": None,
+            "keep": None,
+            "mask": "exact",
             **kw,
         }
         return models.make_initial_model(argparse.Namespace(**opts)).requires_grad_(False)
@@ -171,6 +175,62 @@ def test_models_and_inits(example):
     assert cnn(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(argparse.ArgumentTypeError, match="agnostic"):
         models.parse_agnostic("zero")
+
+    # the official F2: {0, 0.03}, each weight kept with probability 1/15, 1/7, 1/3
+    f2 = list(init(model="f2", agnostic="0.03", keep="1/15,1/7,1/3", mask="bernoulli").parameters())
+    assert [tuple(w.shape) for w in f2] == [(128, 784), (64, 128), (10, 64)]
+    kept = [float((w != 0).float().mean()) for w in f2]
+    assert kept == pytest.approx([1 / 15, 1 / 7, 1 / 3], abs=0.03)
+    assert [round(f * w.numel()) for f, w in zip(kept, f2)] != [
+        round(w.numel() / d) for w, d in zip(f2, (15, 7, 3))
+    ]  # per-element draws: not the exact counts
+    exact = list(init(model="f2", agnostic="0.03", keep="1/15,1/7,1/3").parameters())
+    assert [int((w != 0).sum()) for w in exact] == [
+        round(w.numel() / d) for w, d in zip(exact, (15, 7, 3))
+    ]
+    assert all(w.unique().tolist() == [0.0, pytest.approx(0.03)] for w in exact)
+    # Conv7 with Keras he_uniform biases: U(+-sqrt(6 / n)), n the layer's width
+    c7 = init(model="conv7", init="keras", dropout=0.4)
+    assert c7(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    biases = [p for p in c7.parameters() if p.dim() == 1]
+    assert [b.numel() for b in biases] == [32, 32, 32, 64, 64, 64, 128, 10]
+    for b in biases:
+        bound = (6.0 / b.numel()) ** 0.5
+        assert 0.5 * bound < float(b.abs().max()) <= bound
+
+
+def test_recipe_sets_defaults_and_options_override(example):
+    train_mnist = example("train_mnist")
+    f1 = train_mnist.parse_args(["--recipe", "f1"])
+    assert (f1.model, f1.agnostic, f1.keep, f1.mask) == ("f1", "0.08", "4/7", "bernoulli")
+    assert (f1.k, f1.batch_size, f1.epochs, f1.eval_every) == (250, 128, 10, 250)
+    assert (f1.adam_eps, f1.train_on_val) == (1e-7, True)
+    f2 = train_mnist.parse_args(["--recipe", "f2", "--epochs", "3", "--no-train-on-val"])
+    assert (f2.keep, f2.l2, f2.epochs, f2.train_on_val) == ("1/15,1/7,1/3", "1e-4,1e-4,0", 3, False)
+    c7 = train_mnist.parse_args(["--recipe", "conv7"])
+    assert (c7.init, c7.dropout, c7.augment, c7.permute_bias) == ("keras", 0.4, True, True)
+    assert (c7.batch_size, c7.k, c7.epochs, c7.eval_every) == (50, 20, 45, 100)
+    assert train_mnist.parse_args([]).eval_every is None  # no recipe: per epoch only
+
+
+def test_tf_same_padding_and_augmentation(example):
+    paper_models, augment = example("paper_models"), example("augment")
+    assert paper_models.same_pad(5, 2, 24).padding == (1, 2, 1, 2)  # TF: the odd pixel after
+    assert paper_models.same_pad(1, 2, 32).padding == (0, 0, 0, 0)
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    still = augment.RandomAffine()(x, torch.Generator().manual_seed(1))
+    assert torch.allclose(still, x, atol=1e-5)  # no transform: the identity
+    flip = augment.RandomAffine(hflip=True)
+    flipped = flip(x, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    torch.rand(5 * 8, generator=g)  # the angle, zoom and shift draws come first
+    drawn = torch.rand(8, generator=g) < 0.5
+    assert 0 < int(drawn.sum()) < 8
+    for img, out, f in zip(x, flipped, drawn):
+        assert torch.allclose(out, img.flip(-1) if f else img, atol=1e-5)
+    moved = augment.RandomAffine(rotation=10, zoom=0.1, shift=0.1)
+    a, b = (moved(x, torch.Generator().manual_seed(s)) for s in (2, 2))
+    assert torch.equal(a, b) and not torch.allclose(a, x, atol=1e-3)
 
 
 def test_json_writer_is_compact_and_exact(example):
@@ -278,6 +338,11 @@ def test_train_mnist_fast_learns(tmp_path):
     assert laperm["final_test_acc"] > 0.8, laperm
     assert result["methods"]["adam"]["final_test_acc"] > 0.8
     assert result["laperm_rows_hold_initial_values"] is True
+    # the LaPerm network saved as its wiring and rebuilt from it: the same network
+    wired = result["laperm_wiring"]
+    assert wired["rebuilt_bit_identical"] is True
+    assert wired["rebuilt_test_acc"] == laperm["final_test_acc"]
+    assert wired["wiring_and_rest_bytes"] < 0.6 * wired["state_dict_bytes"]
     epochs = result["config"]["epochs"]
     assert epochs == 2 and result["config"]["n_train"] == 20_000
     for method in result["methods"].values():
