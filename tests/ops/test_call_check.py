@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import _extension, backends, dispatch, ops
+from laperm_kernels import _extension
+from laperm_kernels.ops import backends, dispatch
+from laperm_kernels.ops import rank_match as ops
 from tests.helpers import assert_bitwise_equal, needs_extension
 
 pytestmark = needs_extension

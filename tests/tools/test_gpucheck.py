@@ -1,4 +1,4 @@
-"""laperm_kernels.gpucheck: the whole command, which without a GPU skips every GPU check
+"""bench.gpucheck: the whole command, which without a GPU skips every GPU check
 and exits 0, and its pure parts: JUnit parsing, the pytest step on a
 stand-in test file, report formatting, and a failing check making the exit code 1."""
 
@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.bench.presets import resnet50
-from laperm_kernels.gpucheck import __main__ as cli
-from laperm_kernels.gpucheck import checks as gc
-from laperm_kernels.gpucheck import junit, report
+from bench.gpucheck import __main__ as cli
+from bench.gpucheck import checks as gc
+from bench.gpucheck import junit, report
+from bench.presets import resnet50
 
 GPU_CHECKS = ("backends", "gpu-tests", "copy-bandwidth", "benchmark", "cuda-graph", "laperm-steps")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,7 +31,7 @@ def test_end_to_end(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "laperm_kernels.gpucheck",
+        "bench.gpucheck",
         str(tmp_path / "out"),
         "--skip-tests",
         "--preset",
@@ -303,7 +303,7 @@ def test_quick_end_to_end(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "laperm_kernels.gpucheck",
+        "bench.gpucheck",
         str(tmp_path),
         "--quick",
         "--skip-tests",
