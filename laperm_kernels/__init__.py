@@ -9,6 +9,7 @@ See README.md for the contract, the backends and the benchmark.
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops when built)
+from ._version import __version__ as __version__
 from .ops.backends.plan_cache import release_captured as release_captured_plans
 from .ops.dispatch import report as dispatch_report
 from .ops.graph_capture import NotPreparedForCapture
@@ -18,8 +19,6 @@ from .optim.laperm import LaPerm
 from .optim.param_groups import param_groups
 from .utils import agnosticize_, random_prune_
 from .viz import weight_profile
-
-__version__ = "0.2.0"
 
 __all__ = [
     "LaPerm",

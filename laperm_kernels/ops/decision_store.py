@@ -139,7 +139,8 @@ def _read() -> Dict[str, dict]:
 
 def _environment() -> Dict[str, str]:
     """What a decision on disk is only valid for, beside the device and the shapes."""
-    from .. import __version__, _extension
+    from .. import _extension
+    from .._version import __version__
 
     env = {
         "torch": torch.__version__,
@@ -164,9 +165,7 @@ def _kernels_fingerprint(extension) -> str:
     kernels = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backends", "triton")
     files = [os.path.join(kernels, f) for f in sorted(os.listdir(kernels))]
     if extension.is_loaded():
-        from .. import _C
-
-        files.append(_C.__file__)
+        files.append(extension.library_path())
     h = hashlib.sha256()
     for path in files:
         try:
