@@ -23,6 +23,7 @@ import torch
 from .. import _extension
 from . import backends as _backends
 from . import dispatch as _dispatch
+from .memory_spans import first_shared
 from .reference import SUPPORTED_DTYPES, SUPPORTED_DTYPES_TEXT, sort_rows_reference
 from .staging import contiguous_buffer
 
@@ -309,33 +310,20 @@ def _elements_overlap(t: torch.Tensor) -> bool:
     return False
 
 
-def _byte_span(t: torch.Tensor) -> Tuple[int, int, int]:
-    """(storage address, first byte, one past the last byte) that ``t`` may touch."""
-    item = t.element_size()
-    start = t.storage_offset()
-    extent = sum(st * (sz - 1) for st, sz in zip(t.stride(), t.shape))
-    return t.untyped_storage().data_ptr(), start * item, (start + extent + 1) * item
-
-
 def _check_no_shared_memory(weights, sorted_inits, labels) -> None:
     """No weight may share memory with any other tensor of the call (a duplicate weight
     would be permuted twice; a sorted_init aliasing a weight would be overwritten while
     it is read). sorted_inits may share memory with each other: they are only read."""
-    spans = []
-    for i, (w, s) in enumerate(zip(weights, sorted_inits)):
-        for t, name, writes in ((w, labels[i][0], True), (s, labels[i][1], False)):
-            if t.numel() and t.device.type != "meta":
-                spans.append((*_byte_span(t), writes, name))
-    spans.sort()
-    for k, (storage, _, end, writes, name) in enumerate(spans):
-        for storage2, start2, _, writes2, name2 in spans[k + 1 :]:
-            if storage2 != storage or start2 >= end:
-                break
-            if writes or writes2:
-                raise ValueError(
-                    f"{name} and {name2} share memory; every weight must be a "
-                    "distinct tensor that no other argument aliases"
-                )
+    shared = first_shared(
+        (t, labels[i][k], k == 0)
+        for i, pair in enumerate(zip(weights, sorted_inits))
+        for k, t in enumerate(pair)
+    )
+    if shared is not None:
+        raise ValueError(
+            f"{shared[0]} and {shared[1]} share memory; every weight must be a "
+            "distinct tensor that no other argument aliases"
+        )
 
 
 def check_backend_name(backend) -> None:

@@ -20,6 +20,7 @@ first eager step after it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -108,3 +109,18 @@ class FiniteCheck:
                 if not math.isfinite(value):
                     bad.append(f"{label} ({'NaN' if math.isnan(value) else 'inf'})")
         return step, bad
+
+
+def warn(step: int, bad) -> None:
+    """The warning of a check that found NaN or inf in ``bad`` (a diverged run): the sync
+    then proceeded as the contract orders (NaN ranks after every number, inf as an
+    ordinary value), so those positions received initial values and the weights are
+    finite again."""
+    warnings.warn(
+        f"LaPerm: at the sync after step {step}, permuted parameters held NaN or inf "
+        f"({', '.join(bad)}): the run may have diverged. The sync went on as the "
+        "contract orders (NaN ranks after every number), so those positions now hold "
+        "initial values. This warning is given once.",
+        RuntimeWarning,
+        stacklevel=5,
+    )

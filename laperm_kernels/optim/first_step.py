@@ -19,9 +19,12 @@ out (:func:`has_values`), as a sync leaves them (sync_plan.py).
 
 from __future__ import annotations
 
+import warnings
 from typing import List, Optional, Sequence
 
 import torch
+
+from .layouts import local_tensor
 
 _CHUNK = 1 << 20  # int16 words per step: bounds the transient int64 copies to 16 MiB
 _PERIOD = 65521  # position weights cycle through 1..65521 (a prime)
@@ -73,3 +76,52 @@ def first_disagreement(gathered: Sequence[tuple], names: Sequence[str]) -> Optio
             other = next(r for r, v in enumerate(values) if v != values[0])
             return f"{name} differs between rank 0 and rank {other} of the process group"
     return None
+
+
+def check(params, pending, names, check_ranks) -> bool:
+    """LaPerm's first-step check of ``params`` against ``pending`` (their fingerprints
+    when S was taken; ``names``: by id): warns of those changed in place, raises
+    ValueError where the ranks of ``check_ranks``'s group (:func:`rank_group`) disagree;
+    returns whether S is to be taken again (on every rank alike)."""
+    now = [int(fingerprint(local_tensor(p))) for p in params]
+    changed = [p for p, f in zip(params, now) if f != int(pending[p])]
+    retake = bool(changed)
+    group = rank_group(check_ranks)
+    if group is not None:
+        plain = [(p, f) for p, f in zip(params, now) if getattr(p, "placements", None) is None]
+        gathered = exchange(group, retake, [f for _, f in plain])
+        why = first_disagreement(gathered, [names[id(p)] for p, _ in plain])
+        if why is not None:
+            raise ValueError(
+                f"LaPerm: at the first step, {why}: the ranks would permute different "
+                "initial values and diverge. Give every rank the same weights before "
+                "LaPerm's first step (the same seed, or DDP(model), which broadcasts "
+                "rank 0's weights); if the ranks hold different models on purpose "
+                "(pipeline stages), pass check_ranks=False"
+            )
+        retake = any(c for c, _ in gathered)
+    if changed:
+        shown = ", ".join(names[id(p)] for p in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        warnings.warn(
+            f"LaPerm: {shown}{more} changed in place after LaPerm was built and before "
+            "its first step (DDP's broadcast of rank 0's weights, a re-initialisation, "
+            "weights loaded into the model or cast): their sorted initial rows are taken again "
+            "now, from the current weights. Build LaPerm after DDP(model) and after "
+            "initialising, or call reset_sorted_init_() after changing the weights.",
+            UserWarning,
+            stacklevel=5,
+        )
+    return retake
+
+
+def rank_group(check_ranks):
+    """The process group the first-step check compares ranks over, or None."""
+    if check_ranks is False:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    group = dist.group.WORLD if check_ranks is True else check_ranks
+    return group if dist.get_world_size(group) > 1 else None

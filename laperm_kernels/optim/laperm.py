@@ -10,37 +10,34 @@
 A sync rank-matches every permuted parameter to its sorted initial rows (one
 ``rank_match_many_`` call for the whole model), so each row of a weight holds exactly its
 initial values, ordered the way the trained weights are ranked. The inner optimizer's
-state (e.g. Adam moments) is kept across syncs, as in the paper's official code.
-
-Like timm's Lookahead, the wrapper shares the inner optimizer's ``param_groups`` and
-``state`` (so LR schedulers, GradScaler and checkpointers work on it) and merges its own
-state into the inner one's state dict (laperm_kernels/optim/state_dict.py).
+state (e.g. Adam moments) is kept across syncs, as in the paper's official code. The
+wrapping itself, as timm's Lookahead does it, is wrapper.py's; the checks, checks.py's.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch.optim import Optimizer
 
 from ..ops import graph_capture
-from ..ops.rank_match import _byte_span, check_backend_name, rank_match_groups_eagerly, sort_rows
-from . import first_step, step_hooks
+from ..ops.rank_match import check_backend_name, rank_match_groups_eagerly, sort_rows
+from . import change_counts, checks, finite_check, first_step, step_hooks
 from . import state_dict as optim_state
 from .finite_check import FiniteCheck
-from .layouts import check_placements, like_param, local_tensor
-from .param_names import label, label_of, labels
+from .layouts import like_param, local_tensor, row_dim_of
+from .param_names import labels
 from .sharded_rows import whole_rows
-from .sync_plan import SortedInits, SyncPlan
+from .sync_plan import SortedInits, SyncPlans
+from .wrapper import InnerOptimizerWrapper
 
 SyncPeriod = Union[int, Callable[[int], int]]
 PermuteRule = Union[str, bool, Callable[[torch.Tensor], bool]]
 
 
-class LaPerm(Optimizer):
+class LaPerm(InnerOptimizerWrapper):
     """Lookahead Permutation (Qiu & Suda, NeurIPS 2020) around ``optimizer``.
 
     Args:
@@ -116,14 +113,11 @@ class LaPerm(Optimizer):
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"LaPerm wraps a torch.optim.Optimizer; got {type(optimizer).__name__}")
-        _check_sync_period(sync_period, "sync_period")
-        _check_permute(permute, "permute")
-        _check_ranks_arg(check_ranks)
+        checks.check_sync_period(sync_period, "sync_period")
+        checks.check_permute(permute, "permute")
+        checks.check_ranks_arg(check_ranks)
         check_backend_name(backend)  # now, not at the first sync k steps later
-        self.optimizer = optimizer
-        self.param_groups = optimizer.param_groups  # shared, as timm's Lookahead does
-        self.defaults = optimizer.defaults
-        self.state = optimizer.state  # the inner state: LaPerm adds S beside it
+        self._wrap(optimizer)  # its param_groups and state, shared (wrapper.py)
         self.sync_period = sync_period
         self.permute = permute
         self.backend = backend
@@ -135,28 +129,17 @@ class LaPerm(Optimizer):
         # first step compares it (laperm_kernels/optim/first_step.py)
         self._pending: Dict[torch.Tensor, torch.Tensor] = {}
         self._finite_check = FiniteCheck()
-        self._sync_plans: Dict[tuple, SyncPlan] = {}
+        self._sync_plans = SyncPlans()
         self._last_used: list = []
         self.sorted_inits: Dict[torch.Tensor, torch.Tensor] = SortedInits()
         self._changes: Dict[int, torch.Tensor] = {}  # last_sync_changes, on the device
         self.sync_backends: Dict[str, str] = {}
         self._last_synced: Dict[torch.Tensor, torch.Tensor] = {}
         self._step = 0
-        self._init_hooks()
         wanted = self._wanted(self.param_groups)  # the permute rule, asked once a parameter
-        for i, group in enumerate(self.param_groups):
-            _check_group(group, i, self.param_groups, wanted)
-            self._check_params(group, i, self.param_groups, wanted)
-        self._check_no_overlap(self.param_groups, wanted)
+        checks.check_groups(self.param_groups, wanted)
         for group in self.param_groups:
             self._snapshot(group["params"], group, wanted)
-
-    def _init_hooks(self) -> None:
-        """What Optimizer.__init__ sets up, for hooks and LR schedulers."""
-        for name in _HOOKS:
-            setattr(self, name, OrderedDict())
-        # As Optimizer.__init__ does: makes step hooks registered on the wrapper run.
-        self._patch_step_function()
 
     # --- the algorithm --------------------------------------------------------------------
 
@@ -208,59 +191,21 @@ class LaPerm(Optimizer):
     def _check_first_step(self) -> None:
         """Before the first step (or sync) writes anything: takes S again for permuted
         weights changed in place since it was taken, and compares the ranks' weights
-        (laperm_kernels/optim/first_step.py). Called while ``self._pending`` holds them."""
+        (first_step.py). Called while ``self._pending`` holds them."""
         if graph_capture.capturing_any(self._pending):
             return  # it reads values back: left for the next eager step (docs/capture.md)
         params = [p for p in self._all_params() if p in self._pending]
-        now = [int(first_step.fingerprint(local_tensor(p))) for p in params]
-        changed = [p for p, f in zip(params, now) if f != int(self._pending[p])]
-        names = labels(self.param_groups)
-        retake = bool(changed)
-        group = self._rank_group()
-        if group is not None:
-            plain = [(p, f) for p, f in zip(params, now) if getattr(p, "placements", None) is None]
-            gathered = first_step.exchange(group, retake, [f for _, f in plain])
-            why = first_step.first_disagreement(gathered, [names[id(p)] for p, _ in plain])
-            if why is not None:
-                raise ValueError(
-                    f"LaPerm: at the first step, {why}: the ranks would permute different "
-                    "initial values and diverge. Give every rank the same weights before "
-                    "LaPerm's first step (the same seed, or DDP(model), which broadcasts "
-                    "rank 0's weights); if the ranks hold different models on purpose "
-                    "(pipeline stages), pass check_ranks=False"
-                )
-            retake = any(c for c, _ in gathered)
-        if changed:
-            shown = ", ".join(names[id(p)] for p in changed[:4])
-            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-            warnings.warn(
-                f"LaPerm: {shown}{more} changed in place after LaPerm was built and before "
-                "its first step (DDP's broadcast of rank 0's weights, a re-initialisation, "
-                "weights loaded into the model or cast): their sorted initial rows are taken again "
-                "now, from the current weights. Build LaPerm after DDP(model) and after "
-                "initialising, or call reset_sorted_init_() after changing the weights.",
-                UserWarning,
-                stacklevel=4,
-            )
+        retake = first_step.check(
+            params, self._pending, labels(self.param_groups), self.check_ranks
+        )
         if retake:  # on every rank alike: a DTensor's S may take a collective
             for g in self.param_groups:
                 self._snapshot([p for p in g["params"] if p in self._pending], g)
         self._pending = {}
 
-    def _rank_group(self):
-        """The process group the first-step check compares ranks over, or None."""
-        if self.check_ranks is False:
-            return None
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return None
-        group = dist.group.WORLD if self.check_ranks is True else self.check_ranks
-        return group if dist.get_world_size(group) > 1 else None
-
     @torch.no_grad()
     def _sync(self, groups) -> None:
-        plan = self._sync_plan(groups)
+        plan = self._sync_plans.plan(groups, self.param_groups, self.sorted_inits)
         if not plan.pairs:
             return
         check = self.check_finite and not self._warned_not_finite
@@ -277,7 +222,9 @@ class LaPerm(Optimizer):
                 if check:
                     self._finite_check.record(self._step, max_abs, plan.labels)
         except (TypeError, ValueError):
-            self._check_layout(plan.pairs)  # a cast or moved model: say so, not the ops
+            checks.check_layout(
+                plan.pairs, self.sorted_inits, self.param_groups
+            )  # a cast or moved model: say so, not the ops
             raise
         if check:
             self._report_not_finite()  # on the CPU the result is there already
@@ -288,108 +235,28 @@ class LaPerm(Optimizer):
         if self.track_changes:
             self._trace([p for p, _ in plan.pairs])
 
-    def _sync_plan(self, groups) -> SyncPlan:
-        """The cached plan of a sync of ``groups`` (sync_plan.py), made anew when it no
-        longer fits them."""
-        key = tuple(map(id, groups))
-        plan = self._sync_plans.get(key)
-        if plan is None or not plan.fits(groups, self.sorted_inits):
-            if len(self._sync_plans) >= 8:  # subsets of groups due at once: few
-                self._sync_plans.clear()
-            plan = self._sync_plans[key] = SyncPlan(groups, self.param_groups, self.sorted_inits)
-        return plan
-
-    def _check_layout(self, pairs) -> None:
-        """Refuses, before anything changes, parameters cast or moved after S was taken
-        (``model.half()``, ``model.to(device)``): S no longer fits them."""
-        for p, _ in pairs:
-            s = self.sorted_inits[p]
-            if s.dtype != p.dtype or s.device != p.device:
-                raise ValueError(
-                    f"LaPerm: {label_of(self.param_groups, p)} is now {p.dtype} on "
-                    f"{p.device}, but its "
-                    f"sorted initial rows are {s.dtype} on {s.device}: the model was cast "
-                    "or moved after LaPerm was built. Cast or move the model before "
-                    "building the optimizer, or call opt.load_state_dict(opt.state_dict()) "
-                    "to bring LaPerm's and the inner optimizer's state to the parameters' "
-                    "dtype and device"
-                )
-
     def _report_not_finite(self) -> None:
-        """Warns once if a finished check found NaN or inf (a diverged run): the sync then
-        proceeded as the contract orders (NaN ranks after every number, inf as an ordinary
-        value), so those positions received initial values and the weights are finite
-        again. Never waits for a check still on its way from the GPU."""
+        """Warns once if a finished check found NaN or inf (finite_check.warn); never
+        waits for a check still on its way from the GPU."""
         found = self._finite_check.result()
-        if found is None or not found[1] or self._warned_not_finite:
-            return
-        step, bad = found
-        self._warned_not_finite = True
-        warnings.warn(
-            f"LaPerm: at the sync after step {step}, permuted parameters held NaN or inf "
-            f"({', '.join(bad)}): the run may have diverged. The sync went on as the "
-            "contract orders (NaN ranks after every number), so those positions now hold "
-            "initial values. This warning is given once.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        if found is not None and found[1] and not self._warned_not_finite:
+            self._warned_not_finite = True
+            finite_check.warn(*found)
 
     def _period(self, group, step: int) -> int:
-        period = group.get("sync_period", self.sync_period)
-        k = period(step) if callable(period) else period
-        if not _is_period(k):
-            raise ValueError(f"sync_period must give an int >= 1; got {k!r} at step {step}")
-        return k
+        return checks.period(group.get("sync_period", self.sync_period), step)
 
     def _wants(self, p: torch.Tensor, group) -> bool:
-        rule = group.get("permute", self.permute)
-        if callable(rule):
-            return bool(rule(p))
-        if rule == "auto":
-            return p.dim() >= 2
-        return bool(rule) and p.dim() >= 1
+        return checks.wants(p, group.get("permute", self.permute))
 
     def _wanted(self, groups) -> Dict[int, bool]:
         """``{id(tensor): whether it is permuted}`` for the tensors of ``groups``."""
         return {
             id(p): self._wants(p, g)
             for g in groups
-            for p in _tensors(g["params"])
+            for p in checks.tensors(g["params"])
             if isinstance(p, torch.Tensor)
         }
-
-    def _check_params(self, group, index: int, groups, wanted) -> None:
-        """Refuses, before anything changes, permuted parameters that ``row_dim`` does not
-        fit or that are DTensors placed other than sharded or replicated."""
-        row_dim = group.get("row_dim", 0)
-        for j, p in enumerate(_tensors(group["params"])):
-            if wanted.get(id(p)):
-                if not -p.dim() <= row_dim < p.dim():
-                    raise ValueError(
-                        f"param group 'row_dim' is {row_dim}, but "
-                        f"{label(groups, index, j)} has shape {tuple(p.shape)}"
-                    )
-                check_placements(p, label(groups, index, j))
-
-    def _check_no_overlap(self, groups, wanted) -> None:
-        """Refuses permuted parameters whose memory overlaps another's (a sync would
-        permute it twice), naming both."""
-        spans = []
-        for gi, g in enumerate(groups):
-            for j, p in enumerate(_tensors(g["params"])):
-                if wanted.get(id(p)):
-                    t = local_tensor(p)
-                    if t.numel() and t.device.type != "meta":
-                        spans.append((*_byte_span(t), label(groups, gi, j)))
-        spans.sort()
-        for k, (storage, _, end, name) in enumerate(spans):
-            for storage2, start2, _, name2 in spans[k + 1 :]:
-                if storage2 != storage or start2 >= end:
-                    break
-                raise ValueError(
-                    f"LaPerm: {name} and {name2} share memory; permuted "
-                    "parameters must be distinct tensors"
-                )
 
     @torch.no_grad()
     def _snapshot(
@@ -410,36 +277,18 @@ class LaPerm(Optimizer):
 
     @torch.no_grad()
     def _trace(self, params: List[torch.Tensor]) -> None:
-        """``track_changes``: counts, on the device, the positions of each tensor whose
-        value changed since its last sync, and keeps its values for the next count, in
-        buffers kept from one sync to the next: kernels only, no host read, so a captured
-        step replays it (docs/capture.md)."""
+        """``track_changes``: the changes of this sync, counted on the device
+        (change_counts.py)."""
         index = {p: i for i, p in enumerate(self._all_params())}
-        for p in params:
-            local = local_tensor(p, _row_dim_of(p, self.param_groups))
-            count = self._changes.get(index[p])
-            if count is None or count.device != local.device:
-                count = torch.zeros((), dtype=torch.int64, device=local.device)
-                self._changes[index[p]] = count
-            last = self._last_synced.get(p)
-            if last is None or last.shape != local.shape or last.device != local.device:
-                count.fill_(local.numel())
-                self._last_synced[p] = local.detach().clone()
-            else:
-                count.copy_((local != last).sum())
-                last.copy_(local)
+        locals_ = [(index[p], p, local_tensor(p, row_dim_of(p, self.param_groups))) for p in params]
+        change_counts.count(locals_, self._changes, self._last_synced)
 
     @property
     def last_sync_changes(self) -> Dict[int, int]:
         """With ``track_changes=True``: ``{index of a parameter (in param-group order):
         positions whose value changed at its last sync}``, read from the device now (one
         copy to the host; not to be read inside a CUDA graph capture)."""
-        if not self._changes:
-            return {}
-        counts = list(self._changes.values())
-        device = counts[0].device
-        values = torch.stack([c.to(device) for c in counts]).tolist()
-        return dict(zip(self._changes, values))
+        return change_counts.read(self._changes)
 
     def reset_sorted_init_(self, params: Optional[Iterable[torch.Tensor]] = None) -> None:
         """Takes the sorted initial rows again, from the parameters' current values (all
@@ -450,20 +299,15 @@ class LaPerm(Optimizer):
 
     # --- torch.optim.Optimizer plumbing ---------------------------------------------------
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         if isinstance(param_group, dict) and "params" in param_group:
             params = param_group["params"]
             if not isinstance(params, (torch.Tensor, set, list)):
                 param_group["params"] = list(params)  # as torch.optim does: read it once
-            groups = [*self.param_groups, _listed(param_group)]
+            groups = [*self.param_groups, checks.listed(param_group)]
             wanted = {id(p): p in self.sorted_inits for p in self._all_params()}
             wanted.update(self._wanted(groups[-1:]))
-            _check_group(groups[-1], len(groups) - 1, groups, wanted)
-            self._check_params(groups[-1], len(groups) - 1, groups, wanted)
-            self._check_no_overlap(groups, wanted)
+            checks.check_groups(groups, wanted, first=len(groups) - 1)
         else:
             wanted = None
         self.optimizer.add_param_group(param_group)  # torch.optim's own checks
@@ -477,19 +321,7 @@ class LaPerm(Optimizer):
         parameter's sorted initial rows (``"sorted_init"``, beside its inner state), the
         step counter and the parameters' shapes (``"laperm_step"``, ``"laperm_shapes"``,
         in every param group) merged in (laperm_kernels/optim/state_dict.py)."""
-        for hook in self._optimizer_state_dict_pre_hooks.values():
-            hook(self)
-        state_dict = optim_state.pack(
-            self.optimizer.state_dict(),
-            self.param_groups,
-            self.sorted_inits,
-            self._step,
-            type(self.optimizer),
-        )
-        for hook in self._optimizer_state_dict_post_hooks.values():
-            result = hook(self, state_dict)
-            state_dict = state_dict if result is None else result
-        return state_dict
+        return super().state_dict()
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a :meth:`state_dict` (or one of the layout before 0.2). Everything is
@@ -497,17 +329,22 @@ class LaPerm(Optimizer):
         raises ValueError or TypeError and leaves the optimizer untouched. A state dict of
         the inner optimizer alone (a run resumed under LaPerm) loads into it, with a
         warning: S is then taken from the current weights and the step counter is 0."""
-        if isinstance(state_dict, dict):
-            state_dict = state_dict.copy()  # as torch.optim: the hooks get a shallow copy
-        for hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = hook(self, state_dict)
-            state_dict = state_dict if result is None else result
+        super().load_state_dict(state_dict)
+
+    def _state_dict(self) -> Dict[str, Any]:
+        return optim_state.pack(
+            self.optimizer.state_dict(),
+            self.param_groups,
+            self.sorted_inits,
+            self._step,
+            type(self.optimizer),
+        )
+
+    def _load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         if optim_state.is_inner_only(state_dict):
             self._load_inner_only(state_dict)
         else:
             self._load(state_dict)
-        for hook in self._optimizer_load_state_dict_post_hooks.values():
-            hook(self)
 
     def _load(self, state_dict: Dict[str, Any]) -> None:
         inner, step, sorted_inits = optim_state.unpack(
@@ -521,7 +358,7 @@ class LaPerm(Optimizer):
         if self.track_changes:
             for p in sorted_inits:
                 self._last_synced[p] = (
-                    local_tensor(p, _row_dim_of(p, self.param_groups)).detach().clone()
+                    local_tensor(p, row_dim_of(p, self.param_groups)).detach().clone()
                 )
         self._step = step
 
@@ -538,26 +375,16 @@ class LaPerm(Optimizer):
             "into it. The sorted initial rows are taken from the current weights and the "
             "step counter starts at 0",
             UserWarning,
-            stacklevel=3,
+            stacklevel=5,
         )
 
-    def _share_inner_state(self) -> None:
-        # Optimizer.load_state_dict rebinds the inner param_groups and state: share them
-        # again, or LR schedulers on the wrapper would stop reaching the inner optimizer.
-        self.param_groups = self.optimizer.param_groups
-        self.state = self.optimizer.state
+    # Rebuilt in a copy: a check_finite result on its way (it may hold a CUDA event), the
+    # cached sync plans (they hold the original's parameters).
+    _REBUILT = ("_finite_check", "_sync_plans", "_last_used")
 
-    # deepcopy and pickle: like torch.optim.Optimizer, hooks are not copied (nor a
-    # check_finite result still on its way, nor an LR scheduler's patch of ``step``);
-    # unlike its __getstate__ (defaults, state and param_groups only), everything else is.
-    def __getstate__(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in _NOT_COPIED}
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
+    def _rebuild(self) -> None:
         self._finite_check = FiniteCheck()
-        self._sync_plans, self._last_used = {}, []
-        self._init_hooks()
+        self._sync_plans, self._last_used = SyncPlans(), []
 
     def __repr__(self) -> str:
         return (
@@ -565,93 +392,3 @@ class LaPerm(Optimizer):
             f"backend={self.backend!r}, permuted_tensors={len(self.sorted_inits)},\n"
             f"  inner={self.optimizer!r})"
         )
-
-
-# Rebuilt in a copy: a check_finite result on its way (it may hold a CUDA event), the
-# cached sync plans (they hold the original's parameters).
-_REBUILT = ("_finite_check", "_sync_plans", "_last_used")
-
-_HOOKS = (
-    "_optimizer_step_pre_hooks",
-    "_optimizer_step_post_hooks",
-    "_optimizer_state_dict_pre_hooks",
-    "_optimizer_state_dict_post_hooks",
-    "_optimizer_load_state_dict_pre_hooks",
-    "_optimizer_load_state_dict_post_hooks",
-)
-
-# What an LR scheduler adds to the optimizer it is given: ``step``, a wrapper of the
-# class's step holding a weakref to this optimizer (a copy would step the original, and
-# it cannot be pickled), and the flag it sets. A copy has no scheduler, as with torch.optim.
-_SCHEDULER_PATCH = ("step", "_opt_called")
-
-_NOT_COPIED = (*_HOOKS, *_REBUILT, *_SCHEDULER_PATCH)
-
-
-def _row_dim_of(p: torch.Tensor, groups) -> int:
-    return next(g.get("row_dim", 0) for g in groups if any(q is p for q in g["params"]))
-
-
-def _is_period(k) -> bool:
-    return isinstance(k, int) and not isinstance(k, bool) and k >= 1
-
-
-def _check_sync_period(value, name: str) -> None:
-    if not (callable(value) or _is_period(value)):
-        raise ValueError(f"{name} must be an int >= 1 or a callable step -> k; got {value!r}")
-
-
-def _check_permute(value, name: str) -> None:
-    if callable(value) or isinstance(value, bool) or value == "auto":
-        return
-    raise ValueError(
-        f"{name} must be 'auto', True, False or a callable param -> bool; got {value!r}"
-    )
-
-
-def _check_ranks_arg(value) -> None:
-    if isinstance(value, bool):
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and isinstance(value, dist.ProcessGroup):
-        return
-    raise TypeError(
-        f"check_ranks must be True, False or a torch.distributed ProcessGroup; got {value!r}"
-    )
-
-
-def _tensors(params) -> list:
-    """The tensors of a param group's ``params`` (``(name, tensor)`` pairs allowed)."""
-    return [q[1] if isinstance(q, tuple) and len(q) == 2 else q for q in params]
-
-
-def _listed(group: Dict[str, Any]) -> Dict[str, Any]:
-    """A copy of a group for ``add_param_group``'s checks: ``params`` as a list of
-    tensors and names from ``(name, tensor)`` pairs, as torch.optim will read them."""
-    params = group["params"]
-    params = [params] if isinstance(params, torch.Tensor) else list(params)
-    named = [q for q in params if isinstance(q, tuple) and len(q) == 2]
-    out = {**group, "params": _tensors(params)}
-    if named and len(named) == len(params):
-        out["param_names"] = [n for n, _ in named]
-    return out
-
-
-def _check_group(group: Dict[str, Any], index: int, groups, wanted: Dict[int, bool]) -> None:
-    """Refuses bad ``sync_period`` and ``permute`` keys, and a permuted parameter listed
-    twice (a sync would rank-match it twice; torch.optim only warns of a parameter listed
-    twice, and steps it twice: that one is left to it)."""
-    if "sync_period" in group:
-        _check_sync_period(group["sync_period"], "param group 'sync_period'")
-    if "permute" in group:
-        _check_permute(group["permute"], "param group 'permute'")
-    first: Dict[int, int] = {}
-    for j, p in enumerate(_tensors(group["params"])):
-        if id(p) in first and wanted.get(id(p)):
-            raise ValueError(
-                f"LaPerm: param group {index} lists "
-                f"{label(groups, index, first[id(p)])} twice (at {first[id(p)]} "
-                f"and {j}); list every permuted parameter once"
-            )
-        first.setdefault(id(p), j)

@@ -134,3 +134,8 @@ def like_param(rows: torch.Tensor, p: torch.Tensor, row_dim: int = 0) -> torch.T
         shape=torch.Size(shape),
         stride=stride,
     )
+
+
+def row_dim_of(p: torch.Tensor, groups) -> int:
+    """The ``row_dim`` of the param group (of ``groups``) that holds ``p``."""
+    return next(g.get("row_dim", 0) for g in groups if any(q is p for q in g["params"]))

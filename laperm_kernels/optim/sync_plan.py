@@ -131,3 +131,18 @@ class SyncPlan:
         if self._own_rows:
             return self._params
         return [local_tensor(p, row_dim) for p, row_dim in self.pairs]
+
+
+class SyncPlans(dict):
+    """A LaPerm's cached plans, one per set of groups due at once (few: a full cache is
+    emptied)."""
+
+    def plan(self, groups: Groups, all_groups: Groups, sorted_inits: SortedInits) -> SyncPlan:
+        """The plan of a sync of ``groups``, made anew when the cached one no longer fits."""
+        key = tuple(map(id, groups))
+        plan = self.get(key)
+        if plan is None or not plan.fits(groups, sorted_inits):
+            if len(self) >= 8:
+                self.clear()
+            plan = self[key] = SyncPlan(groups, all_groups, sorted_inits)
+        return plan
