@@ -9,13 +9,13 @@ from typing import Dict
 
 import torch
 
-from laperm_kernels.ops import dispatch
+from laperm_kernels.ops import signature
 
 from . import baselines
 
 
 def machine_info() -> Dict[str, str]:
-    """Versions (torch, numpy, python), the CPU (``dispatch.cpu_model()``, the name
+    """Versions (torch, numpy, python), the CPU (``signature.cpu_model()``, the name
     backend="auto" keys its decisions by) and the C++ kernel's instruction set, the intra-op
     thread count, any cap on either's SIMD set in the environment, and the GPU, if any."""
     from laperm_kernels.ops.backends import cpu
@@ -24,7 +24,7 @@ def machine_info() -> Dict[str, str]:
         "torch": torch.__version__,
         "numpy": str(baselines.numpy_version()),
         "python": platform.python_version(),
-        "cpu": dispatch.cpu_model(),
+        "cpu": signature.cpu_model(),
         "cpu_kernel_isa": cpu.kernel_isa(),
         "logical_cpus": str(torch.get_num_threads()),
     }

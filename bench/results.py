@@ -10,7 +10,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from laperm_kernels.ops import dispatch
+from laperm_kernels.ops import decision_store, dispatch
 from laperm_kernels.ops.backends import BACKENDS
 from laperm_kernels.ops.rank_match import available_backends, rank_match_many_, sort_rows
 from laperm_kernels.ops.reference import SUPPORTED_DTYPES_BY_NAME, bitwise_equal
@@ -135,6 +135,6 @@ def _auto_choice(weights: List[torch.Tensor]) -> str:
             and sig.get("threads", threads) == threads
             and sig["device"] == str(weights[0].device)
         ):
-            verdicts = "; ".join(dispatch.Verdict(**c).text() for c in d["candidates"])
+            verdicts = "; ".join(decision_store.Verdict(**c).text() for c in d["candidates"])
             return f"{d['backend']} ({d['source']}: {verdicts})"
     return available_backends(weights[0].device)[0] + " (only candidate or LAPERM_AUTOTUNE=0)"

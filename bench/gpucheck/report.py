@@ -19,7 +19,7 @@ import torch
 
 import laperm_kernels as lk
 from laperm_kernels import _extension
-from laperm_kernels.ops import dispatch
+from laperm_kernels.ops import decision_store
 
 from ..machine import machine_info as bench_machine_info
 from .checks import FAIL, PASS, SKIPPED, Check, signature_text, source_checkout
@@ -231,7 +231,7 @@ def _details_md(check: Check) -> List[str]:
                     signature_text(x["signature"]),
                     x["backend"],
                     x["source"],
-                    "; ".join(dispatch.Verdict(**c).text() for c in x["candidates"]),
+                    "; ".join(decision_store.Verdict(**c).text() for c in x["candidates"]),
                 ]
                 for x in d["decisions"]
             ],

@@ -1,12 +1,16 @@
-"""backend="auto"'s disk cache: decisions kept across processes in one JSON file.
+"""backend="auto"'s decisions (:class:`Decision`, its :class:`Verdict` per candidate) and
+their store: ``load(signature)`` / ``save(signature, decision)``, across processes in one
+JSON file.
 
 The file is ``dispatch-v2.json`` under ``LAPERM_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/laperm_kernels``, else ``~/.cache/laperm_kernels``): one entry per group
-signature and environment (:func:`key`), each ``{"backend", "decided_at", "candidates"}``.
-It is read once per process (until :func:`forget`); an unreadable or corrupt file
-(anything ``json`` cannot read, or not shaped as decisions) is ignored with one warning;
-writes merge into the file and replace it atomically (DDP ranks may write at once).
-What the entries mean, and when one is trusted, is dispatch.py's business.
+signature and environment (the device's identity and driver, the versions of torch,
+triton and this package, a fingerprint of the compiled kernels), each ``{"backend",
+"decided_at", "candidates"}``. It is read once per process (until :func:`forget`); an
+unreadable or corrupt file (anything ``json`` cannot read, or not shaped as decisions)
+is ignored with one warning; writes merge into the file and replace it atomically (DDP
+ranks may write at once).
+When a decision is trusted, and what its verdicts ban, is dispatch.py's policy.
 """
 
 from __future__ import annotations
@@ -23,6 +27,50 @@ from typing import Dict, List, Optional
 import torch
 
 CACHE_FILE = "dispatch-v2.json"  # v1 files may hold decisions timed cold: not read
+MAX_DECISIONS = 512  # in memory (dispatch.py) and on disk; the oldest go first
+
+
+@dataclasses.dataclass
+class Verdict:
+    backend: str
+    verdict: str  # "bit-identical", "reference", "mismatch", "error",
+    #                                   "out of memory", "not tried"
+    seconds: Optional[float] = None  # median of the timed runs (after the warm-up)
+    detail: str = ""
+    warmup_seconds: Optional[float] = None  # the first run: compilation, first use
+    runs: int = 0  # timed runs
+
+    def text(self) -> str:
+        """One line: verdict, time and warm-up time, detail."""
+        out = f"{self.backend} {self.verdict}"
+        if self.seconds is not None:
+            out += f" {self.seconds * 1e3:.3f} ms"
+            out += f" (median of {self.runs})" if self.runs else ""
+        if self.warmup_seconds is not None:
+            out += f", warm-up {self.warmup_seconds * 1e3:.3f} ms"
+        return out + (f": {self.detail}" if self.detail else "")
+
+
+@dataclasses.dataclass
+class Decision:
+    signature: Dict[str, object]
+    backend: str
+    source: str  # "trial", "disk cache", "only candidate", ...
+    candidates: List[Verdict] = dataclasses.field(default_factory=list)
+    decided_at: str = ""  # when the trial ran (UTC, ISO 8601)
+
+    @property
+    def complete(self) -> bool:
+        """Every candidate that could have won was timed warm (or was the only one), and
+        none was left out for lack of memory: only such a decision is saved."""
+        able = [v for v in self.candidates if v.verdict in ("bit-identical", "reference")]
+        return not any(v.verdict in ("out of memory", "not tried") for v in self.candidates) and (
+            len(able) <= 1 or all(v.runs >= 1 for v in able)
+        )
+
+    def as_dict(self) -> Dict[str, object]:
+        return dataclasses.asdict(self)
+
 
 _lock = threading.Lock()  # guards the file's copy below, and the writes
 _disk: Optional[Dict[str, dict]] = None
@@ -45,14 +93,43 @@ def forget() -> None:
         _warned = False
 
 
-def key(signature: Dict[str, object], device_type: str) -> str:
+def load(signature: Dict[str, object]) -> Optional[Decision]:
+    """The decision saved for a group of this signature in this environment, or None."""
+    saved = _entry(_key(signature))
+    if not saved:
+        return None
+    decided_at = saved.get("decided_at")
+    return Decision(
+        signature,
+        saved["backend"],
+        "disk cache",
+        _verdicts(saved),
+        decided_at if isinstance(decided_at, str) else "",
+    )
+
+
+def save(signature: Dict[str, object], decision: Decision) -> None:
+    """Merges the decision into the file (the oldest go past ``MAX_DECISIONS``) and
+    replaces it atomically."""
+    _write(
+        _key(signature),
+        {
+            "backend": decision.backend,
+            "decided_at": decision.decided_at,
+            "candidates": [dataclasses.asdict(v) for v in decision.candidates],
+        },
+    )
+
+
+def _key(signature: Dict[str, object]) -> str:
     """The entry's key: a group's signature (its device by type), and the environment."""
+    device_type = torch.device(str(signature["device"])).type
     return json.dumps(
         {**signature, "device": device_type, "environment": _environment()}, sort_keys=True
     )
 
 
-def entry(disk_key: str) -> Optional[dict]:
+def _entry(disk_key: str) -> Optional[dict]:
     """The saved entry under ``disk_key``, or None."""
     global _disk
     with _lock:
@@ -61,10 +138,9 @@ def entry(disk_key: str) -> Optional[dict]:
         return _disk.get(disk_key)
 
 
-def verdicts(saved: dict, verdict_type) -> List:
-    """An entry's verdicts as ``verdict_type`` (a dataclass); those that do not parse are
-    left out."""
-    fields = {f.name for f in dataclasses.fields(verdict_type)}
+def _verdicts(saved: dict) -> List[Verdict]:
+    """An entry's verdicts; those that do not parse are left out."""
+    fields = {f.name for f in dataclasses.fields(Verdict)}
     out = []
     for v in saved.get("candidates", []):
         if (
@@ -72,20 +148,18 @@ def verdicts(saved: dict, verdict_type) -> List:
             and isinstance(v.get("backend"), str)
             and isinstance(v.get("verdict"), str)
         ):
-            out.append(verdict_type(**{k: x for k, x in v.items() if k in fields}))
+            out.append(Verdict(**{k: x for k, x in v.items() if k in fields}))
     return out
 
 
-def save(disk_key: str, saved: dict, max_entries: int) -> None:
-    """Merges the entry into the file (the oldest go past ``max_entries``) and replaces it
-    atomically."""
+def _write(disk_key: str, saved: dict) -> None:
     global _disk, _warned
     path = cache_path()
     with _lock:
         data = _read()
         data.pop(disk_key, None)
         data[disk_key] = saved
-        while len(data) > max_entries:
+        while len(data) > MAX_DECISIONS:
             data.pop(next(iter(data)))
         _disk = data
         tmp = None

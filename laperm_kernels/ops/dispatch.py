@@ -21,18 +21,12 @@ once per signature: about two reference runs and two to four runs of each candid
 Memory: one copy of the group, plus one tensor's reference (the tensor, its order keys
 and its int64 sort indices) at a time.
 
-Decisions persist across processes in ``dispatch-v2.json`` (decision_store.py, the file)
-under ``LAPERM_CACHE_DIR`` (default ``$XDG_CACHE_HOME/laperm_kernels``, else
-``~/.cache/laperm_kernels``), keyed by the device's identity and driver, the versions of
-torch, triton and this package, a fingerprint of the compiled kernels, the dtype, the
-shapes and (on the CPU) the thread count, so a restarted job does not pay the trial
-again. Only complete trials are saved: every candidate that could win was timed warm, and
-none was left out for lack of memory.
-A saved decision carries its verdicts, so a backend banned in an earlier process stays
-banned, and the process that finds the ban warns once, saying when and why, and how to
-test the backend again. An unreadable or corrupt file (anything ``json`` cannot read, or
-not shaped as decisions) is ignored with one warning; writes replace the file atomically
-(DDP ranks may write at once).
+Decisions persist across processes (decision_store.py), keyed by the device's identity
+and the environment, so a restarted job does not pay the trial again. Only complete
+trials are saved: every candidate that could win was timed warm, and none was left out
+for lack of memory. A saved decision carries its verdicts, so a backend banned in an
+earlier process stays banned, and the process that finds the ban warns once, saying when
+and why, and how to test the backend again.
 
 No trial runs inside CUDA graph capture (a cached decision is used there, else
 ``graph_capture.NotPreparedForCapture`` asks for one call before capturing), nor while
@@ -45,9 +39,7 @@ eagerly (``torch.compiler.disable``), so dynamo never reaches this module. With
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-import platform
 import statistics
 import threading
 import time
@@ -60,66 +52,20 @@ import torch
 from . import backends as _backends
 from . import decision_store, graph_capture
 from .backends import plan_cache
+from .decision_store import MAX_DECISIONS, Decision, Verdict
 from .reference import rank_match_reference_, rows_and_length, same_width_int
+from .signature import identity
+from .signature import signature as group_signature
 from .timing import DeviceTimer, synchronize
 
 MAX_TIMED_RUNS = 3
 TIME_BUDGET_S = 0.5  # per candidate, after its warm-up run and at least one timed run
-MAX_DECISIONS = 512  # in memory and on disk; the oldest go first
-
-_OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
 BANNING = ("mismatch", "error")  # verdicts that ban a backend (out of memory does not)
-
-
-@dataclasses.dataclass
-class Verdict:
-    backend: str
-    verdict: str  # "bit-identical", "reference", "mismatch", "error",
-    #                                   "out of memory", "not tried"
-    seconds: Optional[float] = None  # median of the timed runs (after the warm-up)
-    detail: str = ""
-    warmup_seconds: Optional[float] = None  # the first run: compilation, first use
-    runs: int = 0  # timed runs
-
-    def text(self) -> str:
-        """One line: verdict, time and warm-up time, detail."""
-        out = f"{self.backend} {self.verdict}"
-        if self.seconds is not None:
-            out += f" {self.seconds * 1e3:.3f} ms"
-            out += f" (median of {self.runs})" if self.runs else ""
-        if self.warmup_seconds is not None:
-            out += f", warm-up {self.warmup_seconds * 1e3:.3f} ms"
-        return out + (f": {self.detail}" if self.detail else "")
-
-
-@dataclasses.dataclass
-class Decision:
-    signature: Dict[str, object]
-    backend: str
-    source: str  # "trial", "disk cache", "only candidate", ...
-    candidates: List[Verdict] = dataclasses.field(default_factory=list)
-    decided_at: str = ""  # when the trial ran (UTC, ISO 8601)
-
-    @property
-    def complete(self) -> bool:
-        """Every candidate that could have won was timed warm (or was the only one), and
-        none was left out for lack of memory: only such a decision is saved."""
-        able = [v for v in self.candidates if v.verdict in ("bit-identical", "reference")]
-        return not any(v.verdict in ("out of memory", "not tried") for v in self.candidates) and (
-            len(able) <= 1 or all(v.runs >= 1 for v in able)
-        )
-
-    def as_dict(self) -> Dict[str, object]:
-        return dataclasses.asdict(self)
-
 
 _lock = threading.Lock()  # guards the dicts below
 _trial_lock = threading.RLock()  # one trial at a time; a waiting thread then finds its result
 _decisions: "OrderedDict[tuple, Decision]" = OrderedDict()
 _banned: Dict[Tuple[str, torch.dtype], Dict[str, str]] = {}  # (device id, dtype) -> {backend: why}
-_identities: Dict[torch.device, str] = {}
 _warned_bans: set = set()  # (backend, device identity, dtype) announced from disk
 _cpu_keys: Dict[int, Tuple[int, ...]] = {}  # threads -> cpu_keys(); emptied as _decisions changes
 
@@ -227,7 +173,7 @@ def trial(
             decision = _run_trial(device, dtype, list(weights), list(sorted_inits))
         _remember(_key(device, dtype, weights, shapes_key), decision)
         if decision.source == "trial" and decision.complete:
-            _to_disk(_disk_key(device, dtype, weights), decision)
+            decision_store.save(decision.signature, decision)
         return decision.backend
 
 
@@ -235,12 +181,16 @@ def trial(
 
 
 def _run_trial(device, dtype, weights, sorted_inits) -> Decision:
-    signature = _signature(device, dtype, weights)
+    signature = group_signature(device, dtype, weights)
     decided_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     names = _candidates(device, dtype)
     try:
         copies = [w.clone() for w in weights]
-    except (_OutOfMemory, MemoryError, RuntimeError) as e:  # no room for a trial: run as is
+    except (
+        torch.OutOfMemoryError,
+        MemoryError,
+        RuntimeError,
+    ) as e:  # no room for a trial: run as is
         _backends.BACKENDS[names[0]].run(weights, sorted_inits)
         return Decision(
             signature,
@@ -310,7 +260,7 @@ def _try(name, device, dtype, weights, sorted_inits, copies, reference_times) ->
         seconds = statistics.median(times[1:])
         mismatch, ref_seconds = _first_mismatch(copies, weights, sorted_inits, timer)
         reference_times.append(ref_seconds)
-    except (_OutOfMemory, MemoryError) as e:  # the group's size, not a broken kernel
+    except (torch.OutOfMemoryError, MemoryError) as e:  # the group's size, not a broken kernel
         return Verdict(name, "out of memory", None, f"in the trial: {e}")
     except Exception as e:  # noqa: BLE001  (any other failure disqualifies the backend)
         detail = f"raised {type(e).__name__}: {e}"
@@ -346,7 +296,7 @@ def _first_mismatch(outputs, weights, sorted_inits, timer) -> Tuple[Optional[str
 
 
 def _ban(name, device, dtype, why) -> None:
-    ident = _identity(device)
+    ident = identity(device)
     _add_ban(name, ident, dtype, why)
     warnings.warn(
         f"laperm_kernels: backend {name!r} failed its check on {ident} "
@@ -385,7 +335,7 @@ def _add_ban(name: str, ident: str, dtype: torch.dtype, why: str) -> bool:
 def _candidates(device: torch.device, dtype: torch.dtype) -> List[str]:
     """``auto``'s backends for this device and dtype, in AUTO_ORDER, without banned ones;
     the last is always one that runs anywhere (``torch``)."""
-    ident = _identity(device)
+    ident = identity(device)
     with _lock:
         banned = dict(_banned.get((ident, dtype), {}))
     names = [
@@ -405,51 +355,6 @@ def _key(device, dtype, weights, shapes_key=None) -> tuple:
     return (device, dtype, threads, shapes_key)
 
 
-def _signature(device, dtype, weights) -> Dict[str, object]:
-    sig = {
-        "device": str(device),
-        "device_identity": _identity(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "shapes": [list(w.shape) for w in weights],
-    }
-    if device.type == "cpu":
-        sig["threads"] = torch.get_num_threads()
-    return sig
-
-
-def _identity(device: torch.device) -> str:
-    """What makes two devices interchangeable for a decision: the GPU model and compute
-    capability, or the CPU model and the C++ kernel's instruction set."""
-    with _lock:
-        known = _identities.get(device)
-    if known is not None:
-        return known
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        ident = f"{props.name} sm_{props.major}{props.minor}"
-    elif device.type == "cpu":
-        from .backends import cpu
-
-        ident = f"{cpu_model()} isa={cpu.kernel_isa()}"
-    else:
-        ident = device.type
-    with _lock:
-        _identities[device] = ident
-    return ident
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _remember(key: tuple, decision: Decision) -> None:
     with _lock:
         _decisions[key] = decision
@@ -462,32 +367,23 @@ def _remember(key: tuple, decision: Decision) -> None:
 # --- decisions from and to the disk cache (decision_store.py: the file) ---------------
 
 
-def _disk_key(device, dtype, weights) -> str:
-    return decision_store.key(_signature(device, dtype, weights), device.type)
-
-
 def _from_disk(key, device, dtype, weights) -> Optional[Decision]:
     """The saved decision for this group, if its backend can run here and now. The bans
     it records apply in this process from now on, each announced once."""
-    entry = decision_store.entry(_disk_key(device, dtype, weights))
-    if not entry:
+    decision = decision_store.load(group_signature(device, dtype, weights))
+    if decision is None:
         return None
-    verdicts = decision_store.verdicts(entry, Verdict)
-    decided_at = entry.get("decided_at") if isinstance(entry.get("decided_at"), str) else ""
-    for v in verdicts:
+    for v in decision.candidates:
         if v.verdict in BANNING:
-            _ban_from_disk(v, device, dtype, decided_at)
-    if entry["backend"] not in _candidates(device, dtype):
+            _ban_from_disk(v, device, dtype, decision.decided_at)
+    if decision.backend not in _candidates(device, dtype):
         return None  # unavailable or banned now
-    decision = Decision(
-        _signature(device, dtype, weights), entry["backend"], "disk cache", verdicts, decided_at
-    )
     _remember(key, decision)
     return decision
 
 
 def _ban_from_disk(verdict: Verdict, device, dtype, decided_at: str) -> None:
-    ident = _identity(device)
+    ident = identity(device)
     _add_ban(verdict.backend, ident, dtype, verdict.detail)
     with _lock:
         announce = (verdict.backend, ident, dtype) not in _warned_bans
@@ -502,15 +398,3 @@ def _ban_from_disk(verdict: Verdict, device, dtype, decided_at: str) -> None:
             RuntimeWarning,
             stacklevel=6,
         )
-
-
-def _to_disk(disk_key: str, decision: Decision) -> None:
-    decision_store.save(
-        disk_key,
-        {
-            "backend": decision.backend,
-            "decided_at": decision.decided_at,
-            "candidates": [dataclasses.asdict(v) for v in decision.candidates],
-        },
-        MAX_DECISIONS,
-    )

@@ -350,7 +350,7 @@ def test_a_backend_is_timed_warm_not_by_its_compilation(registry):
     assert verdicts["slow"]["runs"] >= 1 and verdicts["torch"]["runs"] >= 1
     # the reference's time is from its warm runs too (the first one is its warm-up)
     assert verdicts["torch"]["seconds"] == pytest.approx(2 * REFERENCE_S)
-    assert "warm-up 10000.000 ms" in dispatch.Verdict(**verdicts["cold"]).text()
+    assert "warm-up 10000.000 ms" in decision_store.Verdict(**verdicts["cold"]).text()
 
 
 def test_the_reference_gets_a_timed_run_when_it_has_one_rival(registry):
