@@ -47,8 +47,10 @@ from pathlib import Path
 
 from ..presets import PRESETS
 from . import checks
-from .checks import DTYPES, FAIL, QUICK_DTYPES, QUICK_PRESETS, Context, run_check
+from .checks import run_check
+from .context import FAIL, Context
 from .report import machine_info, tally, verdict, write_report
+from .speed import DTYPES, QUICK_DTYPES, QUICK_PRESETS
 
 
 def parse_args(argv=None) -> argparse.Namespace:

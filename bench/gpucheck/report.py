@@ -22,7 +22,8 @@ from laperm_kernels import _extension
 from laperm_kernels.ops import decision_store
 
 from ..machine import machine_info as bench_machine_info
-from .checks import FAIL, PASS, SKIPPED, Check, signature_text, source_checkout
+from .context import FAIL, PASS, SKIPPED, Check, source_checkout
+from .steps import signature_text
 
 # --- the machine ----------------------------------------------------------------------
 
