@@ -55,6 +55,7 @@ def rank_match_(
     return weight
 
 
+@torch.compiler.disable  # validation reads addresses and strides: run eagerly, never traced
 def rank_match_many_(
     weights: Sequence[torch.Tensor],
     sorted_inits: Sequence[torch.Tensor],
@@ -67,30 +68,19 @@ def rank_match_many_(
     Tensors are grouped by (device, dtype); each group is one backend call (one parallel
     native call over all rows of all its tensors for the C++ backend).
     """
-    rank_match_groups_(weights, sorted_inits, backend=backend, _names=_names)
+    rank_match_groups_(weights, sorted_inits, backend, _names)
 
 
-@torch.compiler.disable  # validation reads addresses and strides: run eagerly, never traced
 def rank_match_groups_(
-    weights: Sequence[torch.Tensor],
-    sorted_inits: Sequence[torch.Tensor],
-    *,
-    backend: str = "auto",
-    _names: Tuple[str, str] = ("weights", "sorted_inits"),
-) -> List[Tuple[torch.device, torch.dtype, str]]:
-    """:func:`rank_match_many_`, returning which backend ran each (device, dtype) group
-    (under ``"auto"``: the backend chosen for the next calls, also after a trial)."""
-    return rank_match_groups_eagerly(weights, sorted_inits, backend, _names)
-
-
-def rank_match_groups_eagerly(
     weights,
     sorted_inits,
     backend: str = "auto",
     _names: Tuple[str, str] = ("weights", "sorted_inits"),
 ) -> List[Tuple[torch.device, torch.dtype, str]]:
-    """:func:`rank_match_groups_` for callers already outside torch.compile's tracing
-    (LaPerm's sync): one ``torch.compiler.disable`` boundary less per call."""
+    """The one runner of a call: :func:`rank_match_many_`, returning which backend ran
+    each (device, dtype) group (under ``"auto"``: the backend chosen for the next calls,
+    also after a trial). For callers already outside torch.compile's tracing (LaPerm's
+    sync, tests, tools): it has no ``torch.compiler.disable`` boundary of its own."""
     check_backend_name(backend)
     with torch.no_grad():
         ran, groups = _checked_groups(weights, sorted_inits, *_names, backend=backend)

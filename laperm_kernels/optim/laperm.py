@@ -23,7 +23,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..ops import graph_capture
-from ..ops.rank_match import check_backend_name, rank_match_groups_eagerly, sort_rows
+from ..ops.rank_match import check_backend_name, rank_match_groups_, sort_rows
 from . import change_counts, checks, finite_check, first_step, step_hooks
 from . import state_dict as optim_state
 from .finite_check import FiniteCheck
@@ -215,7 +215,7 @@ class LaPerm(InnerOptimizerWrapper):
                 if check:
                     self._finite_check.start(self._step, plan.local_tensors(), plan.labels)
                 rows, write_back = plan.rows()
-                used = rank_match_groups_eagerly(rows, plan.sorted_inits, self.backend)
+                used = rank_match_groups_(rows, plan.sorted_inits, self.backend)
                 write_back()  # rows that were redistributed go back into their parameters
             else:
                 used, max_abs = done
