@@ -21,7 +21,7 @@ SOURCES := constraints.txt pyproject.toml setup.py $(shell find csrc -type f 2>/
 .PHONY: bench test setup lint
 
 bench: $(INSTALLED)
-	$(PY) -m laperm_kernels.bench --json bench-results.json --plot bench-results.png
+	$(PY) -m bench --json bench-results.json --plot bench-results.png
 
 test: $(INSTALLED)
 	$(PY) -m pytest tests -q

@@ -71,7 +71,7 @@ say "built in $((SECONDS - t0)) s (MAX_JOBS=${MAX_JOBS:-2})"
 (cd "$src" && "$venv/bin/python" - <<'PY'
 import torch
 import laperm_kernels as lk
-from laperm_kernels.backends import cuda
+from laperm_kernels.ops.backends import cuda
 
 assert torch.version.cuda, "expected a CUDA torch"
 assert "cuda" in torch.ops.laperm.compiled_backends(), torch.ops.laperm.compiled_backends()

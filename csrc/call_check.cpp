@@ -8,7 +8,7 @@
 // tensors is one native call, with no second pass over the tensor lists.
 //
 // It says whether the call is valid; it raises nothing for bad tensors. On false, the
-// Python validation (laperm_kernels/ops.py), which holds the error messages, runs and
+// Python validation (laperm_kernels/ops/rank_match.py), which holds the error messages, runs and
 // raises the precise error. The rules are the same (tests/ops/test_bad_input.py holds both
 // to every bad input):
 //   * weights and sorted_inits pair up; each weight has ndim >= 1 and a float32, float64,

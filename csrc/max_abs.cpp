@@ -1,6 +1,6 @@
 // laperm::max_abs on the CPU: max |x| of each tensor of a list, in one native call.
 //
-// LaPerm's check_finite (laperm_kernels/finite_check.py) reads it to tell whether a sync
+// LaPerm's check_finite (laperm_kernels/optim/finite_check.py) reads it to tell whether a sync
 // met NaN or inf: the result is inf where a tensor holds an inf and NaN where it holds a
 // NaN. One call over the whole model replaces a reduction per tensor (on CUDA,
 // torch._foreach_norm does the same in a fused kernel). Each tensor is reduced by

@@ -9,23 +9,17 @@ See README.md for the contract, the backends and the benchmark.
 """
 
 from . import _extension  # noqa: F401  (loads the compiled ops when built)
-from .backends.plan_cache import release_captured as release_captured_plans
-from .dispatch import report as dispatch_report
-from .graph_capture import NotPreparedForCapture
-from .groups import param_groups
-from .ops import (
-    available_backends,
-    rank_match_,
-    rank_match_many_,
-    sort_rows,
-)
-from .optim import LaPerm
-from .reference import SUPPORTED_DTYPES
+from ._version import __version__ as __version__
+from .ops.backends.plan_cache import release_captured as release_captured_plans
+from .ops.dispatch import report as dispatch_report
+from .ops.graph_capture import NotPreparedForCapture
+from .ops.rank_match import available_backends, rank_match_, rank_match_many_, sort_rows
+from .ops.reference import SUPPORTED_DTYPES
+from .optim.laperm import LaPerm
+from .optim.param_groups import param_groups
 from .utils import agnosticize_, random_prune_
 from .viz import weight_profile
 from .wiring import rewire_, wiring
-
-__version__ = "0.2.0"
 
 __all__ = [
     "LaPerm",

@@ -7,6 +7,7 @@ build, CUDA) kernels. The package still works without it, on the PyTorch referen
 from __future__ import annotations
 
 import collections
+import importlib
 from typing import Optional
 
 import torch  # first: _C links against libtorch/libc10, which importing torch loads
@@ -14,13 +15,19 @@ import torch  # first: _C links against libtorch/libc10, which importing torch l
 _load_error: Optional[str] = None
 
 try:
-    from . import _C  # noqa: F401  (registers torch.ops.laperm.*)
+    # the compiled module laperm_kernels._C: importing it registers torch.ops.laperm.*
+    _C = importlib.import_module(f"{__package__}._C")
 except ImportError as exc:  # not built, or built against another torch
     _load_error = f"{type(exc).__name__}: {exc}"
 
 
 def is_loaded() -> bool:
     return _load_error is None
+
+
+def library_path() -> Optional[str]:
+    """The compiled extension's file, or None when it did not load."""
+    return _C.__file__ if _load_error is None else None
 
 
 def load_error() -> Optional[str]:

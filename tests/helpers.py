@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.reference import (
+from laperm_kernels.ops.reference import (
     SUPPORTED_DTYPES,
     rank_match_reference_,
     rows_and_length,
@@ -26,7 +26,7 @@ from laperm_kernels.reference import (
 DTYPES = SUPPORTED_DTYPES  # every dtype the contract takes
 
 # Every backend that runs CPU tensors in this process: registering a backend in
-# laperm_kernels.backends is all it takes for it to run every test of the suite.
+# laperm_kernels.ops.backends is all it takes for it to run every test of the suite.
 BACKEND_NAMES = lk.available_backends("cpu")
 BACKENDS = pytest.mark.parametrize("backend", BACKEND_NAMES)
 # The same but the reference itself ("torch"), for tests that compare a backend's result

@@ -7,7 +7,7 @@ naming what was attempted:
 * a blocking host read of a tensor's value (``item``, ``tolist``, ``__bool__``,
   ``__int__``, ``__float__``, ``__index__``, ``numpy``, ``.cpu()``);
 * an event query or synchronise, a stream query or synchronise, a device synchronise
-  (``torch.cuda``'s and ``laperm_kernels.timing.synchronize``);
+  (``torch.cuda``'s and ``laperm_kernels.ops.timing.synchronize``);
 * pinned memory (``pin_memory()``, ``pin_memory=True``) and copies that upload from the
   host (``non_blocking=True``, or ``.to()`` another device): their source would be
   recycled while the graph still reads it at replay.
@@ -24,7 +24,7 @@ import contextlib
 import torch
 from torch.overrides import TorchFunctionMode
 
-from laperm_kernels import graph_capture, timing
+from laperm_kernels.ops import graph_capture, timing
 
 
 class CaptureViolation(RuntimeError):

@@ -118,7 +118,7 @@ def main() -> int:
         return 0
     sys.path.insert(0, str(args.after))
     try:
-        from laperm_kernels.bench.presets import PRESETS
+        from bench.presets import PRESETS
     except ImportError:  # a checkout from before the benchmark became a package
         from laperm_kernels.presets import PRESETS
     spec = json.dumps({"threads": args.threads, "shapes": {m: PRESETS[m] for m in ROW_MODELS}})

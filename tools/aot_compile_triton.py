@@ -3,7 +3,7 @@
     python tools/aot_compile_triton.py [--arch 80 90] [--jobs N] [--only SUBSTRING]
 
 Compiles each (kernel, dtype kind, block/chunk, num_warps) configuration that
-laperm_kernels.backends.triton can launch, for sm_80 (A100) and sm_90 (H100), in a fresh
+laperm_kernels.ops.backends.triton.backend can launch, for sm_80 (A100) and sm_90 (H100), in a fresh
 Triton cache (so the times are real compile times), and prints per configuration the
 compile time, registers per thread, shared memory and spill (local memory) bytes, read
 from the cubin with the cuobjdump that ships with Triton. Exits non-zero if any
@@ -51,7 +51,7 @@ TILE_TABLE = {"key_offsets": "*i64", "tile_row": "*i32", "tile_start": "*i32"}
 
 def configurations():
     """(name, kernel name, signature, constexprs, num_warps) of every shipped config."""
-    from laperm_kernels import triton_kernels as tk
+    from laperm_kernels.ops.backends.triton import kernels as tk
 
     kinds = {"f32": tk.KIND_FLOAT32, "f16": tk.KIND_FLOAT16, "bf16": tk.KIND_BFLOAT16}
     out = []
@@ -196,7 +196,7 @@ def torch_zeros(kind: str):
 
 def compile_one(job):
     name, kernel_name, signature, constexprs, warps, arch = job
-    from laperm_kernels import triton_kernels as tk
+    from laperm_kernels.ops.backends.triton import kernels as tk
 
     fn = getattr(tk, kernel_name)
     start = time.perf_counter()

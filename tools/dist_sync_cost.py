@@ -8,7 +8,7 @@ second weight is ``Shard(1)``, its rows are moved) and GPT-2's ``Conv1D`` layers
 FSDP2 (``[in, out]`` sharded on dim 0, rows on dim 1: all four moved; and, for
 comparison, sharded on dim 1 by FSDP2's ``shard_placement_fn``: none moved). ``tiny`` is the
 tests' size, ``base`` GPT-2 small's widths (768, 3072; one layer). For every split weight,
-a sync redistributes it to whole rows and back (laperm_kernels/sharded_rows.py). Printed
+a sync redistributes it to whole rows and back (laperm_kernels/optim/sharded_rows.py). Printed
 per model, from rank 0:
 
 * bytes each rank receives per sync, summed over the collectives a dispatch mode sees
@@ -122,9 +122,9 @@ def _gpt2(mesh, dims, units_sharded: bool = False):
 
 def _measure(model, groups, repeat: int):
     import laperm_kernels as lk
-    from laperm_kernels.layouts import local_tensor, whole_row_placements
-    from laperm_kernels.ops import rank_match_groups_
-    from laperm_kernels.sharded_rows import sync_rows
+    from laperm_kernels.ops.rank_match import rank_match_groups_
+    from laperm_kernels.optim.layouts import local_tensor, whole_row_placements
+    from laperm_kernels.optim.sharded_rows import sync_rows
 
     opt = lk.LaPerm(torch.optim.SGD(groups, lr=0.0), sync_period=1, backend="cpu")
     opt.sync()  # the first-step check, the backend choice

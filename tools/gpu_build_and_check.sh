@@ -6,7 +6,7 @@
 #
 # The whole run fits a budget of 480 s (--quick: 240 s; docs/cuda.md, "first GPU run"):
 # the build, the cache fill and every check have a cap, and the checks get what is left
-# of the budget (laperm_kernels.gpucheck --time-budget). --quick runs the cuda and triton
+# of the budget (bench.gpucheck --time-budget). --quick runs the cuda and triton
 # backends' GPU tests and the ResNet-50 float32 timing only.
 #
 # For a machine that already has nvcc, a CUDA torch and the Python packages (pytest,
@@ -131,7 +131,7 @@ left=$((budget - (SECONDS - start) - 15))
 export LAPERM_GPUCHECK_BUILD="TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS: $build_s s; Triton cache fill $fill_s s"
 # The checks stop themselves within --time-budget; the outer timeout (30 s more) is for a
 # call that never returns to Python (a hung kernel), and leaves no report.
-if timeout $((left + 30)) "$py" -m laperm_kernels.gpucheck ${quick:+--quick} \
+if timeout $((left + 30)) "$py" -m bench.gpucheck ${quick:+--quick} \
     --time-budget "$left" "$outdir" 2>&1 | tee "$outdir/gpucheck.log"; then
   rc=0
 else

@@ -1,4 +1,4 @@
-"""The CPU side of what `python -m laperm_kernels.gpucheck` runs, timed on this machine
+"""The CPU side of what `python -m bench.gpucheck` runs, timed on this machine
 (no GPU needed): the part of the GPU checks' time that is not GPU work, for the budget in
 docs/cuda.md ("first GPU run").
 
@@ -35,7 +35,7 @@ def _timed(rows, label, fn, *args):
 
 
 def gpu_tests(rows, quick):
-    from laperm_kernels.bench.presets import PRESETS, resnet50, transformer_mlp
+    from bench.presets import PRESETS, resnet50, transformer_mlp
     from tests.cuda_backend import test_cuda as tc
     from tests.helpers import (
         DTYPES,
@@ -97,9 +97,9 @@ def gpu_tests(rows, quick):
 
 
 def benchmark(rows, quick):
-    from laperm_kernels.bench.presets import PRESETS
-    from laperm_kernels.bench.results import make_model
-    from laperm_kernels.reference import SUPPORTED_DTYPES_BY_NAME
+    from bench.presets import PRESETS
+    from bench.results import make_model
+    from laperm_kernels.ops.reference import SUPPORTED_DTYPES_BY_NAME
 
     presets = ["resnet50"] if quick else sorted(PRESETS)
     dtypes = ["float32"] if quick else list(SUPPORTED_DTYPES_BY_NAME)

@@ -3,7 +3,7 @@
 // (host/plan_runner.h) through the CUDA launcher, which makes the launches of kernels.h.
 // Built only when the installed torch is a CUDA build (setup.py).
 //
-// rank_match_planned_ is the fast path: the caller (laperm_kernels/backends/cuda.py,
+// rank_match_planned_ is the fast path: the caller (laperm_kernels/ops/backends/cuda.py,
 // hence the LaPerm optimizer) caches the plan and its device tables, and allocates the
 // large rows' scratch (cuda_plan_scratch) while it prepares every group of a call, before
 // any group runs, so running out of memory changes no weight of any group. A sync is then

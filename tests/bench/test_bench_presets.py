@@ -12,11 +12,11 @@ once, so a wrong kernel cannot post a time.
 import pytest
 import torch
 
+from bench import baselines
+from bench.presets import PRESETS
+from bench.results import make_model, methods_for
 from laperm_kernels import rank_match_many_
-from laperm_kernels.bench import baselines
-from laperm_kernels.bench.presets import PRESETS
-from laperm_kernels.bench.results import make_model, methods_for
-from laperm_kernels.reference import bitwise_equal
+from laperm_kernels.ops.reference import bitwise_equal
 
 DTYPE = torch.float32
 

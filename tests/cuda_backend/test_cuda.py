@@ -2,7 +2,7 @@
 
 These run whenever the extension was built against a CUDA torch and a device is present,
 and skip cleanly otherwise (tests/cuda_backend/test_cuda_plan.py checks the host dispatch without a
-GPU; `python -m laperm_kernels.gpucheck` runs these on one). Each test is small enough to
+GPU; `python -m bench.gpucheck` runs these on one). Each test is small enough to
 take well under a second on a GPU.
 """
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.backends import cuda
-from laperm_kernels.bench.presets import resnet50, transformer_mlp
+from bench.presets import resnet50, transformer_mlp
+from laperm_kernels.ops.backends import cuda
 from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, reference_result, tensor_group
 
 pytestmark = pytest.mark.skipif(

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.backends import cuda
-from laperm_kernels.bench.presets import resnet50, transformer_mlp
-from laperm_kernels.reference import rows_and_length
+from bench.presets import resnet50, transformer_mlp
+from laperm_kernels.ops.backends import cuda
+from laperm_kernels.ops.reference import rows_and_length
 from tests.helpers import DTYPES, KINDS, assert_bitwise_equal, tensor_group
 
 pytestmark = pytest.mark.skipif(

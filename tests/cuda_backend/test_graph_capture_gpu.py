@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import backends
+from laperm_kernels.ops import backends
 from tests.helpers import assert_bitwise_equal
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -198,7 +198,7 @@ def test_the_raw_op_refuses_a_capture_and_the_planned_op_replays():
 
 def test_triton_compiles_its_block_kernel_once_for_any_row_count():
     _needs("triton")
-    from laperm_kernels.triton_kernels import rank_match_block_kernel as kernel
+    from laperm_kernels.ops.backends.triton.kernels import rank_match_block_kernel as kernel
 
     caches = getattr(kernel, "device_caches", None)
     if caches is None:

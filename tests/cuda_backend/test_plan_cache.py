@@ -14,9 +14,9 @@ import threading
 import pytest
 import torch
 
-from laperm_kernels.backends import plan_cache
-from laperm_kernels.backends.plan_cache import PlanCache
-from laperm_kernels.graph_capture import NotPreparedForCapture
+from laperm_kernels.ops.backends import plan_cache
+from laperm_kernels.ops.backends.plan_cache import PlanCache
+from laperm_kernels.ops.graph_capture import NotPreparedForCapture
 from tests.strict_capture import strict_capture
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import backends
+from laperm_kernels.ops import backends
 from tests.helpers import assert_bitwise_equal
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

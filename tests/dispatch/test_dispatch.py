@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import backends, dispatch, dispatch_cache
-from laperm_kernels.reference import rank_match_reference_
+from laperm_kernels.ops import backends, decision_store, dispatch
+from laperm_kernels.ops.reference import rank_match_reference_
 from tests.helpers import (
     DTYPES,
     FakeClock,
@@ -228,7 +228,7 @@ def test_an_explicit_backend_never_holds_a_trial(registry):
 def test_decisions_survive_a_restart_through_the_disk_cache(registry):
     made = registry("slow", "fast")
     _run_exact(*_model())
-    with open(dispatch_cache.cache_path()) as f:
+    with open(decision_store.cache_path()) as f:
         [entry] = json.load(f).values()
     assert entry["backend"] == "fast"
     dispatch.reset()  # what a new process starts with
@@ -243,7 +243,7 @@ def test_decisions_survive_a_restart_through_the_disk_cache(registry):
 
 def test_a_corrupt_cache_is_ignored_with_a_warning_and_rewritten(registry):
     registry("fast")
-    path = dispatch_cache.cache_path()
+    path = decision_store.cache_path()
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as f:
         f.write('{"truncated')
@@ -350,7 +350,7 @@ def test_a_backend_is_timed_warm_not_by_its_compilation(registry):
     assert verdicts["slow"]["runs"] >= 1 and verdicts["torch"]["runs"] >= 1
     # the reference's time is from its warm runs too (the first one is its warm-up)
     assert verdicts["torch"]["seconds"] == pytest.approx(2 * REFERENCE_S)
-    assert "warm-up 10000.000 ms" in dispatch.Verdict(**verdicts["cold"]).text()
+    assert "warm-up 10000.000 ms" in decision_store.Verdict(**verdicts["cold"]).text()
 
 
 def test_the_reference_gets_a_timed_run_when_it_has_one_rival(registry):
@@ -371,7 +371,7 @@ def test_a_trial_missing_a_candidate_for_lack_of_memory_is_not_saved(registry):
         assert _run_exact(*_model())[0][2] == "fast"
     [decision] = lk.dispatch_report()
     assert decision["candidates"][0]["verdict"] == "out of memory"
-    assert not os.path.exists(dispatch_cache.cache_path())
+    assert not os.path.exists(decision_store.cache_path())
     dispatch.reset()  # a new process tries oom again
     _run_exact(*_model())
     assert [v["backend"] for v in lk.dispatch_report()[0]["candidates"]] == ["oom", "fast", "torch"]
@@ -395,7 +395,7 @@ def test_a_ban_found_on_disk_is_announced_once_with_when_why_and_how(registry):
         "float32",
         r"row 1",
         "mismatch",
-        dispatch_cache.cache_path(),
+        decision_store.cache_path(),
         "delete",
     ):
         assert part in message, message
@@ -421,7 +421,7 @@ def test_a_ban_found_on_disk_is_announced_once_with_when_why_and_how(registry):
 )
 def test_any_unreadable_cache_is_ignored_with_one_warning(registry, content):
     registry("fast")
-    path = dispatch_cache.cache_path()
+    path = decision_store.cache_path()
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as f:
         f.write(content if isinstance(content, bytes) else content.encode())
@@ -440,5 +440,5 @@ def test_each_thread_count_gets_its_own_trial_and_disk_entry(registry):
     report = lk.dispatch_report()
     assert [d["signature"]["threads"] for d in report] == [1, 2]
     assert [d["source"] for d in report] == ["trial", "trial"]
-    with open(dispatch_cache.cache_path()) as f:
+    with open(decision_store.cache_path()) as f:
         assert sorted(json.loads(k)["threads"] for k in json.load(f)) == [1, 2]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import backends, dispatch, dispatch_cache
+from laperm_kernels.ops import backends, decision_store, dispatch
 from tests.helpers import FakeClock, tensor_group
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +53,7 @@ def _edit_a_triton_kernel(monkeypatch) -> None:
     """Makes the first Triton kernel source look edited (a later modification time) to
     the cache's fingerprint of the kernels (os.stat is the process's: patched while the
     test runs)."""
-    folder = os.path.join(os.path.dirname(dispatch_cache.__file__), "triton_kernels")
+    folder = os.path.join(os.path.dirname(decision_store.__file__), "backends", "triton")
     edited = os.path.join(folder, sorted(os.listdir(folder))[0])
     real_stat = os.stat
 
@@ -63,7 +63,7 @@ def _edit_a_triton_kernel(monkeypatch) -> None:
             return types.SimpleNamespace(st_size=st.st_size, st_mtime_ns=st.st_mtime_ns + 1)
         return st
 
-    monkeypatch.setattr(dispatch_cache.os, "stat", stat)
+    monkeypatch.setattr(decision_store.os, "stat", stat)
 
 
 def _sync_a_group():
@@ -81,6 +81,6 @@ def test_an_edited_kernel_gets_a_new_trial_not_the_old_kernels_decision(fast_bac
     dispatch.reset()  # a new process, after the edit
     _sync_a_group()
     assert [d["source"] for d in lk.dispatch_report()] == ["trial"], "the old kernels' decision"
-    with open(dispatch_cache.cache_path()) as f:
+    with open(decision_store.cache_path()) as f:
         kernels = [json.loads(k)["environment"]["kernels"] for k in json.load(f)]
     assert len(kernels) == len(set(kernels)) == 2  # one entry per version of the kernels

@@ -1,4 +1,4 @@
-"""LaPerm's first-step check across 2 gloo ranks (laperm_kernels/first_step.py).
+"""LaPerm's first-step check across 2 gloo ranks (laperm_kernels/optim/first_step.py).
 
 * DDP in the wrong order: every rank initialises with its own seed and builds LaPerm
   before ``DDP(model)``, whose broadcast then gives every rank rank 0's weights. Each
@@ -120,7 +120,7 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 if __name__ != "__main__":
     import pytest
 
-    from laperm_kernels.reference import sort_rows_reference
+    from laperm_kernels.ops.reference import sort_rows_reference
     from tests.helpers import assert_bitwise_equal
 
     @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ if __name__ != "__main__":
 
     import pytest
 
-    from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
+    from laperm_kernels.ops.reference import rank_match_reference_, sort_rows_reference
     from tests.helpers import assert_bitwise_equal
 
     skip_without_fully_shard()

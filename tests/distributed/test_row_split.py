@@ -296,7 +296,7 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 if __name__ != "__main__":
     import pytest
 
-    from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
+    from laperm_kernels.ops.reference import rank_match_reference_, sort_rows_reference
     from tests.helpers import assert_bitwise_equal
 
     skip_without_fully_shard()

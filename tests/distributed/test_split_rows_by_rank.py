@@ -1,5 +1,5 @@
 """Which rows each of 2 gloo ranks holds when a sync moves split rows whole
-(laperm_kernels/sharded_rows.py, layouts.py), checked row by row against the whole
+(laperm_kernels/optim/sharded_rows.py, layouts.py), checked row by row against the whole
 tensors, with even shards and uneven ones (5 units -> 3 + 2, 7 -> 4 + 3).
 
 The workers run in stages, every layout through a stage before the next, and save what
@@ -55,7 +55,7 @@ def _parameter(mesh, shape, dim: int, seed: int = 0):
 
 def _stage(stage: str, mesh, shape, dim: int, row_dim: int) -> torch.Tensor:
     import laperm_kernels as lk
-    from laperm_kernels.sharded_rows import sync_rows, whole_rows
+    from laperm_kernels.optim.sharded_rows import sync_rows, whole_rows
 
     p = _parameter(mesh, shape, dim)
     if stage == "rows":  # this rank's rows, after the move
@@ -103,7 +103,7 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 if __name__ != "__main__":
     import pytest
 
-    from laperm_kernels.reference import rank_match_reference_, sort_rows_reference
+    from laperm_kernels.ops.reference import rank_match_reference_, sort_rows_reference
     from tests.helpers import assert_bitwise_equal
 
     pytest.importorskip("torch.distributed.tensor")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-import laperm_kernels.backends as backends
-from laperm_kernels import ops
+import laperm_kernels.ops.backends as backends
+from laperm_kernels.ops import rank_match as ops
 from tests.helpers import (
     BACKENDS,
     assert_bitwise_equal,
@@ -348,8 +348,9 @@ def test_bad_input_raises_before_touching_anything(name):
 @needs_extension
 @pytest.mark.parametrize("name", CASES)
 def test_the_native_check_refuses_every_bad_input(name, monkeypatch):
-    # ops.py validates a call in one native call (laperm::check_call_) and runs the Python
-    # checks, which name the argument, only when it refuses: it must refuse all of these.
+    # ops/rank_match.py validates a call in one native call (laperm::check_call_) and runs
+    # the Python checks, which name the argument, only when it refuses: it must refuse all
+    # of these.
     said = []
 
     def spy(weights, sorted_inits, *fast_path):

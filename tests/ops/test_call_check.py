@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import _extension, backends, dispatch, ops
+from laperm_kernels import _extension
+from laperm_kernels.ops import backends, decision_store, dispatch
+from laperm_kernels.ops import rank_match as ops
 from tests.helpers import assert_bitwise_equal, needs_extension
 
 pytestmark = needs_extension
@@ -95,7 +97,7 @@ def _decide(ws, backend):
     """Records ``backend`` as auto's decision for ``ws`` at the current thread count."""
     _, [group] = ops._checked_groups(ws, [lk.sort_rows(w) for w in ws], "w", "s")
     key = dispatch._key(group.device, group.dtype, ws, group.shapes_key)
-    dispatch._remember(key, dispatch.Decision({}, backend, "test"))
+    dispatch._remember(key, decision_store.Decision({}, backend, "test"))
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import backends, dispatch, staging
-from laperm_kernels.backends.plan_cache import PlanCache
-from laperm_kernels.finite_check import FiniteCheck
-from laperm_kernels.graph_capture import NotPreparedForCapture
+from laperm_kernels.ops import backends, dispatch, staging
+from laperm_kernels.ops.backends.plan_cache import PlanCache
+from laperm_kernels.ops.graph_capture import NotPreparedForCapture
+from laperm_kernels.optim.finite_check import FiniteCheck
 from tests.helpers import FakeClock, assert_bitwise_equal, generator, make_sorted_init, make_values
 from tests.strict_capture import CaptureViolation, StandInEvent, strict_capture
 
@@ -301,7 +301,7 @@ def test_split_row_weights_are_refused_in_a_capture_before_any_collective(captur
     # Weights whose placements split their rows are moved whole by collectives into new
     # tensors at every sync: nothing a graph can keep. The refusal comes before the first
     # collective (whole_rows) and names the way out.
-    from laperm_kernels import sharded_rows
+    from laperm_kernels.optim import sharded_rows
 
     monkeypatch.setattr(sharded_rows, "whole_row_placements", lambda p, row_dim: ("Shard(0)",))
     moved = []

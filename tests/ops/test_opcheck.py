@@ -53,4 +53,4 @@ def test_torch_compile_matches_eager():
 
 def test_cpu_kernel_isa():
     assert torch.ops.laperm.cpu_kernel_isa() in ("avx512", "avx2", "generic")
-    assert lk.backends.cpu.kernel_isa() == torch.ops.laperm.cpu_kernel_isa()
+    assert lk.ops.backends.cpu.kernel_isa() == torch.ops.laperm.cpu_kernel_isa()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import laperm_kernels as lk
-from laperm_kernels.reference import rows_and_length
+from laperm_kernels.ops.reference import rows_and_length
 from tests.helpers import (
     BACKEND_NAMES,
     DTYPES,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-import laperm_kernels.backends as backends
-from laperm_kernels.bench.presets import PRESETS
-from laperm_kernels.reference import rows_and_length
+import laperm_kernels.ops.backends as backends
+from bench.presets import PRESETS
+from laperm_kernels.ops.reference import rows_and_length
 from tests.helpers import (
     BACKENDS,
     DTYPES,

@@ -1,6 +1,6 @@
 """The reference itself, against the contract's rules computed without torch.sort.
 
-Every backend is tested against ``laperm_kernels.reference``; these tests hold the
+Every backend is tested against ``laperm_kernels.ops.reference``; these tests hold the
 reference to the rules of docs/contract.md through an independent oracle (Python's
 ``sorted`` over plain floats), on every device's kind of float sort: one that orders
 NaNs by sign, as CUDA's ``torch.sort`` does on its radix path, must not change the result.
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from laperm_kernels import reference
+from laperm_kernels.ops import reference
 from tests.helpers import DTYPES, NAN_BITS, assert_bitwise_equal, from_bits, generator, random_bits
 
 

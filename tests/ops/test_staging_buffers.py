@@ -1,4 +1,4 @@
-"""Staging buffers for non-contiguous weights (laperm_kernels/staging.py) are kept per
+"""Staging buffers for non-contiguous weights (laperm_kernels/ops/staging.py) are kept per
 tensor: two views at the same address with the same strides but other shapes (a
 transposed weight and the transpose of its first rows) get buffers of their own shapes,
 and each is rank-matched exactly."""
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.staging import contiguous_buffer
+from laperm_kernels.ops.staging import contiguous_buffer
 from tests.helpers import assert_bitwise_equal, make_sorted_init, reference_result
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import laperm_kernels as lk
-from laperm_kernels.finite_check import FiniteCheck
+from laperm_kernels.optim.finite_check import FiniteCheck
 from tests.helpers import DTYPES, mlp, needs_extension
 
 HOST_READS = {

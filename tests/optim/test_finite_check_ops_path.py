@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import finite_check
+from laperm_kernels.optim import finite_check
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""LaPerm's first-step check in one process (laperm_kernels/first_step.py): a permuted
+"""LaPerm's first-step check in one process (laperm_kernels/optim/first_step.py): a permuted
 weight changed in place between building LaPerm and its first step gets its S taken
 again, before the inner step, with a warning naming it. Across ranks:
 tests/distributed/test_first_step_ranks.py."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.first_step import fingerprint
+from laperm_kernels.optim.first_step import fingerprint
 from tests.helpers import DTYPES, assert_bitwise_equal, mlp, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.first_step import _PERIOD, fingerprint
+from laperm_kernels.optim.first_step import _PERIOD, fingerprint
 from tests.helpers import DTYPES, assert_bitwise_equal, mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import laperm_kernels as lk
-from laperm_kernels.reference import rank_match_reference_
+from laperm_kernels.ops.reference import rank_match_reference_
 from tests import helpers
 from tests.helpers import BACKENDS, assert_bitwise_equal
 

@@ -1,4 +1,4 @@
-"""LaPerm's cached sync plan (laperm_kernels/sync_plan.py) follows every change that
+"""LaPerm's cached sync plan (laperm_kernels/optim/sync_plan.py) follows every change that
 should change a sync: after each, the next sync must rank-match the right parameters
 against the right S. A plan that went stale would sync the old ones."""
 

@@ -38,8 +38,8 @@ import torch
 # the repository root, for ``tests.helpers`` when run as a script
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import laperm_kernels as lk  # noqa: E402
-from laperm_kernels.backends import cuda  # noqa: E402
-from laperm_kernels.reference import rows_and_length  # noqa: E402
+from laperm_kernels.ops.backends import cuda  # noqa: E402
+from laperm_kernels.ops.reference import rows_and_length  # noqa: E402
 from tests.helpers import DTYPES, KINDS, bits, make_sorted_init, make_values, reference_result  # noqa: E402
 
 BOUNDARIES = (

@@ -28,8 +28,8 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels import backends
-from laperm_kernels.backends import cpu, cuda
+from laperm_kernels.ops import backends
+from laperm_kernels.ops.backends import cpu, cuda
 from tests.helpers import (
     assert_bitwise_equal,
     generator,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import laperm_kernels as lk
-from laperm_kernels import dispatch
+from laperm_kernels.ops import dispatch
 
 CHECK_EVERY = 50
 WARMUP = 200

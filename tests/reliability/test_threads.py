@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.backends import cuda
+from laperm_kernels.ops.backends import cuda
 from tests.helpers import (
     assert_bitwise_equal,
     needs_extension,

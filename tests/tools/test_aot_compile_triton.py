@@ -39,7 +39,7 @@ def tool(monkeypatch, tmp_path):
 
 def on_gpu(tool, arch=ARCH):
     """Triton's launch path as on a GPU of ``arch`` (its driver names the target only)."""
-    from laperm_kernels import triton_kernels as tk
+    from laperm_kernels.ops.backends.triton import kernels as tk
 
     return tool.target_only(
         arch, [tk.rank_match_block_kernel, tk.sort_chunks_kernel, tk.merge_runs_kernel]
@@ -53,9 +53,9 @@ def test_the_checks_request_exactly_the_tools_compiles(tool, monkeypatch):
     # attributes, options) is recorded instead of compiled.
     from triton.runtime.jit import JITFunction
 
-    from laperm_kernels import triton_kernels as tk
-    from laperm_kernels.backends import triton as tb
-    from laperm_kernels.bench.presets import PRESETS
+    from bench.presets import PRESETS
+    from laperm_kernels.ops.backends.triton import backend as tb
+    from laperm_kernels.ops.backends.triton import kernels as tk
     from tests.triton_backend.test_triton import GPU_SHAPES
 
     requests = set()
@@ -90,7 +90,7 @@ def test_the_checks_request_exactly_the_tools_compiles(tool, monkeypatch):
 
 
 def test_a_launch_finds_the_tools_compile_in_the_cache(tool, tmp_path):
-    from laperm_kernels import triton_kernels as tk
+    from laperm_kernels.ops.backends.triton import kernels as tk
 
     cache = tmp_path / "cache"
     jobs = {cfg[0]: (*cfg, ARCH) for cfg in tool.configurations()}

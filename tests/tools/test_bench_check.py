@@ -8,9 +8,9 @@ import types
 import pytest
 import torch
 
-from laperm_kernels import backends
-from laperm_kernels.bench.__main__ import main
-from laperm_kernels.bench.results import run_benchmark
+from bench.__main__ import main
+from bench.results import run_benchmark
+from laperm_kernels.ops import backends
 
 
 def _off_by_one_row(ws, ss):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laperm_kernels.bench import baselines
-from laperm_kernels.bench.results import Result, methods_for
-from laperm_kernels.bench.table import floor_lines
-from laperm_kernels.reference import order_keys, stable_order
+from bench import baselines
+from bench.results import Result, methods_for
+from bench.table import floor_lines
+from laperm_kernels.ops.reference import order_keys, stable_order
 from tests.helpers import generator, make_values
 
 np = pytest.importorskip("numpy")

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from laperm_kernels.bench.timing import time_methods
+from bench.timing import time_methods
 
 
 def _sleeping(seconds):

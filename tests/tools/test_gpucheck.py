@@ -1,4 +1,4 @@
-"""laperm_kernels.gpucheck: the whole command, which without a GPU skips every GPU check
+"""bench.gpucheck: the whole command, which without a GPU skips every GPU check
 and exits 0, and its pure parts: JUnit parsing, the pytest step on a
 stand-in test file, report formatting, and a failing check making the exit code 1."""
 
@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.bench.presets import resnet50
-from laperm_kernels.gpucheck import __main__ as cli
-from laperm_kernels.gpucheck import checks as gc
-from laperm_kernels.gpucheck import junit, report
+from bench.gpucheck import __main__ as cli
+from bench.gpucheck import checks as gc
+from bench.gpucheck import context, junit, report, speed, steps, suite
+from bench.presets import resnet50
 
 GPU_CHECKS = ("backends", "gpu-tests", "copy-bandwidth", "benchmark", "cuda-graph", "laperm-steps")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,7 +31,7 @@ def test_end_to_end(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "laperm_kernels.gpucheck",
+        "bench.gpucheck",
         str(tmp_path / "out"),
         "--skip-tests",
         "--preset",
@@ -94,7 +94,7 @@ def test_parse_junit_missing_or_corrupt(tmp_path):
 
 
 def _context(tmp_path, **kw):
-    return gc.Context(
+    return context.Context(
         tmp_path, repeat=1, presets=["lenet-300-100"], dtypes=["float32"], run_tests=True, **kw
     )
 
@@ -112,12 +112,14 @@ def test_gpu_tests_step_on_a_stand_in_file(tmp_path, monkeypatch):
     )
     out = tmp_path / "out"
     out.mkdir()
-    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(context, "need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(context, "source_checkout", lambda: tmp_path)
     monkeypatch.setattr(
-        gc, "GPU_TEST_FILES", ("tests/cuda_backend/test_x.py", "tests/cuda_backend/test_absent.py")
+        suite,
+        "GPU_TEST_FILES",
+        ("tests/cuda_backend/test_x.py", "tests/cuda_backend/test_absent.py"),
     )
-    check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(out))
+    check = gc.run_check("gpu-tests", suite.check_gpu_tests, _context(out))
     assert check.status == "FAIL", check
     assert check.summary.startswith("1 passed, 1 failed, 0 errors, 1 skipped (pytest exit 1)")
     assert check.details["skip_reasons"] == {"not here": 1}
@@ -125,9 +127,9 @@ def test_gpu_tests_step_on_a_stand_in_file(tmp_path, monkeypatch):
 
 
 def test_gpu_tests_skip_without_a_checkout(tmp_path, monkeypatch):
-    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gc, "source_checkout", lambda: None)
-    check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(tmp_path))
+    monkeypatch.setattr(context, "need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(context, "source_checkout", lambda: None)
+    check = gc.run_check("gpu-tests", suite.check_gpu_tests, _context(tmp_path))
     assert (check.status, check.summary) == (
         "SKIPPED",
         "no source checkout (no tests/ beside laperm_kernels/)",
@@ -139,7 +141,7 @@ def test_a_failing_check_fails_the_run(tmp_path, monkeypatch):
         raise RuntimeError("device lost")
 
     def skip(ctx, details):
-        raise gc.Skip("not here")
+        raise context.Skip("not here")
 
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))  # main() sets it
     monkeypatch.setattr(
@@ -170,7 +172,7 @@ def test_skipped_checks_do_not_fail_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
 
     def skip(ctx, details):
-        raise gc.Skip("no CUDA device")
+        raise context.Skip("no CUDA device")
 
     monkeypatch.setattr(gc, "CHECKS", [("fine", lambda ctx, d: (True, "ok")), ("skip", skip)])
     assert cli.main([str(tmp_path)]) == 0
@@ -218,14 +220,14 @@ def test_report_tables_with_missing_values():
         ],
     }
     checks = [
-        gc.Check(
+        context.Check(
             "benchmark",
             "FAIL",
             "1 mismatch",
             1.0,
             {"rows": [row, fast], "errors": ["mlp float64: ValueError: x"]},
         ),
-        gc.Check("dispatch", "FAIL", "", 0.0, {"decisions": [decision]}),
+        context.Check("dispatch", "FAIL", "", 0.0, {"decisions": [decision]}),
     ]
     markdown = report.render_markdown({"GPU": "none"}, checks, "python -m x")
     assert (
@@ -254,22 +256,22 @@ def test_dispatch_check_fails_on_a_mismatching_candidate(monkeypatch):
         ],
     }
     monkeypatch.setattr(lk, "dispatch_report", lambda: [decision])
-    passed, summary = gc.check_dispatch(None, {})
+    passed, summary = steps.check_dispatch(None, {})
     assert not passed
     assert summary == "triton on 1 tensors float16 on cuda:0: mismatch tensor 0 row 1"
 
 
 def test_theoretical_peak():
     h100 = types.SimpleNamespace(memory_clock_rate=2_619_000, memory_bus_width=5120)  # kHz, bits
-    peak, how = gc.theoretical_peak(h100)
+    peak, how = speed.theoretical_peak(h100)
     assert round(peak) == 3352 and how == "2 x 2619 MHz x 5120-bit bus"
-    peak, how = gc.theoretical_peak(types.SimpleNamespace(name="old torch"))
+    peak, how = speed.theoretical_peak(types.SimpleNamespace(name="old torch"))
     assert peak is None and "does not expose memory_clock_rate" in how
 
 
 @pytest.mark.skipif(not lk._extension.is_loaded(), reason="needs the C++ extension")
 def test_launch_counts_of_resnet50_as_documented():
-    counts = gc.launch_counts(resnet50(), torch.float32, torch.device("cpu"))
+    counts = speed.launch_counts(resnet50(), torch.float32, torch.device("cpu"))
     assert counts["cuda"] == 7  # docs/cuda.md: "ResNet-50 ... 7 launches"
     if importlib.util.find_spec("triton") is not None:
         assert counts["triton"] == 8  # docs/triton.md: "ResNet-50 ... is 8 launches"
@@ -279,7 +281,7 @@ def test_gpu_checks_run_their_logic_on_the_cpu(tmp_path, monkeypatch):
     # The benchmark, LaPerm and dispatch checks with the CPU standing in for the GPU: the
     # real bench Results, auto's choice and the report tables, end to end.
     monkeypatch.setenv("LAPERM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(context, "need_gpu", lambda: torch.device("cpu"))
     ctx = _context(tmp_path)
     checks = [
         gc.run_check(name, fn, ctx)
@@ -303,7 +305,7 @@ def test_quick_end_to_end(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "laperm_kernels.gpucheck",
+        "bench.gpucheck",
         str(tmp_path),
         "--quick",
         "--skip-tests",
@@ -334,7 +336,7 @@ def test_quick_defaults_and_explicit_choices():
     args = cli.parse_args(["out", "--quick", "--preset", "conv4", "--dtype", "float16"])
     assert (args.preset, args.dtype) == (["conv4"], ["float16"])
     args = cli.parse_args(["out"])
-    assert args.preset == sorted(cli.PRESETS) and args.dtype == list(gc.DTYPES)
+    assert args.preset == sorted(cli.PRESETS) and args.dtype == list(speed.DTYPES)
     with pytest.raises(SystemExit):
         cli.parse_args(["out", "--time-budget", "0"])
 
@@ -345,24 +347,24 @@ def test_quick_runs_the_backends_test_files_only(tmp_path, monkeypatch):
         (tmp_path / "tests" / name).write_text("def test_ok(): pass\n")
     out = tmp_path / "out"
     out.mkdir()
-    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gc, "GPU_TEST_FILES", ("tests/test_a.py", "tests/test_b.py"))
-    monkeypatch.setattr(gc, "QUICK_TEST_FILES", ("tests/test_a.py",))
+    monkeypatch.setattr(context, "need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(context, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(suite, "GPU_TEST_FILES", ("tests/test_a.py", "tests/test_b.py"))
+    monkeypatch.setattr(suite, "QUICK_TEST_FILES", ("tests/test_a.py",))
     ctx = _context(out, quick=True)
-    check = gc.run_check("gpu-tests", gc.check_gpu_tests, ctx)
+    check = gc.run_check("gpu-tests", suite.check_gpu_tests, ctx)
     assert check.status == "PASS", check
     assert check.details["command"].endswith(
-        f"-k '{gc.QUICK_DESELECT}' --junitxml={out / 'gpu-tests.xml'} tests/test_a.py"
+        f"-k '{suite.QUICK_DESELECT}' --junitxml={out / 'gpu-tests.xml'} tests/test_a.py"
     )
     assert check.summary.startswith("1 passed, 0 failed")
 
 
 def test_quick_deselects_only_triton_cases_other_cases_cover():
     # Which GPU cases --quick keeps (collected without running, here or on a GPU)
-    files = [os.path.join(ROOT, f) for f in gc.QUICK_TEST_FILES]
+    files = [os.path.join(ROOT, f) for f in suite.QUICK_TEST_FILES]
     ids = {}
-    for name, expr in (("full", gc.DESELECT), ("quick", gc.QUICK_DESELECT)):
+    for name, expr in (("full", suite.DESELECT), ("quick", suite.QUICK_DESELECT)):
         proc = subprocess.run(
             [
                 sys.executable,
@@ -410,7 +412,7 @@ def test_a_check_past_its_cap_fails_and_the_next_runs(tmp_path, monkeypatch):
         "CHECKS",
         [("sleeps", sleeps), ("swallows", swallows), ("fine", lambda ctx, d: (True, "ok"))],
     )
-    monkeypatch.setattr(gc, "CHECK_LIMITS_S", {"sleeps": (0.3, 0.3), "swallows": (0.3, 0.3)})
+    monkeypatch.setattr(context, "CHECK_LIMITS_S", {"sleeps": (0.3, 0.3), "swallows": (0.3, 0.3)})
     start = time.monotonic()
     assert cli.main([str(tmp_path)]) == 1
     assert time.monotonic() - start < 10
@@ -449,12 +451,12 @@ def test_gpu_tests_past_the_cap_fail_with_the_log(tmp_path, monkeypatch):
     (tmp_path / "tests" / "test_slow.py").write_text(
         "import time\ndef test_slow(): time.sleep(60)\n"
     )
-    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gc, "GPU_TEST_FILES", ("tests/test_slow.py",))
-    monkeypatch.setattr(gc, "CHECK_LIMITS_S", {"gpu-tests": (8, 8)})
+    monkeypatch.setattr(context, "need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(context, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(suite, "GPU_TEST_FILES", ("tests/test_slow.py",))
+    monkeypatch.setattr(context, "CHECK_LIMITS_S", {"gpu-tests": (8, 8)})
     start = time.monotonic()
-    check = gc.run_check("gpu-tests", gc.check_gpu_tests, _context(tmp_path))
+    check = gc.run_check("gpu-tests", suite.check_gpu_tests, _context(tmp_path))
     assert time.monotonic() - start < 20
     assert (check.status, check.summary) == (
         "FAIL",
@@ -499,11 +501,11 @@ def test_the_sanitizer_check_wraps_the_stream_test_in_the_tool(tmp_path, monkeyp
     tool.chmod(0o755)
     out = tmp_path / "out"
     out.mkdir()
-    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gc, "SANITIZED_TEST_FILE", "tests/test_streams.py")
+    monkeypatch.setattr(context, "need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(context, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(suite, "SANITIZED_TEST_FILE", "tests/test_streams.py")
     monkeypatch.setenv("PATH", f"{tool_dir}:{os.environ['PATH']}")
-    check = gc.run_check("sanitizer", gc.check_sanitizer, _context(out))
+    check = gc.run_check("sanitizer", suite.check_sanitizer, _context(out))
     assert check.status == "PASS", check
     assert (tmp_path / "tool-args").read_text().split() == [
         "--tool",
@@ -515,8 +517,8 @@ def test_the_sanitizer_check_wraps_the_stream_test_in_the_tool(tmp_path, monkeyp
 
 
 def test_the_sanitizer_check_skips_without_the_tool(tmp_path, monkeypatch):
-    monkeypatch.setattr(gc, "_need_gpu", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gc, "source_checkout", lambda: tmp_path)
-    monkeypatch.setattr(gc.shutil, "which", lambda *a, **k: None)
-    check = gc.run_check("sanitizer", gc.check_sanitizer, _context(tmp_path))
+    monkeypatch.setattr(context, "need_gpu", lambda: torch.device("cpu"))
+    monkeypatch.setattr(context, "source_checkout", lambda: tmp_path)
+    monkeypatch.setattr(suite.shutil, "which", lambda *a, **k: None)
+    check = gc.run_check("sanitizer", suite.check_sanitizer, _context(tmp_path))
     assert check.status == "SKIPPED" and "compute-sanitizer not found" in check.summary

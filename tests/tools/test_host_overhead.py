@@ -1,4 +1,4 @@
-"""The benchmark's host-overhead line (laperm_kernels/bench/host_overhead.py): every figure is
+"""The benchmark's host-overhead line (bench/host_overhead.py): every figure is
 there and is a time, the sync's cost is the difference of the two steps, and the bench
 prints the line and writes the figures to its JSON. (How large they are is for the
 benchmark to show, not for a test to assert.)"""
@@ -9,8 +9,8 @@ import json
 
 import torch
 
-from laperm_kernels.bench import host_overhead
-from laperm_kernels.bench.__main__ import main
+from bench import host_overhead
+from bench.__main__ import main
 
 
 def test_measure_times_every_part_and_the_line_says_them():

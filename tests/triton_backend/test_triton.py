@@ -116,13 +116,13 @@ def case_block(dtype):
 
 
 def case_chunked(dtype):
-    from laperm_kernels.backends import triton as tb
+    from laperm_kernels.ops.backends.triton import backend as tb
 
     _check(CHUNKED_TENSORS, dtype, 2, lambda ws, ss: tb.run_rows(ws, ss, max_block=32, chunk=16))
 
 
 def case_merge_passes():
-    from laperm_kernels.backends import triton as tb
+    from laperm_kernels.ops.backends.triton import backend as tb
 
     _check(
         MERGE_TENSORS, torch.float32, 6, lambda ws, ss: tb.run_rows(ws, ss, max_block=8, chunk=8)
@@ -140,7 +140,7 @@ def case_scratch_batches():
     # Scratch of 144 keys (segments of 48 and 208): batches [200] (a row longer than the
     # cap gets a batch of its own), [48, 48, 33] (rows of two tensors), [33, 33] (a
     # tensor's rows split across batches); each batch is sort + merge passes.
-    from laperm_kernels.backends import triton as tb
+    from laperm_kernels.ops.backends.triton import backend as tb
 
     cap = tb.SCRATCH_KEYS
     tb.SCRATCH_KEYS = 144
@@ -162,7 +162,7 @@ def case_scratch_oom():
     # 8,193 are 3 chunks of 4,096; nothing runs), then with small chunks, where the same
     # call then runs for real.
     import laperm_kernels as lk
-    from laperm_kernels.backends import triton as tb
+    from laperm_kernels.ops.backends.triton import backend as tb
     from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
 
     def no_memory(keys, device):
@@ -214,7 +214,7 @@ def case_single_tensor_api_and_cache():
     # rank_match_ on one tensor; then again on the same tensors (same addresses: the cached
     # row tables are reused) after restoring W in place.
     import laperm_kernels as lk
-    from laperm_kernels.backends import triton as tb
+    from laperm_kernels.ops.backends.triton import backend as tb
     from tests.helpers import assert_bitwise_equal
 
     ws, ss, out, expected = _check(
@@ -236,7 +236,7 @@ def case_dispatch():
     # float64 is not supported: explicit "triton" says so; "auto" on CUDA tries triton
     # right after the CUDA C++ kernels.
     import laperm_kernels as lk
-    from laperm_kernels import backends
+    from laperm_kernels.ops import backends
 
     w = torch.randn(2, 8, dtype=torch.float64)
     try:
@@ -355,7 +355,7 @@ needs_gpu = pytest.mark.skipif(
 )
 
 GPU_SHAPES = {
-    "resnet50": None,  # laperm_kernels.bench.presets
+    "resnet50": None,  # bench.presets
     "mlp-4096x11008": None,
     "buckets": [
         (1000, 1),
@@ -378,7 +378,7 @@ GPU_SHAPES = {
 @pytest.mark.parametrize("kind", ["normal", "special", "ties"])
 def test_gpu_bitwise(preset, dtype, kind):
     import laperm_kernels as lk
-    from laperm_kernels.bench.presets import PRESETS
+    from bench.presets import PRESETS
     from tests.helpers import assert_bitwise_equal, reference_result, tensor_group
 
     shapes = GPU_SHAPES[preset] or PRESETS[preset]
@@ -401,7 +401,7 @@ def test_gpu_bitwise(preset, dtype, kind):
 @needs_gpu
 def test_gpu_failed_scratch_allocation_changes_nothing(monkeypatch):
     import laperm_kernels as lk
-    from laperm_kernels.backends import triton as tb
+    from laperm_kernels.ops.backends.triton import backend as tb
 
     def no_memory(keys, device):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")

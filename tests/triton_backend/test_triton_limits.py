@@ -19,8 +19,8 @@ import importlib.util
 import pytest
 import torch
 
-from laperm_kernels.backends import triton_layout as tl
-from laperm_kernels.backends.plan_cache import PlanCache
+from laperm_kernels.ops.backends.plan_cache import PlanCache
+from laperm_kernels.ops.backends.triton import layout as tl
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None,
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def tb():
-    from laperm_kernels.backends import triton as tb
+    from laperm_kernels.ops.backends.triton import backend as tb
 
     assert tb._kernels() is not None, tb.unavailable_reason()
     return tb

@@ -6,7 +6,7 @@
 //   plan         host/plan.{h,cpp}           TensorRows -> RowPlan (this file)
 //   encode       host/plan_encoding.{h,cpp}  RowPlan <-> int64 words (the host tensor)
 //   to tensors   host/plan_tensors.{h,cpp}   words + device tables; the check before a run
-//   cache        laperm_kernels/backends/plan_cache.py  (Python: one plan per group)
+//   cache        laperm_kernels/ops/backends/plan_cache.py  (Python: one plan per group)
 //   run          host/plan_runner.{h,cpp}    PlanLauncher: one call per launch, in order
 //   launch       cuda/rank_match_cuda.cpp    the CUDA launcher (kernels.h), CUDA builds
 //                testing/emulated_launcher.cpp  a CPU emulation of the kernels, tests only

@@ -1,8 +1,0 @@
-"""laperm-gpucheck (``python -m laperm_kernels.gpucheck OUTDIR``): qualifies a GPU with the
-tests, the benchmark, graph capture, LaPerm steps and backend="auto"'s verdicts, written to
-a report. ``__main__`` holds the command line and says what each check does.
-
-- ``checks``: the checks, in order, and how one runs under its time cap
-- ``junit``: the gpu-tests check's reading of pytest's JUnit XML
-- ``report``: the machine description and report.md / report.json
-"""
