@@ -14,21 +14,22 @@ import math
 from typing import Callable, Optional, Union
 
 import torch
-from paper_models import bernoulli_keep_, conv7, f2, keras_he_uniform_, parse_keep, per_tensor
+from paper_models import (
+    bernoulli_keep_,
+    conv7,
+    f2,
+    keras_he_uniform_,
+    parse_keep,
+    per_tensor,
+    relu_mlp,
+)
 from torch import nn
 
 from laperm_kernels import agnosticize_, random_prune_
 
 
 def lenet_300_100(bias: bool = True) -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(784, 300, bias=bias),
-        nn.ReLU(),
-        nn.Linear(300, 100, bias=bias),
-        nn.ReLU(),
-        nn.Linear(100, 10, bias=bias),
-    )
+    return relu_mlp((784, 300, 100, 10), bias)
 
 
 def small_cnn(bias: bool = True) -> nn.Module:

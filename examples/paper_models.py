@@ -29,16 +29,20 @@ def same_pad(kernel: int, stride: int, size: int) -> nn.ZeroPad2d:
     return nn.ZeroPad2d((before, total - before, before, total - before))
 
 
+def relu_mlp(sizes: Sequence[int], bias: bool) -> nn.Module:
+    """Flattened inputs through Linear layers of ``sizes`` (inputs, widths..., outputs),
+    ReLU between them."""
+    layers: List[nn.Module] = [nn.Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        if i:
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(n_in, n_out, bias=bias))
+    return nn.Sequential(*layers)
+
+
 def f2(bias: bool = False) -> nn.Module:
     """The paper's F2 (Section 5.5): 784-128-64-10 with ReLU, no bias."""
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(784, 128, bias=bias),
-        nn.ReLU(),
-        nn.Linear(128, 64, bias=bias),
-        nn.ReLU(),
-        nn.Linear(64, 10, bias=bias),
-    )
+    return relu_mlp((784, 128, 64, 10), bias)
 
 
 def conv7(bias: bool = True, dropout: float = 0.4) -> nn.Module:

@@ -19,17 +19,7 @@ from torch.overrides import TorchFunctionMode
 import laperm_kernels as lk
 from laperm_kernels.optim.finite_check import FiniteCheck
 from tests.helpers import DTYPES, mlp, needs_extension
-
-HOST_READS = {
-    torch.Tensor.item,
-    torch.Tensor.tolist,
-    torch.Tensor.__bool__,
-    torch.Tensor.__int__,
-    torch.Tensor.__float__,
-    torch.Tensor.__index__,
-    torch.Tensor.numpy,
-    torch.Tensor.cpu,
-}
+from tests.strict_capture import HOST_READS
 
 
 class CountHostReads(TorchFunctionMode):
