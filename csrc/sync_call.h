@@ -2,7 +2,7 @@
 //
 // torch.ops converts every tensor of a Tensor[] argument on each call (about 0.2 us a
 // tensor): for the small models LaPerm is trained on, most of a sync. A SyncCall takes
-// the lists once, when LaPerm plans its syncs (laperm_kernels/optim/sync_plan.py); each run
+// the lists once, when LaPerm plans its syncs (laperm_kernels/ops/prepared_call.py); each run
 // then checks every rule of laperm::check_call_ again (what a Parameter holds can change
 // between syncs: p.data = ...) and runs the CPU kernel only where check_call_ would.
 // Otherwise it touches nothing and says so: the caller takes the ops' path.

@@ -1,7 +1,9 @@
 """The operators: the public rank-matching ops and everything under them.
 
 - ``rank_match``: ``rank_match_``, ``rank_match_many_``, ``sort_rows``,
-  ``available_backends``; validation and grouping by (device, dtype)
+  ``available_backends``; validation and grouping by (device, dtype); the one runner
+- ``prepared_call``: a call made again and again with the same tensors (LaPerm's sync):
+  the native CPU fast path, else the runner; ``max_abs``: max |x| before a call
 - ``reference``: the PyTorch reference (the contract's definition), dtypes
 - ``staging``: contiguous buffers for non-contiguous weights
 - ``graph_capture``: what a CUDA graph capture needs prepared eagerly

@@ -23,6 +23,7 @@ import torch
 from .. import _extension
 from . import backends as _backends
 from . import dispatch as _dispatch
+from .max_abs import MaxAbs, max_abs_of
 from .memory_spans import first_shared
 from .reference import SUPPORTED_DTYPES, SUPPORTED_DTYPES_TEXT, sort_rows_reference
 from .staging import contiguous_buffer
@@ -71,21 +72,39 @@ def rank_match_many_(
     rank_match_groups_(weights, sorted_inits, backend, _names)
 
 
+class CallResult(NamedTuple):
+    """What a call did."""
+
+    # the backend that ran each (device, dtype) group, in order of first appearance
+    # (under "auto": the one chosen for the next calls, also after a trial)
+    used: List[Tuple[torch.device, torch.dtype, str]]
+    # with max_abs=True: max |x| of every weight before the call, per group; else None
+    max_abs: Optional[List[MaxAbs]]
+    # whether it ran in one native call (prepared_call.PreparedCall's C++ path)
+    native: bool = False
+
+
 def rank_match_groups_(
     weights,
     sorted_inits,
     backend: str = "auto",
     _names: Tuple[str, str] = ("weights", "sorted_inits"),
-) -> List[Tuple[torch.device, torch.dtype, str]]:
-    """The one runner of a call: :func:`rank_match_many_`, returning which backend ran
-    each (device, dtype) group (under ``"auto"``: the backend chosen for the next calls,
-    also after a trial). For callers already outside torch.compile's tracing (LaPerm's
-    sync, tests, tools): it has no ``torch.compiler.disable`` boundary of its own."""
+    *,
+    max_abs: bool = False,
+) -> CallResult:
+    """The one runner of a call: :func:`rank_match_many_`, saying what it did
+    (:class:`CallResult`); with ``max_abs``, max |x| of each weight is taken before any is
+    written. For callers already outside torch.compile's tracing (LaPerm's sync through
+    prepared_call.py, tests, tools): it has no ``torch.compiler.disable`` boundary of its
+    own."""
     check_backend_name(backend)
     with torch.no_grad():
-        ran, groups = _checked_groups(weights, sorted_inits, *_names, backend=backend)
+        # the native check may run the C++ kernel at once: not when max |x| comes first
+        ran, groups = _checked_groups(
+            weights, sorted_inits, *_names, backend=None if max_abs else backend
+        )
         if ran:  # the native check ran the C++ kernel: the CPU fast path
-            return [(groups[0].device, groups[0].dtype, "cpu")]
+            return CallResult([(groups[0].device, groups[0].dtype, "cpu")], None)
         plan = [
             (
                 g,
@@ -96,10 +115,15 @@ def rank_match_groups_(
             for g in groups
         ]  # may raise: still nothing touched
 
-        # Everything that can fail before a kernel runs (staging buffers, launch plans and
-        # their size limits, compilation, the kernels' device scratch; during CUDA graph
-        # capture, anything an eager call should have made) is done for every group before
-        # the first one is touched.
+        # Everything that can fail before a kernel runs (max |x|, staging buffers, launch
+        # plans and their size limits, compilation, the kernels' device scratch; during CUDA
+        # graph capture, anything an eager call should have made) is done for every group
+        # before the first one is touched.
+        parts = (
+            [MaxAbs(g.device, g.positions, max_abs_of(g.weights)) for g in groups]
+            if max_abs
+            else None
+        )
         staged = []
         for g, name in plan:
             if g.contiguous:
@@ -125,7 +149,7 @@ def rank_match_groups_(
                     if buffer is not w:
                         w.copy_(buffer)
             used.append((g.device, g.dtype, name))
-    return used
+    return CallResult(used, parts)
 
 
 class _Group(NamedTuple):
@@ -137,6 +161,7 @@ class _Group(NamedTuple):
     sorted_inits: List[torch.Tensor]
     shapes_key: Hashable  # the weights' shapes, for dispatch.decided
     contiguous: bool  # every tensor of the call is: no staging needed
+    positions: List[int]  # the pairs' places in the call's lists
 
 
 def cpu_kernel_keys(backend: Optional[str]) -> Tuple[List[int], bool]:
@@ -181,14 +206,18 @@ def _checked_groups(
         if valid:
             if len(keys) == 1:
                 ws, ss = list(weights), list(sorted_inits)
-                return ran, [_Group(ws[0].device, ws[0].dtype, ws, ss, keys[0], contiguous)]
-            members: List[Tuple[list, list]] = [([], []) for _ in keys]
-            for g, w, s in zip(group_of, weights, sorted_inits):
+                everyone = list(range(len(ws)))
+                return ran, [
+                    _Group(ws[0].device, ws[0].dtype, ws, ss, keys[0], contiguous, everyone)
+                ]
+            members: List[Tuple[list, list, list]] = [([], [], []) for _ in keys]
+            for i, (g, w, s) in enumerate(zip(group_of, weights, sorted_inits)):
                 members[g][0].append(w)
                 members[g][1].append(s)
+                members[g][2].append(i)
             return False, [
-                _Group(ws[0].device, ws[0].dtype, ws, ss, key, contiguous)
-                for (ws, ss), key in zip(members, keys)
+                _Group(ws[0].device, ws[0].dtype, ws, ss, key, contiguous, at)
+                for (ws, ss, at), key in zip(members, keys)
             ]
 
     weights, sorted_inits = _check_lists(weights, sorted_inits, w_name, s_name)
@@ -196,16 +225,17 @@ def _checked_groups(
     for i, (w, s) in enumerate(zip(weights, sorted_inits)):
         _check_pair(w, s, *labels[i])
     _check_no_shared_memory(weights, sorted_inits, labels)
-    by_kind: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list]] = defaultdict(
-        lambda: ([], [])
+    by_kind: Dict[Tuple[torch.device, torch.dtype], Tuple[list, list, list]] = defaultdict(
+        lambda: ([], [], [])
     )
-    for w, s in zip(weights, sorted_inits):
-        ws, ss = by_kind[(w.device, w.dtype)]
+    for i, (w, s) in enumerate(zip(weights, sorted_inits)):
+        ws, ss, at = by_kind[(w.device, w.dtype)]
         ws.append(w)
         ss.append(s)
+        at.append(i)
     return False, [
-        _Group(device, dtype, ws, ss, tuple(tuple(w.shape) for w in ws), False)
-        for (device, dtype), (ws, ss) in by_kind.items()
+        _Group(device, dtype, ws, ss, tuple(tuple(w.shape) for w in ws), False, at)
+        for (device, dtype), (ws, ss, at) in by_kind.items()
     ]
 
 

@@ -1,15 +1,13 @@
 """LaPerm's ``check_finite``: whether a sync met NaN or inf, found without making the host
 wait for the GPU.
 
-The check is max |x| of each permuted tensor, which is NaN if the tensor holds a NaN and
-inf if it holds an inf. On the CPU, all tensors go through one native call
-(``laperm::max_abs``, csrc/max_abs.cpp) and the result is read at once. On CUDA, per
-(device, dtype) group, one fused multi-tensor reduction (``torch._foreach_norm(tensors,
-inf)``) and one ``stack`` give a vector with a value per tensor, copied asynchronously into
-pinned memory, with an event recorded after it: the result is read once the event has completed,
-polled without blocking (LaPerm polls at every step), so the warning comes a step or a few
-after the sync it is about, and names that sync. A new check starts only when the last
-one has been read.
+The check is max |x| of each permuted tensor before the sync, which is NaN if the tensor
+holds a NaN and inf if it holds an inf: the sync's call of the ops computes it, on the
+tensors' devices, before it writes any weight (ops/max_abs.py). CPU values are read at
+once. CUDA values are copied asynchronously into pinned memory, with an event recorded
+after the copy: they are read once the event has completed, polled without blocking
+(LaPerm polls at every step), so the warning comes a step or a few after the sync it is
+about, and names that sync. A new check starts only when the last one has been read.
 
 CUDA graph capture: no check starts in a capture, and none is read while a device it
 involves is capturing (polling an event there is not permitted and would invalidate the
@@ -21,19 +19,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import _extension
 from ..ops import graph_capture
+from ..ops.max_abs import MaxAbs
 
 # (device, labels, host values, event after the copy or None) for each (device, dtype) group
 _Part = Tuple[torch.device, List[str], torch.Tensor, Optional["torch.cuda.Event"]]
 
 
 class FiniteCheck:
-    """One check in flight at a time: :meth:`start` queues it, :meth:`result` reads it."""
+    """One check in flight at a time: :meth:`record` queues it, :meth:`result` reads it."""
 
     def __init__(self) -> None:
         self._pending: Optional[Tuple[int, List[_Part]]] = None
@@ -42,50 +40,30 @@ class FiniteCheck:
     def pending(self) -> bool:
         return self._pending is not None
 
-    def start(self, step: int, tensors: Sequence[torch.Tensor], labels: Sequence[str]) -> None:
-        """Queues the check of ``tensors`` (named by ``labels``) at ``step``. Does nothing
-        while an earlier check is unread, or during CUDA graph capture. (LaPerm calls it
-        under torch.no_grad(), so the reductions record no autograd graph.)"""
-        if self._pending is not None or graph_capture.capturing_any(tensors):
+    def ready(self, tensors: Sequence[torch.Tensor]) -> bool:
+        """Whether a check of ``tensors`` can start now: none is unread, and none of their
+        devices is capturing a CUDA graph."""
+        return self._pending is None and not graph_capture.capturing_any(tensors)
+
+    def record(self, step: int, parts: Optional[Sequence[MaxAbs]], labels: Sequence[str]) -> None:
+        """Queues the check of the sync after ``step``: ``parts`` (max |x| of each weight
+        before it, per group, as the ops return them: ops/max_abs.py) of the weights named by
+        ``labels``; CUDA values are copied to pinned memory without waiting. Does nothing
+        without parts or while an earlier check is unread."""
+        if not parts or self._pending is not None:
             return
-        native = _extension.is_loaded()
-        if native and tensors and tensors[0].device.type == "cpu":
-            try:  # every tensor on the CPU: one native call, no grouping
-                values = torch.ops.laperm.max_abs.default(tensors)
-            except (RuntimeError, ValueError):  # some are not: group them below
-                values = None
-            if values is not None:
-                self._pending = (step, [(tensors[0].device, list(labels), values, None)])
-                return
-        groups: Dict[Tuple[torch.device, object], Tuple[list, list]] = {}
-        for t, label in zip(tensors, labels):
-            if t.numel():  # CPU tensors of every dtype in one native call
-                kind = None if native and t.device.type == "cpu" else t.dtype
-                ts, ls = groups.setdefault((t.device, kind), ([], []))
-                ts.append(t)
-                ls.append(label)
-        parts: List[_Part] = []
-        for (device, kind), (ts, ls) in groups.items():
-            if kind is None:
-                values = torch.ops.laperm.max_abs.default(ts)
-            else:
-                values = torch.stack(torch._foreach_norm(ts, float("inf")))
+        queued: List[_Part] = []
+        for device, positions, values in parts:
+            named = [labels[i] for i in positions]
             if device.type == "cuda":
                 host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
                 host.copy_(values, non_blocking=True)
                 event = torch.cuda.Event()  # after the copy, on the stream that ran it
                 event.record(torch.cuda.current_stream(device))
-                parts.append((device, ls, host, event))
+                queued.append((device, named, host, event))
             else:
-                parts.append((device, ls, values, None))
-        if parts:
-            self._pending = (step, parts)
-
-    def record(self, step: int, values: torch.Tensor, labels: Sequence[str]) -> None:
-        """:meth:`start` for values computed already: max |x| of each CPU tensor named by
-        ``labels`` (LaPerm's native sync computes them, sync_plan.py)."""
-        if self._pending is None:
-            self._pending = (step, [(values.device, labels, values, None)])
+                queued.append((device, named, values, None))
+        self._pending = (step, queued)
 
     def result(self) -> Optional[Tuple[int, List[str]]]:
         """``(step, ["<label> (NaN)", "<label> (inf)", ...])`` for the check in flight once

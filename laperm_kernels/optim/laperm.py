@@ -23,7 +23,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..ops import graph_capture
-from ..ops.rank_match import check_backend_name, rank_match_groups_, sort_rows
+from ..ops.rank_match import check_backend_name, sort_rows
 from . import change_counts, checks, finite_check, first_step, step_hooks
 from . import state_dict as optim_state
 from .finite_check import FiniteCheck
@@ -208,25 +208,20 @@ class LaPerm(InnerOptimizerWrapper):
         plan = self._sync_plans.plan(groups, self.param_groups, self.sorted_inits)
         if not plan.pairs:
             return
-        check = self.check_finite and not self._warned_not_finite
+        check = (
+            self.check_finite
+            and not self._warned_not_finite
+            and self._finite_check.ready(plan.params)
+        )
         try:
-            done = plan.run_natively(self.backend, check)  # CPU models: one native call
-            if done is None:
-                if check:
-                    self._finite_check.start(self._step, plan.local_tensors(), plan.labels)
-                rows, write_back = plan.rows()
-                used = rank_match_groups_(rows, plan.sorted_inits, self.backend)
-                write_back()  # rows that were redistributed go back into their parameters
-            else:
-                used, max_abs = done
-                if check:
-                    self._finite_check.record(self._step, max_abs, plan.labels)
+            used, max_abs, _ = plan.run(self.backend, max_abs=check)
         except (TypeError, ValueError):
             checks.check_layout(
                 plan.pairs, self.sorted_inits, self.param_groups
             )  # a cast or moved model: say so, not the ops
             raise
         if check:
+            self._finite_check.record(self._step, max_abs, plan.labels)
             self._report_not_finite()  # on the CPU the result is there already
         if used != self._last_used:
             self._last_used = used

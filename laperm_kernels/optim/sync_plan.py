@@ -17,22 +17,18 @@ Meta parameters hold no values: a sync leaves them out (and so does ``check_fini
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from .. import _extension
-from ..ops.rank_match import cpu_kernel_keys
+from ..ops.prepared_call import PreparedCall
+from ..ops.rank_match import CallResult
 from .first_step import has_values
 from .layouts import local_tensor
 from .param_names import labels
 from .sharded_rows import sync_rows
 
 Groups = Sequence[Dict[str, Any]]
-
-
-def _nothing() -> None:
-    pass
 
 
 class SortedInits(dict):
@@ -88,49 +84,23 @@ class SyncPlan:
             getattr(p, "placements", None) is None and row_dim % p.dim() == 0
             for p, row_dim in self.pairs
         )
-        self._params = [p for p, _ in self.pairs]
-        # A plan of CPU parameters that are their own rows holds its call in C++
-        # (laperm.SyncCall, csrc/sync_call.h): a sync then enters C++ once, converting
-        # no tensor on the way.
-        self._native = None
-        if (
-            self._own_rows
-            and self._params
-            and _extension.is_loaded()
-            and self._params[0].device.type == "cpu"
-        ):
-            self._native = torch.classes.laperm.SyncCall(self._params, self.sorted_inits)
+        self.params = [p for p, _ in self.pairs]
+        # Parameters that are their own rows make one call, prepared once (on the CPU its
+        # lists are held in C++: prepared_call.py); the others' rows are made at each sync.
+        self._call = PreparedCall(self.params, self.sorted_inits) if self._own_rows else None
 
     def fits(self, groups: Groups, sorted_inits: SortedInits) -> bool:
         return _fingerprint(groups, sorted_inits) == self._fingerprint
 
-    def run_natively(self, backend: str, max_abs: bool) -> Optional[Tuple[list, Any]]:
-        """The sync in its one native call, where the ops would send the whole call to the
-        C++ kernel at once (laperm::check_call_'s rule): ``(used, max |x| of each tensor
-        before it, if asked)``, as the ops report ``used``. None where that does not
-        apply, with nothing touched: the caller takes the ops' path."""
-        if self._native is None:
-            return None
-        cpu_keys, cpu_any = cpu_kernel_keys(backend)
-        if not cpu_keys and not cpu_any:  # the ops would not run the C++ kernel at once
-            return None
-        ran, values = self._native.run(cpu_keys, cpu_any, max_abs)
-        if not ran:
-            return None
-        p = self._params[0]
-        return [(p.device, p.dtype, "cpu")], values
-
-    def rows(self) -> Tuple[List[torch.Tensor], Callable[[], None]]:
-        """The rows to rank-match now and ``write_back`` (sharded_rows.sync_rows)."""
-        if self._own_rows:
-            return self._params, _nothing
-        return sync_rows(self.pairs)
-
-    def local_tensors(self) -> List[torch.Tensor]:
-        """Each parameter's local tensor (what check_finite reads)."""
-        if self._own_rows:
-            return self._params
-        return [local_tensor(p, row_dim) for p, row_dim in self.pairs]
+    def run(self, backend: str, max_abs: bool) -> CallResult:
+        """The sync: every parameter's rows rank-matched in one call of the ops (their rows
+        redistributed and written back where they must be: sharded_rows.sync_rows)."""
+        if self._call is not None:
+            return self._call.run(backend, max_abs)
+        rows, write_back = sync_rows(self.pairs)
+        result = PreparedCall(rows, self.sorted_inits).run(backend, max_abs)
+        write_back()  # rows that were redistributed go back into their parameters
+        return result
 
 
 class SyncPlans(dict):

@@ -8,13 +8,14 @@ the ranks. Loopback only: gloo's own sockets are pinned to ``lo`` where it exist
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 
 def _free_port() -> int:
@@ -103,3 +104,30 @@ def init_worker(rank: int, world: int) -> None:
     dist.init_process_group(
         "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
     )
+
+
+def worker_main(worker: Callable[..., None]) -> None:
+    """The worker side of :func:`launch` (``python FILE --worker RANK WORLD OUTDIR [ARG
+    ...]``): joins the group, runs ``worker(rank, world, outdir, *args)`` (which saves what
+    it saw in ``outdir``), and leaves.
+
+    Leaving: every rank destroys the groups together, with FSDP2's and DeviceMesh's
+    reference cycles collected first, then the process ends at once (``os._exit``), its
+    output flushed. torch keeps references to a process group beyond
+    ``destroy_process_group`` (its caches), so the group is otherwise torn down in the
+    interpreter's finalization, where gloo's threads can abort the process once its
+    results are saved (SIGABRT, "terminate called without an active exception": seen
+    under torch 2.11 on the two-core CI). An exception in ``worker`` still ends the
+    process with an error and its traceback.
+    """
+    import torch.distributed as dist
+
+    rank, world, outdir, args = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+    init_worker(rank, world)
+    worker(rank, world, outdir, *args)
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -23,7 +23,7 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, run_ranks  # noqa: E402
+from tests.distributed.dist_launch import run_ranks, worker_main  # noqa: E402
 
 WORLD = 2
 LAUNCH_TIMEOUT_S = 150
@@ -158,7 +158,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 
     import laperm_kernels as lk
 
-    init_worker(rank, world)
     results = {"backends": lk.available_backends("cpu")}
     for backend in results["backends"]:
         for name, scenario in (("ddp", _ddp_scenario), ("dtensor", _dtensor_scenario)):
@@ -168,7 +167,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
                 results[(name, backend)] = {"error": traceback.format_exc()}
             dist.barrier()
     torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
 
 
 # --- the parent (pytest) ----------------------------------------------------------------
@@ -262,4 +260,4 @@ if __name__ != "__main__":
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    worker_main(_worker)

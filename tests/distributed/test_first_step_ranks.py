@@ -21,7 +21,7 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, run_ranks  # noqa: E402
+from tests.distributed.dist_launch import run_ranks, worker_main  # noqa: E402
 
 WORLD = 2
 K, STEPS = 3, 9
@@ -96,7 +96,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
 
     import torch.distributed as dist
 
-    init_worker(rank, world)
     results = {}
     cases = {
         "ddp_wrong_order": lambda: _ddp_wrong_order(rank),
@@ -112,7 +111,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
         results[name]["seconds"] = time.perf_counter() - start
         dist.barrier()
     torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
 
 
 # --- the parent (pytest) ----------------------------------------------------------------
@@ -175,4 +173,4 @@ if __name__ != "__main__":
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    worker_main(_worker)

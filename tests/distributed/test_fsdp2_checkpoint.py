@@ -20,7 +20,7 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, run_ranks, skip_without_fully_shard  # noqa: E402
+from tests.distributed.dist_launch import run_ranks, skip_without_fully_shard, worker_main  # noqa: E402
 from tests.distributed.dist_steps import full, load, save  # noqa: E402
 
 K, FIRST = 3, 5  # syncs every 3 steps; the checkpoint after step 5 (not a sync)
@@ -112,7 +112,6 @@ def _worker(rank: int, world: int, outdir: str, mode: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    init_worker(rank, world)
     mesh = init_device_mesh("cpu", (world,))
     results = {}
     cases = HIDDEN.items() if mode == "resume" else [("reshard", HIDDEN["uneven"])]
@@ -127,7 +126,6 @@ def _worker(rank: int, world: int, outdir: str, mode: str) -> None:
             results[case] = {"error": traceback.format_exc()}
         dist.barrier()
     torch.save(results, os.path.join(outdir, f"{mode}-rank{rank}.pt"))
-    dist.destroy_process_group()
 
 
 # --- the parent (pytest) ----------------------------------------------------------------
@@ -177,4 +175,4 @@ if __name__ != "__main__":
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    worker_main(_worker)

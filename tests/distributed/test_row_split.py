@@ -27,7 +27,7 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, run_ranks, skip_without_fully_shard  # noqa: E402
+from tests.distributed.dist_launch import run_ranks, skip_without_fully_shard, worker_main  # noqa: E402
 from tests.distributed.dist_steps import full, load, permuted, save, train  # noqa: E402
 
 WORLD = 2
@@ -263,7 +263,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    init_worker(rank, world)
     mesh = init_device_mesh("cpu", (world,))
     results = {}
     for case in (*CASES, "restores"):
@@ -288,7 +287,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
     except ImportError:
         results["gpt2"] = "stand-in"
     torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
 
 
 # --- the parent (pytest) ----------------------------------------------------------------
@@ -405,4 +403,4 @@ if __name__ != "__main__":
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    worker_main(_worker)

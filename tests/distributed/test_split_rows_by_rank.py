@@ -21,7 +21,7 @@ import torch
 
 # the repository root, for ``tests.*`` when run as a script (the workers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.distributed.dist_launch import init_worker, launch  # noqa: E402
+from tests.distributed.dist_launch import launch, worker_main  # noqa: E402
 
 WORLD = 2
 LAUNCH_TIMEOUT_S = 120
@@ -84,7 +84,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    init_worker(rank, world)
     mesh = init_device_mesh("cpu", (world,))
     results = {}
     for stage in STAGES:
@@ -95,7 +94,6 @@ def _worker(rank: int, world: int, outdir: str) -> None:
                 results[stage, name] = traceback.format_exc()
             dist.barrier()
             torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))  # what came so far
-    dist.destroy_process_group()
 
 
 # --- the parent (pytest) ----------------------------------------------------------------
@@ -172,4 +170,4 @@ if __name__ != "__main__":
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    worker_main(_worker)

@@ -127,7 +127,7 @@ def test_a_call_bound_for_the_cpu_kernel_runs_in_the_native_check(
 
     monkeypatch.setattr(backends.BACKENDS["cpu"], "run", not_called)
     versions = [w._version for w in ws]
-    assert lk.ops.rank_match_groups_(ws, ss, backend=backend) == [
+    assert lk.ops.rank_match_groups_(ws, ss, backend=backend).used == [
         (torch.device("cpu"), torch.float32, "cpu")
     ]
     for w, e in zip(ws, expected):

@@ -17,6 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import laperm_kernels as lk
+from laperm_kernels.ops.max_abs import MaxAbs, max_abs_of
 from laperm_kernels.optim.finite_check import FiniteCheck
 from tests.helpers import DTYPES, mlp, needs_extension
 from tests.strict_capture import HOST_READS
@@ -83,12 +84,18 @@ def test_nan_alone_is_reported_and_finite_weights_are_not():
 def test_one_check_in_flight_at_a_time():
     check = FiniteCheck()
     t = torch.tensor([1.0, float("inf")])
-    check.start(7, [t], ["a"])
-    check.start(8, [torch.tensor([float("nan")])], ["b"])  # ignored: 7 is unread
+    check.record(7, _max_abs(t), ["a"])
+    assert not check.ready([t])
+    check.record(8, _max_abs(torch.tensor([float("nan")])), ["b"])  # ignored: 7 is unread
     assert check.result() == (7, ["a (inf)"])
-    assert check.result() is None and not check.pending
-    check.start(9, [torch.zeros(3), torch.empty(0)], ["c", "d"])
+    assert check.result() is None and not check.pending and check.ready([t])
+    check.record(9, _max_abs(torch.zeros(3), torch.empty(0)), ["c", "d"])
     assert check.result() == (9, [])
+
+
+def _max_abs(*tensors):
+    """The parts a call of the ops returns with max_abs=True, for CPU tensors."""
+    return [MaxAbs(torch.device("cpu"), list(range(len(tensors))), max_abs_of(tensors))]
 
 
 @needs_extension

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import laperm_kernels as lk
-from laperm_kernels.optim import finite_check
+from laperm_kernels.ops import max_abs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,14 +24,14 @@ def _took_the_ops_path(opt) -> list:
     """Whether each plan's next sync skipped the native call (spying on the plans)."""
     said = []
     for plan in opt._sync_plans.values():
-        run = plan.run_natively
+        run = plan.run
 
-        def spy(*args, run=run):
-            done = run(*args)
-            said.append(done is None)
-            return done
+        def spy(*args, run=run, **kwargs):
+            result = run(*args, **kwargs)
+            said.append(not result.native)
+            return result
 
-        plan.run_natively = spy
+        plan.run = spy
     return said
 
 
@@ -39,9 +39,7 @@ def _took_the_ops_path(opt) -> list:
 def reduction(request, monkeypatch):
     """check_finite's reduction: the CPU's native one, or the one CUDA tensors get."""
     if request.param == "foreach_norm":
-        monkeypatch.setattr(
-            finite_check, "_extension", types.SimpleNamespace(is_loaded=lambda: False)
-        )
+        monkeypatch.setattr(max_abs, "_extension", types.SimpleNamespace(is_loaded=lambda: False))
     return request.param
 
 

@@ -102,14 +102,14 @@ def _native_runs(opt):
     """Whether each plan's last sync ran in its one native call (spying on the plan)."""
     said = []
     for plan in opt._sync_plans.values():
-        run = plan.run_natively
+        run = plan.run
 
-        def spy(*args, run=run):
-            done = run(*args)
-            said.append(done is not None)
-            return done
+        def spy(*args, run=run, **kwargs):
+            result = run(*args, **kwargs)
+            said.append(result.native)
+            return result
 
-        plan.run_natively = spy
+        plan.run = spy
     return said
 
 
