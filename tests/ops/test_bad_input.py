@@ -437,7 +437,7 @@ def test_expanded_sorted_init_is_fine(backend):
     assert_bitwise_equal(w, expected)
 
 
-# --- the native ops' own checks (direct torch.ops calls bypass ops.py) ------------------
+# --- the native ops' own checks (direct torch.ops calls bypass ops/rank_match.py) -------
 # One check (csrc/tensor_pairs.cpp) guards every operator's (weight, sorted init) pairs:
 # the same bad input raises the same type from the CPU kernel's op and from the CUDA
 # backend's path (here its CPU emulation, which checks its group as rank_match_planned_

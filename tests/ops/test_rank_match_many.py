@@ -88,7 +88,7 @@ def test_disjoint_views_of_one_storage(backend):
 
 @needs_extension
 def test_direct_op_takes_mixed_dtypes():
-    """The native op itself runs every dtype in one call (ops.py groups anyway)."""
+    """The native op itself runs every dtype in one call (the ops group anyway)."""
     ws, ss = tensor_group(MIXED_MODELS["interleaved"], "special", seed=15)
     outs = [w.clone() for w in ws]
     torch.ops.laperm.rank_match_many_(outs, ss)

@@ -272,7 +272,7 @@ def test_kernels_are_not_specialised_on_row_counts_or_run_lengths(tk, kernel):
 
 
 def test_prepare_allocates_the_scratch_and_its_launch_allocates_nothing(tb, recorded):
-    # What lets ops.py allocate every group's scratch before any group runs: preparing does
+    # What lets the ops allocate every group's scratch before any group runs: preparing does
     # all but the launches; the launch it returns only launches.
     ws, ss = tensors()
     launch = tb.prepare_rows(ws, ss, max_block=32, chunk=16)

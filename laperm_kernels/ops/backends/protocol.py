@@ -1,6 +1,6 @@
 """What a backend is: the interface every module in ``BACKENDS`` implements.
 
-A backend is a module (cpu.py, cuda.py, torch_ref.py, triton.py) whose functions answer
+A backend is a module (cpu.py, cuda.py, torch_ref.py, the triton package) whose functions answer
 the same questions; a module satisfies a ``typing.Protocol`` by having them, so no class
 is instantiated. ``laperm_kernels.ops`` validates and groups a call, then asks the
 backends; backends never validate and never know about each other.

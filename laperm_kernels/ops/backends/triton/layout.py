@@ -3,7 +3,7 @@ no device). Rows of all tensors are bucketed by the power-of-two block that hold
 (one launch of ``rank_match_block_kernel`` per bucket, split below int32 rows); longer
 rows go, longest first, into batches that share one scratch (a chunk sort, then merge
 passes). ``plan_layout`` checks every size limit (docs/triton.md, "Limits") before
-anything is planned; backends/triton.py turns a layout into device tables and launches.
+anything is planned; launches.py turns a layout into device tables and launches.
 """
 
 from __future__ import annotations
