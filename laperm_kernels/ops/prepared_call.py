@@ -23,8 +23,8 @@ from typing import List, Sequence
 import torch
 
 from .. import _extension
-from .rank_match import CallResult, cpu_kernel_keys, rank_match_groups_
 from .max_abs import MaxAbs
+from .rank_match import CallResult, cpu_kernel_keys, rank_match_groups_
 
 
 class PreparedCall:
