@@ -14,6 +14,7 @@
 Nothing here imports ``laperm_kernels.optim``.
 """
 
+from . import _meta_registrations  # noqa: F401  (the ops' fake kernels)
 from .rank_match import (
     available_backends,
     rank_match_,
