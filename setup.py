@@ -5,8 +5,9 @@ extensions; an isolated build would fetch some other torch and compile against i
 
     pip install --no-build-isolation -e .
 
-The CUDA backend's plan (csrc/cuda/host/) and the test-only CPU emulation of its kernels
-(csrc/testing/) are in every build, where their tests run. Its kernels (csrc/cuda/*.cu)
+The CUDA backend's plan (csrc/cuda/host/) and the laperm_testing library of test-only and
+inspection ops (csrc/testing/: the CPU emulation of the CUDA kernels among them) are in
+every build, where their tests run. Its kernels (csrc/cuda/*.cu)
 and their torch glue (csrc/cuda/*.cpp) join the build when the installed torch is a CUDA
 build and CUDA_HOME points at a toolkit (set it to the toolkit's root); LAPERM_NO_CUDA=1
 forces a CPU-only build.

@@ -1,12 +1,11 @@
-// Every operator schema of the `laperm` library, in one place.
+// Every operator schema of the `laperm` library, in one place: the product's operators.
 //
-// The product's operators come first; the inspection and test-only ones (`_inspect_`,
-// `_test_` and cpu_kernel_limits) close the list, in their own section.
+// The inspection and test-only operators are in their own library, laperm_testing
+// (csrc/testing/library.cpp).
 // Backends register kernels for these schemas in their own files (call_check.cpp,
-// max_abs.cpp, cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp,
-// testing/emulated_launcher.cpp).
-// The Python package registers the fake (meta) kernels used by torch.compile and
-// torch.library.opcheck.
+// max_abs.cpp, cpu/rank_match_cpu.cpp, cuda/rank_match_cuda.cpp, cuda/host/plan_ops.cpp).
+// The fake (meta) kernels used by torch.compile and torch.library.opcheck are Python's,
+// in laperm_kernels/ops/_meta_registrations.py (set_python_module below names it).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -16,6 +15,9 @@
 #include "sync_call.h"
 
 TORCH_LIBRARY(laperm, m) {
+  // The module that registers the fake kernels: torch checks, at a fake kernel's first
+  // call, that it was registered there, and names the module when one is missing.
+  m.set_python_module("laperm_kernels.ops._meta_registrations");
   // For every row r of every weights[t] (rows = reshape(shape[0], -1); a 1-D tensor is
   // one row): weights[t][r, order(weights[t][r])[i]] = sorted_inits[t][r, i], where order
   // is the ascending stable order of docs/contract.md. In place; sorted_inits are only read.
@@ -25,7 +27,7 @@ TORCH_LIBRARY(laperm, m) {
   // each pair's group), a hash of each group's device, dtype and shapes, and whether every
   // tensor is contiguous. Raises nothing for bad tensors: Python then says what is wrong.
   // ran: the call was valid, one group of contiguous CPU tensors whose key is in cpu_keys
-  // (or cpu_any), and the CPU kernel has rank-matched it (ops.py's fast path).
+  // (or cpu_any), and the CPU kernel has rank-matched it (the ops' fast path).
   m.def("check_call_(Tensor(a!)[] weights, Tensor[] sorted_inits, int[] cpu_keys, "
         "bool cpu_any) -> (bool valid, int[] group_of, int[] group_keys, bool contiguous, "
         "bool ran)");
@@ -65,41 +67,6 @@ TORCH_LIBRARY(laperm, m) {
   // scratch from cuda_plan_scratch (allocated here when None): only checks and launches,
   // so it can be captured in a CUDA graph.
   m.def("rank_match_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
-        "Tensor rows, Tensor segment_offsets, Tensor? scratch=None) -> ()");
-
-  // ==========================================================================================
-  // Not the product: inspection and test-only operators. Nothing on the rank-matching
-  // path calls them (tests, backends.cuda.describe_plan and the tools do); the product's
-  // operators are all above.
-  // ==========================================================================================
-
-  // --- inspection: what the extension holds, read by tests, the benchmark and gpucheck ---
-  // The CPU kernel's constants (cpu/row_kernel.h), named: the one source Python reads
-  // (backends.cpu.kernel_limits(); only tests use them).
-  m.def("cpu_kernel_limits() -> (int max_row_length, int scratch_bytes_per_element)");
-  // The layout of a plan's host words (cuda/host/plan_encoding.h), for tests that forge
-  // plans: the magic word, then the words of the header, of a tensor, launch and batch.
-  m.def("_inspect_cuda_plan_layout() -> (int magic, int header_words, int tensor_words, "
-        "int launch_words, int batch_words)");
-  // A plan's host words, decoded and checked: its dtype, row and segment-offset counts,
-  // largest batch, and one int64 row per tensor [w_addr, s_addr, rows, length], launch
-  // [tile_index (-1: warp class), row_begin, row_count] and large batch [row_begin,
-  // row_count, items, max_length, offsets_begin] (backends.cuda.describe_plan).
-  m.def("_inspect_cuda_decode_plan(Tensor plan) -> (str dtype, int rows, "
-        "int segment_offsets, int max_batch_items, Tensor tensors, Tensor launches, "
-        "Tensor batches)");
-
-  // --- test-only ---
-  // Test-only (scratch.h): the k-th scratch allocation (1-based) of the next call of
-  // rank_match_many_, rank_match_planned_ or check_call_ that reaches its allocations
-  // fails as if memory had run out; that call disarms it, as does k = 0. For tests of the
-  // promise that a call failing for want of memory changes no weight.
-  m.def("_test_fail_allocation(int k) -> ()");
-  // Test-only (testing/emulated_launcher.cpp): rank_match_planned_ on CPU tensors, through
-  // a CPU emulation of the CUDA kernels, so tests run every step around them without a GPU;
-  // _test_emulated_plan_scratch is its cuda_plan_scratch (the emulation's own scratch).
-  m.def("_test_emulated_plan_scratch(Tensor plan) -> Tensor");
-  m.def("_test_emulate_planned_(Tensor(a!)[] weights, Tensor[] sorted_inits, Tensor plan, "
         "Tensor rows, Tensor segment_offsets, Tensor? scratch=None) -> ()");
 }
 

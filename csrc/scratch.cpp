@@ -1,7 +1,6 @@
 #include "scratch.h"
 
 #include <c10/util/Exception.h>
-#include <torch/library.h>
 
 #include <atomic>
 #include <cstdio>
@@ -9,17 +8,14 @@
 namespace laperm {
 namespace {
 
-std::atomic<int64_t> armed_failure{0};  // laperm::_test_fail_allocation's k; 0: none
-
-// Test-only: the k-th scratch allocation (1-based) of the next call to reach its
-// allocations (to construct a ScratchCounter) fails as if memory had run out; that call
-// disarms it, as does k = 0.
-void test_fail_allocation(int64_t k) {
-  TORCH_CHECK_VALUE(k >= 0, "laperm::_test_fail_allocation: k must be >= 0, got ", k);
-  armed_failure.store(k);
-}
+std::atomic<int64_t> armed_failure{0};  // arm_allocation_failure's k; 0: none
 
 }  // namespace
+
+void arm_allocation_failure(int64_t k) {
+  TORCH_INTERNAL_ASSERT(k >= 0, "arm_allocation_failure: k must be >= 0, got ", k);
+  armed_failure.store(k);
+}
 
 ScratchCounter::ScratchCounter() : fail_at_(armed_failure.exchange(0)) {}
 
@@ -34,11 +30,6 @@ std::string format_bytes(int64_t bytes) {
   std::snprintf(readable, sizeof(readable), "%.2f %s", double(bytes) / double(int64_t(1) << shift),
                 unit);
   return std::to_string(bytes) + " bytes (" + readable + ")";
-}
-
-// An op with no tensor arguments dispatches to CompositeExplicitAutograd.
-TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
-  m.impl("_test_fail_allocation", &test_fail_allocation);
 }
 
 }  // namespace laperm

@@ -3,7 +3,7 @@
 // Every op allocates all of its scratch before it writes the first weight, so running out
 // of memory raises torch.OutOfMemoryError (c10::OutOfMemoryError) with every weight
 // unchanged. Each allocation of a call is counted, so that a test can make the k-th one
-// fail (laperm::_test_fail_allocation, test-only) and check that promise.
+// fail (laperm_testing::fail_allocation, test-only) and check that promise.
 #pragma once
 
 #include <cstddef>
@@ -14,9 +14,14 @@
 
 namespace laperm {
 
+// Test-only (laperm_testing::fail_allocation, testing/fault_injection.cpp): the k-th
+// scratch allocation (1-based) of the next call to construct a ScratchCounter fails as if
+// memory had run out; that call disarms it, as does k = 0. k must be >= 0.
+void arm_allocation_failure(int64_t k);
+
 // Counts the scratch allocations of one call; a call constructs one, before its first
 // allocation. Constructing it takes (and clears) the failure armed by
-// laperm::_test_fail_allocation, so exactly one call sees it.
+// arm_allocation_failure, so exactly one call sees it.
 class ScratchCounter {
  public:
   ScratchCounter();

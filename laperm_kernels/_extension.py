@@ -1,7 +1,9 @@
 """Loads the compiled extension (laperm_kernels._C) once, remembering why it failed if so.
 
 Importing it registers the ``torch.ops.laperm`` operators and their CPU (and, in a CUDA
-build, CUDA) kernels. The package still works without it, on the PyTorch reference.
+build, CUDA) kernels, and the test-only and inspection operators of
+``torch.ops.laperm_testing``; their fake kernels are in ``ops/_meta_registrations.py``.
+The package still works without it, on the PyTorch reference.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import collections
 import importlib
 from typing import Optional
 
-import torch  # first: _C links against libtorch/libc10, which importing torch loads
+import torch  # noqa: F401  (first: _C links against libtorch/libc10, which importing torch loads)
 
 _load_error: Optional[str] = None
 
 try:
     # the compiled module laperm_kernels._C: importing it registers torch.ops.laperm.*
+    # and torch.ops.laperm_testing.*
     _C = importlib.import_module(f"{__package__}._C")
 except ImportError as exc:  # not built, or built against another torch
     _load_error = f"{type(exc).__name__}: {exc}"
@@ -41,15 +44,3 @@ def named_results(op, type_name: str):
     names = [r.name for r in op._schema.returns]
     values = [tuple(v) if isinstance(v, list) else v for v in op()]
     return collections.namedtuple(type_name, names)(*values)
-
-
-if _load_error is None:
-
-    @torch.library.register_fake("laperm::rank_match_many_")
-    def _rank_match_many_fake(weights, sorted_inits):
-        # In place, nothing returned: shapes, dtypes and devices are those of the inputs.
-        return None
-
-    @torch.library.register_fake("laperm::rank_match_planned_")
-    def _rank_match_planned_fake(weights, sorted_inits, plan, rows, segment_offsets, scratch=None):
-        return None

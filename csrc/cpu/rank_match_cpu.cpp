@@ -207,10 +207,6 @@ namespace {
 
 std::string cpu_kernel_isa() { return best_kernel_table().isa; }
 
-std::tuple<int64_t, int64_t> cpu_kernel_limits() {
-  return {kMaxRowLength, kScratchBytesPerElement};
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laperm, CPU, m) { m.impl("rank_match_many_", &rank_match_many_cpu); }
@@ -218,7 +214,6 @@ TORCH_LIBRARY_IMPL(laperm, CPU, m) { m.impl("rank_match_many_", &rank_match_many
 // An op with no tensor arguments dispatches to CompositeExplicitAutograd.
 TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
   m.impl("cpu_kernel_isa", &cpu_kernel_isa);
-  m.impl("cpu_kernel_limits", &cpu_kernel_limits);
 }
 
 }  // namespace cpu

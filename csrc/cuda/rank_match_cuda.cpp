@@ -58,7 +58,7 @@ at::Tensor allocate_large_row_scratch(ElementType type, const LaunchBounds& boun
   const auto options = at::TensorOptions().device(device).dtype(at::kByte);
   if (bytes == 0) return at::empty({0}, options);
   try {
-    if (counter.next_fails()) throw_out_of_memory("injected by laperm::_test_fail_allocation");
+    if (counter.next_fails()) throw_out_of_memory("injected by laperm_testing::fail_allocation");
     return at::empty({bytes}, options);
   } catch (const c10::OutOfMemoryError& e) {
     throw_out_of_memory(

@@ -1,4 +1,4 @@
-// Test-only: laperm::_test_emulate_planned_, which runs a plan on CPU tensors the way the
+// Test-only: laperm_testing::emulate_planned_, which runs a plan on CPU tensors the way the
 // CUDA kernels are specified to, one emulated launch at a time. It is not a backend: no
 // Python API calls it, only the tests (and tests/reliability/fuzz.py).
 //
@@ -8,7 +8,7 @@
 // block class's padding to its tile, and the large class's scratch segments as
 // DeviceSegmentedRadixSort sees them (bounds from segment_offsets, not from the rows).
 // Tests compare its results bit for bit with the PyTorch reference. Like the CUDA glue, it
-// takes its scratch from a separate op (_test_emulated_plan_scratch, as the CUDA path
+// takes its scratch from a separate op (emulated_plan_scratch, as the CUDA path
 // takes cuda_plan_scratch), or allocates it (scratch.h) before the first launch writes a
 // weight: one byte buffer, carved into the arrays below.
 #include <ATen/ops/empty.h>
@@ -54,7 +54,7 @@ at::Tensor allocate_emulated_scratch(ElementType type, const LaunchBounds& bound
   }
   if (!scratch.defined())
     throw_out_of_memory(
-        "laperm::_test_emulate_planned_: out of memory: " + format_bytes(bytes) +
+        "laperm_testing::emulate_planned_: out of memory: " + format_bytes(bytes) +
         " of scratch for block tiles of up to " + std::to_string(bounds.max_tile) +
         " and large-row batches of up to " + std::to_string(bounds.max_batch_items) +
         " elements. No weight was modified. Free memory, or plan with a smaller "
@@ -68,7 +68,7 @@ class CpuEmulation final : public PlanLauncher {
   static constexpr Bits kPad = Bits(~Bits(0));
 
  public:
-  // `scratch`: _test_emulated_plan_scratch's tensor for this plan, or undefined to
+  // `scratch`: emulated_plan_scratch's tensor for this plan, or undefined to
   // allocate it here.
   CpuEmulation(ElementType type, at::Tensor scratch) : type_(type), scratch_(std::move(scratch)) {}
 
@@ -78,8 +78,8 @@ class CpuEmulation final : public PlanLauncher {
     if (!scratch_.defined()) scratch_ = allocate_emulated_scratch(type_, bounds);
     TORCH_CHECK_VALUE(scratch_.device().is_cpu() && scratch_.scalar_type() == at::kByte &&
                           scratch_.is_contiguous() && scratch_.numel() >= bytes,
-                      "laperm::_test_emulate_planned_: scratch must be the byte tensor "
-                      "_test_emulated_plan_scratch made for this plan (", bytes,
+                      "laperm_testing::emulate_planned_: scratch must be the byte tensor "
+                      "laperm_testing::emulated_plan_scratch made for this plan (", bytes,
                       " bytes on the CPU), got ", scratch_.numel(), " ",
                       scratch_.scalar_type(), " on ", scratch_.device());
     int64_t* index = reinterpret_cast<int64_t*>(scratch_.data_ptr());
@@ -180,7 +180,7 @@ class CpuEmulation final : public PlanLauncher {
 };
 
 at::Tensor emulated_plan_scratch(const at::Tensor& plan) {
-  const DecodedPlan decoded = decode_plan_tensor("laperm::_test_emulated_plan_scratch", plan);
+  const DecodedPlan decoded = decode_plan_tensor("laperm_testing::emulated_plan_scratch", plan);
   return allocate_emulated_scratch(decoded.plan.type, launch_bounds(decoded.plan));
 }
 
@@ -188,7 +188,7 @@ void emulate_planned(at::TensorList weights, at::TensorList sorted_inits,
                      const at::Tensor& plan, const at::Tensor& rows,
                      const at::Tensor& segment_offsets,
                      const std::optional<at::Tensor>& scratch) {
-  const char* op = "laperm::_test_emulate_planned_";
+  const char* op = "laperm_testing::emulate_planned_";
   const ElementType type = check_group(op, weights, sorted_inits);
   TORCH_CHECK_VALUE(weights[0].device().is_cpu(), op, ": the tensors must be CPU tensors, "
                     "got ", weights[0].device());
@@ -206,9 +206,9 @@ void emulate_planned(at::TensorList weights, at::TensorList sorted_inits,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(laperm, CPU, m) {
-  m.impl("_test_emulated_plan_scratch", &emulated_plan_scratch);
-  m.impl("_test_emulate_planned_", &emulate_planned);
+TORCH_LIBRARY_IMPL(laperm_testing, CPU, m) {
+  m.impl("emulated_plan_scratch", &emulated_plan_scratch);
+  m.impl("emulate_planned_", &emulate_planned);
 }
 
 }  // namespace cuda

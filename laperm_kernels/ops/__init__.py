@@ -16,6 +16,7 @@
 Nothing here imports ``laperm_kernels.optim``.
 """
 
+from . import _meta_registrations  # noqa: F401  (the ops' fake kernels)
 from .rank_match import (
     available_backends,
     rank_match_,

@@ -2,7 +2,7 @@
 
 ``laperm::cuda_row_plan`` (csrc/cuda/host/plan.cpp) decides everything the CUDA kernels
 are given: size classes, the row-descriptor table, large-row batches and their scratch
-offsets. The test-only ``laperm::_test_emulate_planned_`` runs a plan on CPU tensors
+offsets. The test-only ``laperm_testing::emulate_planned_`` runs a plan on CPU tensors
 through a CPU emulation of the kernels' specification (csrc/testing/emulated_launcher.cpp:
 the warp class's ranking rule is the kernel's own source, the block class pads its tile,
 the large class sorts segments bounded by the offsets table), after the same checks as
@@ -30,7 +30,7 @@ CLASSES = cuda.size_classes() if lk._extension.is_loaded() else None
 WARP_MAX = CLASSES.warp_max_length if CLASSES else None
 TILES = CLASSES.block_tiles if CLASSES else ()
 LAYOUT = cuda.plan_layout() if lk._extension.is_loaded() else None
-emulate_planned = torch.ops.laperm._test_emulate_planned_ if CLASSES else None
+emulate_planned = torch.ops.laperm_testing.emulate_planned_ if CLASSES else None
 BOUNDARY_LENGTHS = (
     1,
     2,
@@ -338,7 +338,7 @@ def test_corrupted_plan_words_are_refused(corrupt):
     with pytest.raises(ValueError, match="not a plan made by laperm::cuda_row_plan"):
         emulate_planned(ws, ss, words, rows, offsets)
     with pytest.raises(ValueError, match="not a plan made by laperm::cuda_row_plan"):
-        torch.ops.laperm._inspect_cuda_decode_plan(words)
+        torch.ops.laperm_testing.cuda_decode_plan(words)
     assert _unchanged(ws, before)
 
 

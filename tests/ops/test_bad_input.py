@@ -473,7 +473,7 @@ def _emulate_planned(ws, ss):
         torch.zeros(0, dtype=torch.int64),
         torch.zeros(0, dtype=torch.int32),
     )
-    torch.ops.laperm._test_emulate_planned_(ws, ss, *no_plan)
+    torch.ops.laperm_testing.emulate_planned_(ws, ss, *no_plan)
 
 
 @needs_extension

@@ -13,7 +13,7 @@ non-contiguous layouts (transposed, strided, channels_last). Backends:
 
 * ``cpu``: ``rank_match_many_(..., backend="cpu")``, the C++ kernel;
 * ``cuda-plan``: the CUDA backend's host path (planner, plan checks, and the test-only
-  CPU emulation of the kernels, ``_test_emulate_planned_``) with a random largest tile and
+  CPU emulation of the kernels, ``laperm_testing::emulate_planned_``) with a random largest tile and
   large-batch size (the tiles as the extension exports them), so every class and batching
   shape occurs;
 * ``torch``: the reference itself, held to the pure-Python oracle of
@@ -160,7 +160,7 @@ def _run_cuda_plan(ws, ss, settings):
         by_dtype[w.dtype][1].append(s)
     for group_ws, group_ss in by_dtype.values():
         plan = cuda.plan_for(group_ws, group_ss, **settings)
-        torch.ops.laperm._test_emulate_planned_(group_ws, group_ss, *plan)
+        torch.ops.laperm_testing.emulate_planned_(group_ws, group_ss, *plan)
 
 
 def _run_torch(ws, ss, settings):

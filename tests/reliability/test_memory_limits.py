@@ -2,11 +2,11 @@
 
 Every op allocates all its scratch before it writes the first weight (csrc/scratch.h), so
 an allocation failure raises ``torch.OutOfMemoryError`` saying how much was needed, with
-every weight bit for bit unchanged. ``torch.ops.laperm._test_fail_allocation(k)``
+every weight bit for bit unchanged. ``torch.ops.laperm_testing.fail_allocation(k)``
 (test-only) makes the k-th scratch allocation of the next call fail as if memory had run
 out; the tests fail each allocation in turn, for the CPU kernel and for the CUDA
 backend's host path through the test-only CPU emulation of its kernels
-(``_test_emulate_planned_``),
+(``laperm_testing::emulate_planned_``),
 and one test lets a real allocation fail under an address-space cap in a child process.
 
 Size limits are refused with a ``ValueError`` naming the argument, the size and the limit
@@ -56,7 +56,7 @@ MAX_WARP_CLASS_ROWS = _CLASSES.max_warp_class_rows if _CLASSES else 0
 @pytest.fixture(autouse=True)
 def disarm():
     yield
-    torch.ops.laperm._test_fail_allocation(0)
+    torch.ops.laperm_testing.fail_allocation(0)
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def fail_each_allocation(call, ws):
     before = [w.clone() for w in ws]
     messages = []
     for k in itertools.count(1):
-        torch.ops.laperm._test_fail_allocation(k)
+        torch.ops.laperm_testing.fail_allocation(k)
         try:
             call()
         except torch.OutOfMemoryError as e:
@@ -131,12 +131,12 @@ def test_cpu_scratch_is_sized_by_the_rows_each_thread_takes(threads):
 
 def test_injection_is_one_shot_and_checked():
     ws, ss = group([(6, 100)], torch.float32)
-    torch.ops.laperm._test_fail_allocation(1)
+    torch.ops.laperm_testing.fail_allocation(1)
     with pytest.raises(torch.OutOfMemoryError):
         lk.rank_match_many_(ws, ss, backend="cpu")
     lk.rank_match_many_(ws, ss, backend="cpu")  # the next call is not affected
     with pytest.raises(ValueError, match="k must be >= 0"):
-        torch.ops.laperm._test_fail_allocation(-1)
+        torch.ops.laperm_testing.fail_allocation(-1)
 
 
 # The child lets the real allocation fail: a 1-D weight of 2^25 float32 (one row) needs
@@ -208,7 +208,7 @@ def test_planned_launches_are_all_or_nothing(dtype):
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 20000)
     assert [b[1] for b in cuda.describe_plan(plan)["large_batches"]] == [2, 2, 1, 1]
     messages = fail_each_allocation(
-        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws
+        lambda: torch.ops.laperm_testing.emulate_planned_(ws, ss, *plan), ws
     )
     # block-tile keys and order, large-row keys, columns and order: one buffer, before any
     # launch, sized for the largest tile and batch (the row of 30000 is one)
@@ -233,7 +233,7 @@ def test_plan_without_large_rows_allocates_for_its_tiles_only():
     ws, ss = group([(5, 40), (4, 300)], torch.float32)
     plan = torch.ops.laperm.cuda_row_plan(ws, ss, 8192, 1 << 22)
     messages = fail_each_allocation(
-        lambda: torch.ops.laperm._test_emulate_planned_(ws, ss, *plan), ws
+        lambda: torch.ops.laperm_testing.emulate_planned_(ws, ss, *plan), ws
     )
     assert (
         len(messages) == 1
@@ -249,11 +249,11 @@ def emulated_cuda(monkeypatch):
     asked = []
 
     def plan_scratch(plan, device):
-        asked.append(torch.ops.laperm._inspect_cuda_decode_plan(plan)[0])  # its dtype
-        return torch.ops.laperm._test_emulated_plan_scratch(plan)
+        asked.append(torch.ops.laperm_testing.cuda_decode_plan(plan)[0])  # its dtype
+        return torch.ops.laperm_testing.emulated_plan_scratch(plan)
 
     monkeypatch.setattr(
-        cuda, "_kernels", cuda.Kernels(plan_scratch, torch.ops.laperm._test_emulate_planned_)
+        cuda, "_kernels", cuda.Kernels(plan_scratch, torch.ops.laperm_testing.emulate_planned_)
     )
     monkeypatch.setattr(cuda, "largest_block_tile", lambda device, dtype: 8192)
     backend = types.SimpleNamespace(

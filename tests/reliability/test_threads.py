@@ -89,7 +89,7 @@ def test_cuda_plans_from_many_threads_through_the_emulation():
             for _ in range(5):
                 out = [w.clone() for w in ws]
                 plan = cuda.plan_for(out, ss, max_block_tile=8192)
-                torch.ops.laperm._test_emulate_planned_(out, ss, *plan)
+                torch.ops.laperm_testing.emulate_planned_(out, ss, *plan)
                 for o, e in zip(out, want):
                     assert_bitwise_equal(o, e)
 

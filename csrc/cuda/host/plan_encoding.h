@@ -1,7 +1,7 @@
 // A plan as int64 words: the host half of what laperm::cuda_row_plan returns (the row
 // table and the segment offsets travel separately, as device tensors). The words are
-// opaque to Python, which reads a plan through laperm::_inspect_cuda_decode_plan
-// (plan_ops.cpp).
+// opaque to Python, which reads a plan through laperm_testing::cuda_decode_plan
+// (testing/inspection.cpp).
 //
 // Layout, in words: a header of kPlanHeaderWords
 //   [magic, element type, tensors, launches, batches, rows, segment offsets,

@@ -4,10 +4,10 @@
 //   laperm::cuda_row_plan           a group's plan (host words and device tables)
 //   laperm::cuda_largest_block_tile the largest tile a device's shared memory allows
 //   laperm::cuda_size_classes       size_classes.h's constants: Python reads them here
-//   laperm::_inspect_cuda_plan_layout  plan_encoding.h's word layout (inspection: tests)
-//   laperm::_inspect_cuda_decode_plan  a plan's launches and batches (inspection)
 // and the CPU kernel of laperm::rank_match_planned_, which only says that the op runs the
-// CUDA kernels (tests run plans on the CPU through laperm::_test_emulate_planned_).
+// CUDA kernels (tests run plans on the CPU through laperm_testing::emulate_planned_).
+// The plan's inspection ops (its word layout, a plan decoded) are laperm_testing's
+// (testing/inspection.cpp).
 #include <torch/library.h>
 
 #include <optional>
@@ -57,31 +57,6 @@ SizeClasses cuda_size_classes() {
           kMaxBatchRows, kDeviceSortMinLength, kMaxWarpClassRows, kMaxBlockClassRows};
 }
 
-std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t> cuda_plan_layout() {
-  return {kPlanMagic, kPlanHeaderWords, kTensorWords, kLaunchWords, kBatchWords};
-}
-
-// The next `count` records of `width` words of a checked plan, from word `at` on (the
-// layout of plan_encoding.h), as a [count, width] int64 tensor; advances `at`.
-at::Tensor records(const at::Tensor& words, int64_t& at, size_t count, int64_t width) {
-  const int64_t n = static_cast<int64_t>(count);
-  at::Tensor out = words.narrow(0, at, n * width).view({n, width}).clone();
-  at += n * width;
-  return out;
-}
-
-std::tuple<std::string, int64_t, int64_t, int64_t, at::Tensor, at::Tensor, at::Tensor>
-cuda_decode_plan(const at::Tensor& plan) {
-  // checks every word
-  const DecodedPlan d = decode_plan_tensor("_inspect_cuda_decode_plan", plan);
-  int64_t at = kPlanHeaderWords;
-  at::Tensor tensors = records(plan, at, d.plan.tensors.size(), kTensorWords);
-  at::Tensor launches = records(plan, at, d.plan.launches.size(), kLaunchWords);
-  at::Tensor batches = records(plan, at, d.plan.batches.size(), kBatchWords);
-  return {element_type_name(d.plan.type), d.num_rows, d.num_offsets, d.plan.max_batch_items,
-          tensors, launches, batches};
-}
-
 void rank_match_planned_cpu(at::TensorList weights, at::TensorList sorted_inits,
                             const at::Tensor& plan, const at::Tensor& rows,
                             const at::Tensor& segment_offsets,
@@ -111,8 +86,6 @@ TORCH_LIBRARY_IMPL(laperm, CompositeExplicitAutograd, m) {
   m.impl("cuda_row_plan", cuda_row_plan);
   m.impl("cuda_largest_block_tile", cuda_largest_block_tile);
   m.impl("cuda_size_classes", cuda_size_classes);
-  m.impl("_inspect_cuda_plan_layout", cuda_plan_layout);
-  m.impl("_inspect_cuda_decode_plan", cuda_decode_plan);
 }
 
 }  // namespace cuda

@@ -48,9 +48,11 @@ def run(weights: Sequence[torch.Tensor], sorted_inits: Sequence[torch.Tensor]) -
 @functools.lru_cache(maxsize=None)
 def kernel_limits():
     """The C++ kernel's constants as the extension exports them (csrc/cpu/row_kernel.h,
-    ``laperm::cpu_kernel_limits``): ``max_row_length`` and ``scratch_bytes_per_element``
+    ``laperm_testing::cpu_kernel_limits``): ``max_row_length`` and ``scratch_bytes_per_element``
     (per element of the longest row a thread gets)."""
-    return _extension.named_results(torch.ops.laperm.cpu_kernel_limits.default, "CpuKernelLimits")
+    return _extension.named_results(
+        torch.ops.laperm_testing.cpu_kernel_limits.default, "CpuKernelLimits"
+    )
 
 
 def kernel_isa() -> str:

@@ -37,7 +37,7 @@ _plans: "PlanCache[Plan]" = PlanCache(16, what="launch plan of the cuda backend"
 
 class Kernels(NamedTuple):
     """What runs a plan: the CUDA ops, or in tests their CPU emulation
-    (``laperm::_test_emulated_plan_scratch``, ``laperm::_test_emulate_planned_``)."""
+    (``laperm_testing::emulated_plan_scratch``, ``laperm_testing::emulate_planned_``)."""
 
     plan_scratch: Callable[[torch.Tensor, torch.device], torch.Tensor]
     run_planned: Callable[..., None]
@@ -109,12 +109,10 @@ def size_classes():
 @functools.lru_cache(maxsize=None)
 def plan_layout():
     """The layout of a plan's host words (csrc/cuda/host/plan_encoding.h,
-    ``laperm::_inspect_cuda_plan_layout``): ``magic``, ``header_words``, ``tensor_words``,
+    ``laperm_testing::cuda_plan_layout``): ``magic``, ``header_words``, ``tensor_words``,
     ``launch_words``, ``batch_words``. For tests that forge plans; to read a plan, use
     :func:`describe_plan`."""
-    return _extension.named_results(
-        torch.ops.laperm._inspect_cuda_plan_layout.default, "PlanLayout"
-    )
+    return _extension.named_results(torch.ops.laperm_testing.cuda_plan_layout.default, "PlanLayout")
 
 
 def largest_block_tile(device: torch.device, dtype: torch.dtype) -> int:
@@ -135,7 +133,7 @@ def plan_for(
 
     ``max_block_tile`` defaults to what the device's shared memory allows and
     ``max_batch_items`` to the planner's default; tests pass them explicitly to plan CPU
-    tensors for the test-only CPU emulation (``laperm::_test_emulate_planned_``).
+    tensors for the test-only CPU emulation (``laperm_testing::emulate_planned_``).
     """
     device, dtype = weights[0].device, weights[0].dtype
     if max_block_tile is None:
@@ -159,10 +157,10 @@ def describe_plan(plan: Plan) -> Dict[str, object]:
     Returns ``{"dtype", "tensors", "rows", "launches": [(class, first row, rows)],
     "large_batches": [(first row, rows, items, longest row, first offset)],
     "max_batch_items"}``; a launch's class is ``"warp"`` or ``"block<tile>"``. The plan's
-    words are decoded (and checked) by the extension: ``laperm::_inspect_cuda_decode_plan``.
+    words are decoded (and checked) by the extension: ``laperm_testing::cuda_decode_plan``.
     """
     dtype, rows, _, max_items, tensors, launches, batches = (
-        torch.ops.laperm._inspect_cuda_decode_plan(plan[0])
+        torch.ops.laperm_testing.cuda_decode_plan(plan[0])
     )
     tiles = size_classes().block_tiles
     return {
