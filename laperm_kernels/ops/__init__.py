@@ -5,6 +5,8 @@
 - ``prepared_call``: a call made again and again with the same tensors (LaPerm's sync):
   the native CPU fast path, else the runner; ``max_abs``: max |x| before a call
 - ``reference``: the PyTorch reference (the contract's definition), dtypes
+- ``_meta_registrations``: the fake (meta) kernels of ``torch.ops.laperm`` (named by
+  csrc/laperm.cpp's ``set_python_module``)
 - ``staging``: contiguous buffers for non-contiguous weights
 - ``graph_capture``: what a CUDA graph capture needs prepared eagerly
 - ``timing``: device timers
